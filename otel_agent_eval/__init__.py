@@ -1,0 +1,10 @@
+"""otel-agent-eval: find, explain and correct the failures of LLM agents, inside OpenTelemetry.
+
+The public API:
+
+* :mod:`otel_agent_eval.model` -- one representation of an agent run (a trace of steps);
+* :mod:`otel_agent_eval.instrument` -- record an agent's steps as GenAI-convention spans;
+* :mod:`otel_agent_eval.ingest` -- read spans and recorded runs back into steps.
+"""
+
+__version__ = "0.1.0"

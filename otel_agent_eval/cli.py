@@ -1,0 +1,220 @@
+"""The ``otel-agent-eval`` command line.
+
+Exit status: 0 on success (runs that could not be read are reported on stderr and skipped), 2 on bad input
+(a file that cannot be read, or any bad run under ``--strict``), 1 when spans could not be delivered.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import click
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from . import __version__
+from .errors import InputError
+from .ingest.otlp import read_otlp_json
+from .ingest.recorded import FORMATS, RECORDED_FORMATS, Format, load_runs, load_tools, read_json_or_jsonl
+from .ingest.recorded import detect_format as _detect
+from .ingest.span_record import SpanRecord, records_from_request
+from .instrument.recorded import RunSpanWriter
+from .model import AgentRun, ToolDefinition
+from .otlp_json import request_to_json
+from .tree import render_trace
+
+EXIT_BAD_INPUT = 2
+EXIT_DELIVERY_FAILED = 1
+
+
+class BadInput(click.ClickException):
+    """Bad input: the message names the file, the run and the field; exit status 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def format_message(self) -> str:
+        return self.message
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="otel-agent-eval")
+def main() -> None:
+    """Find, explain and correct the failures of LLM agents, inside OpenTelemetry."""
+
+
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(RECORDED_FORMATS),
+    default=None,
+    help="Input format; detected from the content when omitted.",
+)
+tools_option = click.option(
+    "--tools",
+    "tools_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Tool definitions (a JSON list of OpenAI functions) for runs that carry none.",
+)
+strict_option = click.option(
+    "--strict", is_flag=True, help="Fail (exit 2) on the first run that cannot be read, instead of skipping it."
+)
+
+
+class RunLoader:
+    """Reads every run in the files, reporting (or, under --strict, failing on) runs that cannot be read."""
+
+    def __init__(self, fmt: Format | None = None, tools_file: str | None = None, strict: bool = False) -> None:
+        self.fmt = fmt
+        self.tools_file = tools_file
+        self.strict = strict
+        self.skipped = 0
+
+    def runs(self, files: Sequence[str]) -> Iterator[AgentRun]:
+        try:
+            tools: tuple[ToolDefinition, ...] = load_tools(self.tools_file) if self.tools_file else ()
+            for file in files:
+                for item in load_runs(file, format=self.fmt, tools=tools):
+                    if isinstance(item, InputError):
+                        if self.strict:
+                            raise item
+                        self.skipped += 1
+                        click.echo(f"skipped: {item}", err=True)
+                        continue
+                    yield item
+        except InputError as exc:
+            raise BadInput(str(exc)) from None
+
+    def summary(self, verb: str, runs: int, where: str) -> None:
+        skipped = f", skipped {self.skipped} that could not be read (listed above)" if self.skipped else ""
+        click.echo(f"{verb} {runs} run{'s' if runs != 1 else ''} -> {where}{skipped}", err=True)
+
+
+def _write_atomically(out: str, lines: Iterator[str]) -> int:
+    """Write lines to ``out`` ('-' for stdout) all at once: on failure, no half-written file is left."""
+    count = 0
+    if out == "-":
+        for line in lines:
+            sys.stdout.write(line + "\n")
+            count += 1
+        return count
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for line in lines:
+                handle.write(line + "\n")
+                count += 1
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the output is an ordinary file
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+@main.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "-o", required=True, help="Output file of OTLP JSON traces, one run per line ('-': stdout).")
+@format_option
+@tools_option
+@strict_option
+@click.option(
+    "--no-reference",
+    is_flag=True,
+    help="Leave out the benchmark's answers (reward, expected actions), kept as agent_eval.reference.* otherwise.",
+)
+def import_cmd(
+    files: tuple[str, ...], out: str, fmt: Format | None, tools_file: str | None, strict: bool, no_reference: bool
+) -> None:
+    """Import recorded runs (τ-bench, τ², OpenAI messages) as OTLP JSON traces.
+
+    Each run becomes one trace: an invoke_agent span and one span per message, in order, with the
+    message's position in its run as agent_eval.step.index.
+    """
+    writer = RunSpanWriter(include_reference=not no_reference)
+    loader = RunLoader(fmt, tools_file, strict)
+    lines = (request_to_json(encode_spans(writer.spans(run))) for run in loader.runs(files))
+    runs = _write_atomically(out, lines)
+    loader.summary("imported", runs, out)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--endpoint", required=True, help="OTLP/gRPC endpoint, HOST:PORT.")
+@click.option("--insecure/--tls", default=True, show_default=True, help="Plaintext gRPC, or TLS.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to keep retrying an export.")
+@format_option
+@tools_option
+@strict_option
+def replay(
+    files: tuple[str, ...],
+    endpoint: str,
+    insecure: bool,
+    timeout: float,
+    fmt: Format | None,
+    tools_file: str | None,
+    strict: bool,
+) -> None:
+    """Send recorded runs (or OTLP JSON traces) to an OTLP/gRPC endpoint, one trace per run."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=timeout)
+    writer = RunSpanWriter()
+    loader = RunLoader(fmt, tools_file, strict)
+    runs = failed = 0
+    try:
+        for run in loader.runs(files):
+            spans: Sequence[ReadableSpan] = writer.spans(run)
+            runs += 1
+            if exporter.export(spans) is not SpanExportResult.SUCCESS:
+                failed += 1
+                click.echo(f"not delivered: run {run.source.index if run.source else runs - 1} "
+                           f"of {run.source.file if run.source else '?'}", err=True)
+    finally:
+        exporter.shutdown()
+    loader.summary("sent", runs - failed, endpoint)
+    if failed:
+        raise click.ClickException(f"{failed} of {runs} runs could not be delivered to {endpoint}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Input format; detected when omitted.")
+@click.option("--width", default=100, show_default=True, help="Characters of content shown per line.")
+def tree(files: tuple[str, ...], fmt: Format | None, width: int) -> None:
+    """Print traces as span trees: OTLP JSON trace files, or recorded runs (imported on the fly)."""
+    out: TextIO = sys.stdout
+    try:
+        for file in files:
+            kind = fmt or _detect(read_json_or_jsonl(Path(file)), file=file)
+            if kind == "otlp-json":
+                for request in read_otlp_json(file):
+                    _print_traces(list(records_from_request(request)), out, width)
+            else:
+                writer = RunSpanWriter()
+                for run in RunLoader(kind).runs([file]):
+                    _print_traces([SpanRecord.from_readable(s) for s in writer.spans(run)], out, width)
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _print_traces(records: list[SpanRecord], out: TextIO, width: int) -> None:
+    by_trace: dict[str, list[SpanRecord]] = {}
+    for record in records:
+        by_trace.setdefault(record.trace_id, []).append(record)
+    for spans in by_trace.values():
+        out.write(render_trace(spans, width=width) + "\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,266 @@
+"""Chat messages, in the shapes the world writes them, turned into steps.
+
+Recorded runs (OpenAI chat messages, τ-bench, τ²) and the message lists carried on model-call spans (GenAI
+``role`` + ``parts``, OpenInference's and OpenLLMetry's flattened attributes) all become :class:`ChatMessage`
+first, then steps by :func:`messages_to_steps`: one reading of roles, tool calls and tool results for all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..errors import InputError
+from ..model import AssistantMessage, JSONValue, Step, ToolCall, ToolExecution, UserMessage
+
+ROLE_ALIASES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "ai": "assistant",
+    "model": "assistant",
+    "tool": "tool",
+    "function": "tool",
+    "ipython": "tool",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a conversation, whatever it was read from."""
+
+    role: str  # system | user | assistant | tool
+    content: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    error: bool = False
+    start_time_ns: int | None = None
+    end_time_ns: int | None = None
+    span_id: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reason: str | None = None
+
+    def same_message(self, other: ChatMessage) -> bool:
+        """Whether two readings are of the same message (used to line up prompts of successive model calls)."""
+        return (
+            self.role == other.role
+            and (self.content or "") == (other.content or "")
+            and self.tool_call_id == other.tool_call_id
+            and [c.id or c.name for c in self.tool_calls] == [c.id or c.name for c in other.tool_calls]
+        )
+
+
+def normalize_role(role: object, *, field: str) -> str:
+    if not isinstance(role, str) or role.lower() not in ROLE_ALIASES:
+        raise InputError(f"role {role!r} is not user, assistant, tool or system", field=field)
+    return ROLE_ALIASES[role.lower()]
+
+
+def content_text(content: object, *, field: str) -> str | None:
+    """Message content as text: a string, or a list of OpenAI content parts whose text parts are joined."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, Mapping):
+                text = part.get("text", part.get("content"))
+                if isinstance(text, str):
+                    texts.append(text)
+        return "\n".join(texts)
+    if isinstance(content, (dict, int, float, bool)):
+        return json.dumps(content, ensure_ascii=False)
+    raise InputError(f"content is a {type(content).__name__}, not text", field=field)
+
+
+def parse_arguments(value: object, *, field: str, strict: bool) -> tuple[Mapping[str, JSONValue] | None, str | None]:
+    """Decode tool-call arguments (a JSON object, or its text).
+
+    Returns ``(arguments, raw_text)``. Text that is not a JSON object raises :class:`InputError` when
+    ``strict``, otherwise comes back as ``(None, text)``: a model's malformed call is evidence, not noise.
+    """
+    if value is None or value == "":
+        return {}, None
+    if isinstance(value, Mapping):
+        return value, None
+    if isinstance(value, str):
+        try:
+            decoded = json.loads(value)
+        except ValueError as exc:
+            if strict:
+                raise InputError(f"tool arguments are not JSON ({exc.msg} at char {exc.pos})", field=field) from None
+            return None, value
+        if isinstance(decoded, Mapping):
+            return decoded, None
+        if strict:
+            raise InputError(f"tool arguments are JSON {type(decoded).__name__}, not an object", field=field)
+        return None, value
+    raise InputError(f"tool arguments are a {type(value).__name__}, not a JSON object or its text", field=field)
+
+
+def parse_tool_call(obj: object, *, field: str, strict: bool) -> ToolCall:
+    """An OpenAI tool call (``{id, type, function: {name, arguments}}``) or the flat ``{id, name, arguments}``."""
+    if not isinstance(obj, Mapping):
+        raise InputError("tool call is not an object", field=field)
+    fn = obj.get("function") if isinstance(obj.get("function"), Mapping) else obj
+    assert isinstance(fn, Mapping)
+    name = fn.get("name")
+    if not isinstance(name, str) or not name:
+        raise InputError("tool call has no function name", field=f"{field}.name")
+    call_id = obj.get("id")
+    if call_id is not None and not isinstance(call_id, str):
+        call_id = str(call_id)
+    arguments, raw = parse_arguments(fn.get("arguments"), field=f"{field}.arguments", strict=strict)
+    return ToolCall(id=call_id or "", name=name, arguments=arguments, raw_arguments=raw)
+
+
+def parse_openai_message(obj: object, *, field: str, strict: bool = True) -> ChatMessage:
+    """A message as the OpenAI chat API writes it (also τ-bench's and τ²'s messages)."""
+    if not isinstance(obj, Mapping):
+        raise InputError(f"message is a {type(obj).__name__}, not an object", field=field)
+    if "role" not in obj:
+        raise InputError("message has no 'role'", field=f"{field}.role")
+    role = normalize_role(obj["role"], field=f"{field}.role")
+    content = content_text(obj.get("content"), field=f"{field}.content")
+    calls_obj = obj.get("tool_calls") or ()
+    if not isinstance(calls_obj, Sequence) or isinstance(calls_obj, str):
+        raise InputError("tool_calls is not a list", field=f"{field}.tool_calls")
+    tool_calls = tuple(
+        parse_tool_call(c, field=f"{field}.tool_calls[{i}]", strict=strict) for i, c in enumerate(calls_obj)
+    )
+    if role != "assistant" and tool_calls:
+        raise InputError(f"a {role} message carries tool_calls", field=f"{field}.tool_calls")
+    if obj.get("function_call") and role == "assistant" and not tool_calls:  # the pre-tools OpenAI API
+        tool_calls = (parse_tool_call(obj["function_call"], field=f"{field}.function_call", strict=strict),)
+    tool_call_id = obj.get("tool_call_id")
+    if role == "tool" and tool_call_id is None and isinstance(obj.get("id"), str):
+        tool_call_id = obj["id"]  # τ² keeps the call's id in "id"
+    name = obj.get("name")
+    error = obj.get("error")
+    if role == "tool" and error is None:
+        # τ-bench tools answer errors as text starting with "Error:"; there is no other error signal.
+        error = isinstance(content, str) and content.startswith("Error:")
+    return ChatMessage(
+        role=role,
+        content=content,
+        tool_calls=tool_calls,
+        tool_call_id=str(tool_call_id) if tool_call_id is not None else None,
+        tool_name=name if isinstance(name, str) else None,
+        error=bool(error),
+    )
+
+
+def parse_genai_message(obj: object, *, field: str) -> ChatMessage:
+    """A message in the GenAI semantic conventions' shape: ``{"role", "parts": [...]}``.
+
+    Parts: ``text`` (``content``), ``tool_call`` (``id``, ``name``, ``arguments``), ``tool_call_response``
+    (``id``, ``response``); others (images, reasoning) are skipped.
+    """
+    if not isinstance(obj, Mapping):
+        raise InputError("message is not an object", field=field)
+    if "parts" not in obj:  # some producers write OpenAI-shaped messages into gen_ai.*.messages
+        return parse_openai_message(obj, field=field, strict=False)
+    role = normalize_role(obj.get("role"), field=f"{field}.role")
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    call_id: str | None = None
+    parts = obj.get("parts")
+    if not isinstance(parts, list):
+        raise InputError("parts is not a list", field=f"{field}.parts")
+    for i, part in enumerate(parts):
+        if not isinstance(part, Mapping):
+            raise InputError("part is not an object", field=f"{field}.parts[{i}]")
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("content")
+            if isinstance(text, str):
+                texts.append(text)
+        elif kind == "tool_call":
+            calls.append(parse_tool_call(part, field=f"{field}.parts[{i}]", strict=False))
+        elif kind == "tool_call_response":
+            role = "tool" if role in ("user", "tool") else role
+            call_id = str(part["id"]) if part.get("id") is not None else None
+            response = part.get("response")
+            texts.append(response if isinstance(response, str) else json.dumps(response, ensure_ascii=False))
+    finish = obj.get("finish_reason")
+    return ChatMessage(
+        role=role,
+        content="\n".join(texts) if texts else None,
+        tool_calls=tuple(calls),
+        tool_call_id=call_id,
+        tool_name=obj.get("name") if isinstance(obj.get("name"), str) else None,
+        finish_reason=finish if isinstance(finish, str) else None,
+    )
+
+
+def messages_to_steps(messages: Iterable[ChatMessage], *, first_index: int = 0) -> tuple[str | None, list[Step]]:
+    """Turn a conversation into ``(system_instructions, steps)``.
+
+    Every message keeps its position (from ``first_index``) as its step index; system messages are joined
+    into the system instructions. A tool message becomes a :class:`ToolExecution` whose name and arguments
+    come from the assistant's call with the same id (or, without ids, the next unanswered call).
+    """
+    system: list[str] = []
+    steps: list[Step] = []
+    calls: dict[str, ToolCall] = {}
+    unanswered: list[ToolCall] = []
+    for index, msg in enumerate(messages, start=first_index):
+        timing: dict[str, Any] = {
+            "index": index,
+            "start_time_ns": msg.start_time_ns,
+            "end_time_ns": msg.end_time_ns,
+            "span_id": msg.span_id,
+        }
+        if msg.role == "system":
+            if msg.content:
+                system.append(msg.content)
+        elif msg.role == "user":
+            steps.append(UserMessage(content=msg.content, **timing))
+        elif msg.role == "assistant":
+            for call in msg.tool_calls:
+                if call.id:
+                    calls[call.id] = call
+                unanswered.append(call)
+            steps.append(
+                AssistantMessage(
+                    content=msg.content,
+                    tool_calls=msg.tool_calls,
+                    model=msg.model,
+                    provider=msg.provider,
+                    input_tokens=msg.input_tokens,
+                    output_tokens=msg.output_tokens,
+                    finish_reason=msg.finish_reason,
+                    **timing,
+                )
+            )
+        else:
+            call = calls.get(msg.tool_call_id) if msg.tool_call_id else None
+            if call is None:
+                call = next((c for c in unanswered if msg.tool_name in (None, c.name)), None)
+            if call is not None and call in unanswered:
+                unanswered.remove(call)
+            steps.append(
+                ToolExecution(
+                    name=msg.tool_name or (call.name if call else "unknown"),
+                    call_id=msg.tool_call_id or (call.id if call else None),
+                    arguments=call.arguments if call else None,
+                    result=msg.content,
+                    error=(msg.content or "tool error") if msg.error else None,
+                    **timing,
+                )
+            )
+    return ("\n\n".join(system) if system else None), steps
+
+
+def with_timing(msg: ChatMessage, start_ns: int | None, end_ns: int | None) -> ChatMessage:
+    return replace(msg, start_time_ns=start_ns, end_time_ns=end_ns)

@@ -1,0 +1,126 @@
+"""A span as ingestion reads it, whether it came as OTLP protobuf or as the SDK's ``ReadableSpan``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import StatusCode
+
+STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class SpanEvent:
+    name: str
+    attributes: Mapping[str, Any]
+    time_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRecord:
+    """The parts of a span that matter to reading agent steps. Ids are lower-case hex."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    start_time_ns: int
+    end_time_ns: int
+    attributes: Mapping[str, Any]
+    status_code: int = STATUS_UNSET
+    status_message: str | None = None
+    events: tuple[SpanEvent, ...] = ()
+    resource: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status_code == STATUS_ERROR
+
+    @classmethod
+    def from_proto(cls, span: ProtoSpan, resource: Mapping[str, Any] | None = None) -> SpanRecord:
+        return cls(
+            trace_id=span.trace_id.hex(),
+            span_id=span.span_id.hex(),
+            parent_span_id=span.parent_span_id.hex() or None,
+            name=span.name,
+            start_time_ns=span.start_time_unix_nano,
+            end_time_ns=span.end_time_unix_nano,
+            attributes=attributes_from_proto(span.attributes),
+            status_code={
+                ProtoStatus.STATUS_CODE_OK: STATUS_OK,
+                ProtoStatus.STATUS_CODE_ERROR: STATUS_ERROR,
+            }.get(span.status.code, STATUS_UNSET),
+            status_message=span.status.message or None,
+            events=tuple(
+                SpanEvent(e.name, attributes_from_proto(e.attributes), e.time_unix_nano) for e in span.events
+            ),
+            resource=resource or {},
+        )
+
+    @classmethod
+    def from_readable(cls, span: ReadableSpan) -> SpanRecord:
+        ctx = span.context
+        assert ctx is not None
+        return cls(
+            trace_id=format(ctx.trace_id, "032x"),
+            span_id=format(ctx.span_id, "016x"),
+            parent_span_id=format(span.parent.span_id, "016x") if span.parent is not None else None,
+            name=span.name,
+            start_time_ns=span.start_time or 0,
+            end_time_ns=span.end_time or 0,
+            attributes=dict(span.attributes or {}),
+            status_code={StatusCode.OK: STATUS_OK, StatusCode.ERROR: STATUS_ERROR}.get(
+                span.status.status_code, STATUS_UNSET
+            ),
+            status_message=span.status.description,
+            events=tuple(SpanEvent(e.name, dict(e.attributes or {}), e.timestamp or 0) for e in span.events),
+            resource=dict(span.resource.attributes),
+        )
+
+
+def records_from_request(request: ExportTraceServiceRequest) -> Iterator[SpanRecord]:
+    """Every span in an OTLP export request."""
+    for rs in request.resource_spans:
+        resource = attributes_from_proto(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                yield SpanRecord.from_proto(span, resource)
+
+
+def attributes_from_proto(kvs: Any) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in kvs}
+
+
+def any_value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, kind)
+
+
+def key_value(key: str, value: Any) -> KeyValue:
+    """An OTLP attribute (used by tests and by writers that build protobuf spans directly)."""
+    kv = KeyValue(key=key)
+    if isinstance(value, bool):
+        kv.value.bool_value = value
+    elif isinstance(value, int):
+        kv.value.int_value = value
+    elif isinstance(value, float):
+        kv.value.double_value = value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            kv.value.array_value.values.append(key_value("", item).value)
+    else:
+        kv.value.string_value = str(value)
+    return kv

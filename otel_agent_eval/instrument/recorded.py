@@ -1,0 +1,124 @@
+"""Recorded runs as spans, through the real OpenTelemetry SDK.
+
+A recorded run (from a file, or built in code) is written with the same names and attributes as live
+instrumentation, with the recorded timestamps where the source has them. Where it has none (τ-bench), the
+steps are laid out 1 ms apart, ending at the time of the import.
+
+>>> from otel_agent_eval.model import AgentRun, UserMessage, AssistantMessage
+>>> writer = RunSpanWriter()
+>>> spans = writer.spans(AgentRun(steps=(UserMessage(index=1, content="hi"), AssistantMessage(index=2, content="hello"))))
+>>> [(s.name, s.attributes["agent_eval.step.index"]) for s in spans[1:]]
+[('user_message', 1), ('chat', 2)]
+>>> spans[0].name
+'invoke_agent'
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from .. import __version__
+from ..model import AgentRun, AssistantMessage, Step, ToolExecution, UserMessage
+from . import attributes as attrs
+from .content import ContentPolicy
+
+STEP_SPACING_NS = 1_000_000
+
+
+def _messages_since_last_answer(steps: Sequence[Step], upto: int, policy: ContentPolicy) -> list[dict[str, object]]:
+    """The messages a model call saw that are new since the previous answer (the full history is the trace)."""
+    start = upto
+    while start > 0 and not isinstance(steps[start - 1], AssistantMessage):
+        start -= 1
+    return [attrs.step_message(s, policy) for s in steps[start:upto]]
+
+
+class RunSpanWriter:
+    """Turns :class:`~otel_agent_eval.model.AgentRun` objects into finished SDK spans, one trace per run."""
+
+    def __init__(
+        self,
+        *,
+        content: ContentPolicy | None = None,
+        include_reference: bool = True,
+        resource: Resource | None = None,
+    ) -> None:
+        # Recorded runs are data the user chose to import: content is captured unless a policy says otherwise.
+        self._policy = content or ContentPolicy(capture=True)
+        self._include_reference = include_reference
+        self._exporter = InMemorySpanExporter()
+        self._provider = TracerProvider(resource=resource or Resource.create({"service.name": "otel-agent-eval-import"}))
+        self._provider.add_span_processor(SimpleSpanProcessor(self._exporter))
+        self._tracer = self._provider.get_tracer("otel_agent_eval.import", __version__)
+
+    def spans(self, run: AgentRun, *, end_time_ns: int | None = None) -> list[ReadableSpan]:
+        """The run's spans: the root first, then one span per step in order."""
+        self._exporter.clear()
+        times = self._timeline(run, end_time_ns)
+        policy = self._policy
+        root_attrs = attrs.run_attributes(
+            agent_name=run.agent_name,
+            conversation_id=run.conversation_id,
+            system_instructions=run.system_instructions,
+            tool_definitions=run.tool_definitions,
+            policy=policy,
+        )
+        root_attrs.update(attrs.source_attributes(run))
+        if run.outcome is not None:
+            root_attrs.update(attrs.outcome_attributes(run.outcome))
+        if run.reference is not None and self._include_reference:
+            root_attrs.update(attrs.reference_attributes(run.reference))
+        root_start = min((t[0] for t in times), default=time.time_ns())
+        root_end = max((t[1] for t in times), default=root_start)
+        root = self._tracer.start_span(
+            attrs.run_span_name(run.agent_name), kind=SpanKind.INTERNAL, attributes=root_attrs, start_time=root_start
+        )
+        context = trace.set_span_in_context(root)
+        for i, step in enumerate(run.steps):
+            if isinstance(step, UserMessage):
+                step_attrs, kind = attrs.user_attributes(step, policy), SpanKind.INTERNAL
+            elif isinstance(step, AssistantMessage):
+                step_attrs = attrs.chat_attributes(
+                    step,
+                    policy,
+                    input_messages=_messages_since_last_answer(run.steps, i, policy),
+                )
+                kind = SpanKind.CLIENT
+            else:
+                step_attrs, kind = attrs.tool_attributes(step, policy), SpanKind.INTERNAL
+            span = self._tracer.start_span(
+                attrs.span_name(step), context=context, kind=kind, attributes=step_attrs, start_time=times[i][0]
+            )
+            if isinstance(step, ToolExecution) and step.error is not None:
+                span.set_status(Status(StatusCode.ERROR, policy.text(step.error)))
+            span.end(end_time=times[i][1])
+        root.end(end_time=max(root_end, run.end_time_ns or 0) or None)
+        finished = list(self._exporter.get_finished_spans())
+        self._exporter.clear()
+        return [finished[-1], *finished[:-1]]
+
+    @staticmethod
+    def _timeline(run: AgentRun, end_time_ns: int | None) -> list[tuple[int, int]]:
+        """(start, end) per step: recorded times where known, else 1 ms slots after the previous step."""
+        n = len(run.steps)
+        end = end_time_ns if end_time_ns is not None else time.time_ns()
+        cursor = run.start_time_ns or (end - n * STEP_SPACING_NS)
+        out = []
+        for step in run.steps:
+            start = step.start_time_ns if step.start_time_ns is not None else cursor
+            stop = step.end_time_ns if step.end_time_ns is not None else start + STEP_SPACING_NS
+            stop = max(stop, start)
+            out.append((start, stop))
+            cursor = max(stop, start + 1)
+        return out
+
+    def shutdown(self) -> None:
+        self._provider.shutdown()

@@ -1,0 +1,109 @@
+"""Every attribute, event and span name that otel-agent-eval reads or writes, in one place.
+
+The ``GEN_AI_*`` names are the OpenTelemetry GenAI semantic conventions (checked against
+``opentelemetry-semantic-conventions`` in the tests). ``AGENT_EVAL_*`` names are this project's own: the step
+index, the user-turn span, the application's outcome, the benchmark reference, and (written by the evaluator)
+the failure labels. Older and third-party names (``gen_ai.prompt.N.*``, OpenInference, OpenLLMetry) are read
+only; they are listed at the bottom.
+"""
+
+from typing import Final
+
+# --- OpenTelemetry GenAI semantic conventions -------------------------------------------------------------
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_SYSTEM: Final = "gen_ai.system"  # deprecated predecessor of gen_ai.provider.name; read only
+GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
+GEN_AI_AGENT_ID: Final = "gen_ai.agent.id"
+GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+GEN_AI_SYSTEM_INSTRUCTIONS: Final = "gen_ai.system_instructions"
+GEN_AI_TOOL_DEFINITIONS: Final = "gen_ai.tool.definitions"
+GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
+GEN_AI_TOOL_TYPE: Final = "gen_ai.tool.type"
+GEN_AI_TOOL_CALL_ID: Final = "gen_ai.tool.call.id"
+GEN_AI_TOOL_CALL_ARGUMENTS: Final = "gen_ai.tool.call.arguments"
+GEN_AI_TOOL_CALL_RESULT: Final = "gen_ai.tool.call.result"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_PROMPT_TOKENS: Final = "gen_ai.usage.prompt_tokens"  # deprecated; read only
+GEN_AI_USAGE_COMPLETION_TOKENS: Final = "gen_ai.usage.completion_tokens"  # deprecated; read only
+GEN_AI_EVALUATION_NAME: Final = "gen_ai.evaluation.name"
+GEN_AI_EVALUATION_SCORE_LABEL: Final = "gen_ai.evaluation.score.label"
+GEN_AI_EVALUATION_SCORE_VALUE: Final = "gen_ai.evaluation.score.value"
+GEN_AI_EVALUATION_EXPLANATION: Final = "gen_ai.evaluation.explanation"
+EVENT_GEN_AI_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"
+ERROR_TYPE: Final = "error.type"
+
+# gen_ai.operation.name values
+OP_CHAT: Final = "chat"
+OP_TEXT_COMPLETION: Final = "text_completion"
+OP_GENERATE_CONTENT: Final = "generate_content"
+OP_INVOKE_AGENT: Final = "invoke_agent"
+OP_CREATE_AGENT: Final = "create_agent"
+OP_EXECUTE_TOOL: Final = "execute_tool"
+MODEL_OPERATIONS: Final = frozenset({OP_CHAT, OP_TEXT_COMPLETION, OP_GENERATE_CONTENT})
+
+# --- otel-agent-eval's own names --------------------------------------------------------------------------
+AGENT_EVAL_STEP_INDEX: Final = "agent_eval.step.index"
+AGENT_EVAL_STEP_KIND: Final = "agent_eval.step.kind"  # "user" | "assistant" | "tool"
+# The conventions have no operation for a user turn; a user message is its own span with this name.
+SPAN_NAME_USER_MESSAGE: Final = "user_message"
+AGENT_EVAL_USER_MESSAGE: Final = "agent_eval.user.message"  # the user's text (subject to content capture)
+AGENT_EVAL_TOOL_ERROR: Final = "agent_eval.tool.error"  # the tool's error message, when it failed
+AGENT_EVAL_RUN_SUCCESS: Final = "agent_eval.run.success"  # what the application knows, when it knows it
+AGENT_EVAL_RUN_REWARD: Final = "agent_eval.run.reward"
+AGENT_EVAL_SOURCE_FILE: Final = "agent_eval.source.file"
+AGENT_EVAL_SOURCE_INDEX: Final = "agent_eval.source.index"
+AGENT_EVAL_SOURCE_ID: Final = "agent_eval.source.id"
+# A benchmark's answers, kept on the root span of imported runs so that nothing is lost on the way through
+# a trace file. Reference-free evaluation never reads them.
+AGENT_EVAL_REFERENCE_REWARD: Final = "agent_eval.reference.reward"
+AGENT_EVAL_REFERENCE_ACTIONS: Final = "agent_eval.reference.actions"
+AGENT_EVAL_REFERENCE_OUTPUTS: Final = "agent_eval.reference.outputs"
+AGENT_EVAL_ARGUMENTS_INVALID: Final = "agent_eval.tool.call.arguments_invalid"
+
+# Failure labels (written by the evaluator / processor)
+AGENT_EVAL_FAILURE_MODE: Final = "agent_eval.failure.mode"
+AGENT_EVAL_FAILURE_CATEGORY: Final = "agent_eval.failure.category"
+AGENT_EVAL_FAILURE_OUTCOME: Final = "agent_eval.failure.outcome"
+AGENT_EVAL_FAILURE_CRITIQUE: Final = "agent_eval.failure.critique"
+AGENT_EVAL_TRACE_OUTCOME: Final = "agent_eval.trace.outcome"
+AGENT_EVAL_TRACE_FAILURE_SCORE: Final = "agent_eval.trace.failure_score"
+AGENT_EVAL_TRACE_FAILURES: Final = "agent_eval.trace.failures"
+AGENT_EVAL_TRACE_TERMINAL_FAILURES: Final = "agent_eval.trace.terminal_failures"
+
+# Content capture switch, as in the OpenTelemetry GenAI instrumentations.
+ENV_CAPTURE_MESSAGE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+# --- Read only: older GenAI names (also OpenLLMetry's) ----------------------------------------------------
+LEGACY_PROMPT_PREFIX: Final = "gen_ai.prompt."  # gen_ai.prompt.N.role / .content / .tool_call_id
+LEGACY_COMPLETION_PREFIX: Final = "gen_ai.completion."  # gen_ai.completion.N.role / .content / .tool_calls.M.*
+LEGACY_FUNCTIONS_PREFIX: Final = "llm.request.functions."  # llm.request.functions.N.name / .parameters
+TRACELOOP_SPAN_KIND: Final = "traceloop.span.kind"  # workflow | task | agent | tool
+TRACELOOP_ENTITY_NAME: Final = "traceloop.entity.name"
+TRACELOOP_ENTITY_INPUT: Final = "traceloop.entity.input"
+TRACELOOP_ENTITY_OUTPUT: Final = "traceloop.entity.output"
+LLM_REQUEST_TYPE: Final = "llm.request.type"  # OpenLLMetry: chat | completion
+
+# --- Read only: OpenInference -------------------------------------------------------------------------------
+OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"  # LLM | TOOL | AGENT | CHAIN | ...
+OI_INPUT_MESSAGES: Final = "llm.input_messages"  # llm.input_messages.N.message.role / .content / ...
+OI_OUTPUT_MESSAGES: Final = "llm.output_messages"
+OI_MODEL_NAME: Final = "llm.model_name"
+OI_PROVIDER: Final = "llm.provider"
+OI_SYSTEM: Final = "llm.system"
+OI_TOOLS: Final = "llm.tools"  # llm.tools.N.tool.json_schema
+OI_TOKEN_PROMPT: Final = "llm.token_count.prompt"
+OI_TOKEN_COMPLETION: Final = "llm.token_count.completion"
+OI_TOOL_NAME: Final = "tool.name"
+OI_TOOL_PARAMETERS: Final = "tool.parameters"
+OI_TOOL_CALL_ID: Final = "tool_call.id"
+OI_INPUT_VALUE: Final = "input.value"
+OI_OUTPUT_VALUE: Final = "output.value"
+OI_SESSION_ID: Final = "session.id"
+OI_AGENT_NAME: Final = "agent.name"

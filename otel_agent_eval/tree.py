@@ -1,0 +1,98 @@
+"""Traces as text trees, one line per span, with what each agent step said or did.
+
+>>> from otel_agent_eval.ingest.span_record import SpanRecord
+>>> root = SpanRecord("t" * 32, "a" * 16, None, "invoke_agent", 0, 2_000_000, {"gen_ai.operation.name": "invoke_agent"})
+>>> user = SpanRecord("t" * 32, "b" * 16, "a" * 16, "user_message", 0, 1_000_000,
+...                   {"agent_eval.step.kind": "user", "agent_eval.step.index": 1,
+...                    "gen_ai.input.messages": '[{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]'})
+>>> print(render_trace([root, user]))
+trace tttttttttttttttttttttttttttttttt  invoke_agent  (2 spans, 2.0 ms)
+└── [1] user_message  "hi"
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import semconv as sc
+from .ingest.dialects import SpanReading, read_span
+from .ingest.span_record import SpanRecord
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _call(name: str, arguments: Mapping[str, Any] | None, width: int) -> str:
+    args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in (arguments or {}).items())
+    return _clip(f"{name}({args})", width)
+
+
+def describe(span: SpanRecord, reading: SpanReading, width: int) -> str:
+    """What the span says, in a few words: a message, a tool call, a tool result or error, labels."""
+    parts: list[str] = []
+    if reading.kind == "user":
+        text = next((m.content for m in reading.inputs if m.content), None)
+        parts.append(json.dumps(_clip(text or "", width), ensure_ascii=False))
+    elif reading.kind == "model":
+        for message in reading.outputs:
+            if message.content:
+                parts.append(json.dumps(_clip(message.content, width), ensure_ascii=False))
+            parts.extend("→ " + _call(c.name, c.arguments, width) for c in message.tool_calls)
+    elif reading.kind == "tool":
+        if reading.tool_error is not None:
+            parts.append("✗ " + _clip(reading.tool_error, width))
+        elif reading.tool_result is not None:
+            parts.append("← " + _clip(reading.tool_result, width))
+    attrs = span.attributes
+    if sc.AGENT_EVAL_FAILURE_MODE in attrs:
+        parts.append(f"[{attrs.get(sc.AGENT_EVAL_FAILURE_OUTCOME, '?')} {attrs[sc.AGENT_EVAL_FAILURE_MODE]}]")
+    return "  ".join(parts)
+
+
+def _root_facts(span: SpanRecord) -> str:
+    a = span.attributes
+    facts = []
+    if a.get(sc.GEN_AI_CONVERSATION_ID):
+        facts.append(f"conversation={a[sc.GEN_AI_CONVERSATION_ID]}")
+    if sc.AGENT_EVAL_SOURCE_FILE in a:
+        facts.append(f"source={a[sc.AGENT_EVAL_SOURCE_FILE]}#{a.get(sc.AGENT_EVAL_SOURCE_INDEX, '?')}")
+    if sc.AGENT_EVAL_TRACE_OUTCOME in a:
+        facts.append(f"outcome={a[sc.AGENT_EVAL_TRACE_OUTCOME]}")
+    return "  ".join(facts)
+
+
+def render_trace(spans: Sequence[SpanRecord], *, width: int = 100) -> str:
+    """One trace's spans as a tree (children in start order; spans whose parent is missing are roots)."""
+    ids = {s.span_id for s in spans}
+    children: dict[str | None, list[SpanRecord]] = defaultdict(list)
+    for span in sorted(spans, key=lambda s: (s.start_time_ns, s.end_time_ns)):
+        children[span.parent_span_id if span.parent_span_id in ids else None].append(span)
+    start = min(s.start_time_ns for s in spans)
+    end = max(s.end_time_ns for s in spans)
+    lines: list[str] = []
+    for root in children[None]:
+        facts = _root_facts(root)
+        lines.append(
+            f"trace {root.trace_id}  {root.name}  {facts + '  ' if facts else ''}"
+            f"({len(spans)} spans, {(end - start) / 1e6:.1f} ms)"
+        )
+        _render_children(root.span_id, children, "", lines, width)
+    return "\n".join(lines)
+
+
+def _render_children(
+    parent: str, children: Mapping[str | None, list[SpanRecord]], prefix: str, lines: list[str], width: int
+) -> None:
+    kids = children.get(parent, [])
+    for i, span in enumerate(kids):
+        last = i == len(kids) - 1
+        index = span.attributes.get(sc.AGENT_EVAL_STEP_INDEX)
+        label = f"[{index}] {span.name}" if index is not None else span.name
+        text = describe(span, read_span(span), width)
+        lines.append(f"{prefix}{'└── ' if last else '├── '}{label}{'  ' + text if text else ''}")
+        _render_children(span.span_id, children, prefix + ("    " if last else "│   "), lines, width)
