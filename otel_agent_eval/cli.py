@@ -178,8 +178,11 @@ def replay(
             runs += 1
             if exporter.export(spans) is not SpanExportResult.SUCCESS:
                 failed += 1
-                click.echo(f"not delivered: run {run.source.index if run.source else runs - 1} "
-                           f"of {run.source.file if run.source else '?'}", err=True)
+                click.echo(
+                    f"not delivered: run {run.source.index if run.source else runs - 1} "
+                    f"of {run.source.file if run.source else '?'}",
+                    err=True,
+                )
     finally:
         exporter.shutdown()
     loader.summary("sent", runs - failed, endpoint)

@@ -195,14 +195,20 @@ class AgentRun:
     def __len__(self) -> int:
         return len(self.steps)
 
-    def tool_call(self, call_id: str) -> ToolCall | None:
-        """The tool call with this id, as the model requested it."""
+    def tool_call(self, call_id: str, *, before: int | None = None) -> ToolCall | None:
+        """The latest tool call with this id (requested before step index ``before``, if given).
+
+        Call ids are not always unique in a run (some agents reuse them), hence "latest".
+        """
+        found = None
         for step in self.steps:
+            if before is not None and step.index >= before:
+                break
             if isinstance(step, AssistantMessage):
                 for call in step.tool_calls:
                     if call.id == call_id:
-                        return call
-        return None
+                        found = call
+        return found
 
     def tool_definition(self, name: str) -> ToolDefinition | None:
         for tool in self.tool_definitions:

@@ -5,7 +5,8 @@ are hex strings (not base64), and enums are integers. ``google.protobuf.json_for
 
 >>> from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 >>> req = ExportTraceServiceRequest()
->>> span = req.resource_spans.add().scope_spans.add().spans.add(name="chat", trace_id=bytes(range(16)), span_id=b"\\x01" * 8)
+>>> spans = req.resource_spans.add().scope_spans.add().spans
+>>> span = spans.add(name="chat", trace_id=bytes(range(16)), span_id=b"\\x01" * 8)
 >>> line = request_to_json(req)
 >>> '"traceId": "000102030405060708090a0b0c0d0e0f"' in line
 True

@@ -81,8 +81,14 @@ def _read_genai(span: SpanRecord) -> SpanReading:
         return SpanReading(kind="user", step_index=step_index, inputs=_json_messages(span, sc.GEN_AI_INPUT_MESSAGES))
     if explicit == "tool" or op == sc.OP_EXECUTE_TOOL:
         reading = SpanReading(kind="tool", step_index=step_index)
-        _fill_tool(reading, span, a.get(sc.GEN_AI_TOOL_NAME), a.get(sc.GEN_AI_TOOL_CALL_ID),
-                   a.get(sc.GEN_AI_TOOL_CALL_ARGUMENTS), a.get(sc.GEN_AI_TOOL_CALL_RESULT))
+        _fill_tool(
+            reading,
+            span,
+            a.get(sc.GEN_AI_TOOL_NAME),
+            a.get(sc.GEN_AI_TOOL_CALL_ID),
+            a.get(sc.GEN_AI_TOOL_CALL_ARGUMENTS),
+            a.get(sc.GEN_AI_TOOL_CALL_RESULT),
+        )
         return reading
     if explicit == "assistant" or op in sc.MODEL_OPERATIONS:
         reading = SpanReading(kind="model", step_index=step_index)
@@ -90,11 +96,14 @@ def _read_genai(span: SpanRecord) -> SpanReading:
         reading.outputs = _json_messages(span, sc.GEN_AI_OUTPUT_MESSAGES)
         reading.system_instructions = _instructions(a.get(sc.GEN_AI_SYSTEM_INSTRUCTIONS))
         reading.tool_definitions = _tool_definitions_json(a.get(sc.GEN_AI_TOOL_DEFINITIONS), reading)
-        _stamp_outputs(reading, span,
-                       model=a.get(sc.GEN_AI_RESPONSE_MODEL) or a.get(sc.GEN_AI_REQUEST_MODEL),
-                       provider=a.get(sc.GEN_AI_PROVIDER_NAME) or a.get(sc.GEN_AI_SYSTEM),
-                       input_tokens=a.get(sc.GEN_AI_USAGE_INPUT_TOKENS, a.get(sc.GEN_AI_USAGE_PROMPT_TOKENS)),
-                       output_tokens=a.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS, a.get(sc.GEN_AI_USAGE_COMPLETION_TOKENS)))
+        _stamp_outputs(
+            reading,
+            span,
+            model=a.get(sc.GEN_AI_RESPONSE_MODEL) or a.get(sc.GEN_AI_REQUEST_MODEL),
+            provider=a.get(sc.GEN_AI_PROVIDER_NAME) or a.get(sc.GEN_AI_SYSTEM),
+            input_tokens=a.get(sc.GEN_AI_USAGE_INPUT_TOKENS, a.get(sc.GEN_AI_USAGE_PROMPT_TOKENS)),
+            output_tokens=a.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS, a.get(sc.GEN_AI_USAGE_COMPLETION_TOKENS)),
+        )
         return reading
     if op in (sc.OP_INVOKE_AGENT, sc.OP_CREATE_AGENT):
         reading = SpanReading(kind="agent", agent_name=_str(a.get(sc.GEN_AI_AGENT_NAME)))
@@ -153,13 +162,25 @@ def _read_openinference(span: SpanRecord) -> SpanReading:
                 except ValueError as exc:
                     reading.problems.append(f"llm.tools: {exc}")
         reading.tool_definitions = tuple(tools)
-        _stamp_outputs(reading, span, model=a.get(sc.OI_MODEL_NAME), provider=a.get(sc.OI_PROVIDER) or a.get(sc.OI_SYSTEM),
-                       input_tokens=a.get(sc.OI_TOKEN_PROMPT), output_tokens=a.get(sc.OI_TOKEN_COMPLETION))
+        _stamp_outputs(
+            reading,
+            span,
+            model=a.get(sc.OI_MODEL_NAME),
+            provider=a.get(sc.OI_PROVIDER) or a.get(sc.OI_SYSTEM),
+            input_tokens=a.get(sc.OI_TOKEN_PROMPT),
+            output_tokens=a.get(sc.OI_TOKEN_COMPLETION),
+        )
         return reading
     if kind == "TOOL":
         reading = SpanReading(kind="tool")
-        _fill_tool(reading, span, a.get(sc.OI_TOOL_NAME) or span.name, a.get(sc.OI_TOOL_CALL_ID),
-                   a.get(sc.OI_INPUT_VALUE), a.get(sc.OI_OUTPUT_VALUE))
+        _fill_tool(
+            reading,
+            span,
+            a.get(sc.OI_TOOL_NAME) or span.name,
+            a.get(sc.OI_TOOL_CALL_ID),
+            a.get(sc.OI_INPUT_VALUE),
+            a.get(sc.OI_OUTPUT_VALUE),
+        )
         return reading
     if kind == "AGENT":
         return SpanReading(kind="agent", agent_name=_str(a.get(sc.OI_AGENT_NAME)) or span.name)
@@ -178,8 +199,14 @@ def _read_openllmetry(span: SpanRecord) -> SpanReading:
         arguments = payload.get("kwargs", payload) if isinstance(payload, Mapping) else None
         if isinstance(payload, Mapping) and payload.get("args"):
             arguments = {**{f"arg{i}": v for i, v in enumerate(payload["args"])}, **(arguments or {})}
-        _fill_tool(reading, span, a.get(sc.TRACELOOP_ENTITY_NAME) or span.name, None,
-                   arguments, a.get(sc.TRACELOOP_ENTITY_OUTPUT))
+        _fill_tool(
+            reading,
+            span,
+            a.get(sc.TRACELOOP_ENTITY_NAME) or span.name,
+            None,
+            arguments,
+            a.get(sc.TRACELOOP_ENTITY_OUTPUT),
+        )
         return reading
     if kind == "agent":
         return SpanReading(kind="agent", agent_name=_str(a.get(sc.TRACELOOP_ENTITY_NAME)) or span.name)
@@ -191,14 +218,20 @@ def _read_openllmetry(span: SpanRecord) -> SpanReading:
         for _, entry in sorted(_indexed(a, sc.LEGACY_FUNCTIONS_PREFIX).items()):
             if isinstance(entry.get("name"), str):
                 params = _json(entry.get("parameters"), reading, sc.LEGACY_FUNCTIONS_PREFIX + "parameters")
-                tools.append(ToolDefinition(entry["name"], _str(entry.get("description")),
-                                            params if isinstance(params, Mapping) else None))
+                tools.append(
+                    ToolDefinition(
+                        entry["name"], _str(entry.get("description")), params if isinstance(params, Mapping) else None
+                    )
+                )
         reading.tool_definitions = tuple(tools)
-        _stamp_outputs(reading, span,
-                       model=a.get(sc.GEN_AI_RESPONSE_MODEL) or a.get(sc.GEN_AI_REQUEST_MODEL),
-                       provider=a.get(sc.GEN_AI_SYSTEM),
-                       input_tokens=a.get(sc.GEN_AI_USAGE_PROMPT_TOKENS, a.get(sc.GEN_AI_USAGE_INPUT_TOKENS)),
-                       output_tokens=a.get(sc.GEN_AI_USAGE_COMPLETION_TOKENS, a.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)))
+        _stamp_outputs(
+            reading,
+            span,
+            model=a.get(sc.GEN_AI_RESPONSE_MODEL) or a.get(sc.GEN_AI_REQUEST_MODEL),
+            provider=a.get(sc.GEN_AI_SYSTEM),
+            input_tokens=a.get(sc.GEN_AI_USAGE_PROMPT_TOKENS, a.get(sc.GEN_AI_USAGE_INPUT_TOKENS)),
+            output_tokens=a.get(sc.GEN_AI_USAGE_COMPLETION_TOKENS, a.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)),
+        )
         return reading
     return SpanReading(kind="other")
 
@@ -217,7 +250,7 @@ def _indexed(a: Mapping[str, Any], prefix: str) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     for key, value in a.items():
         if key.startswith(prefix):
-            match = _INDEX.fullmatch(key[len(prefix):])
+            match = _INDEX.fullmatch(key[len(prefix) :])
             if match:
                 out.setdefault(int(match.group(1)), {})[match.group(2)] = value
     return out
@@ -227,7 +260,7 @@ def _indexed_messages(span: SpanRecord, prefix: str, inner: str, reading: SpanRe
     """Flattened messages: ``{prefix}.N.{inner}role``, ``...content``, ``...tool_calls.M.*``, ``...tool_call_id``."""
     messages = []
     for n, fields in sorted(_indexed(span.attributes, prefix + ".").items()):
-        f = {k[len(inner):]: v for k, v in fields.items() if k.startswith(inner)}
+        f = {k[len(inner) :]: v for k, v in fields.items() if k.startswith(inner)}
         try:
             role = normalize_role(f.get("role", "user"), field=f"{prefix}.{n}.{inner}role")
         except InputError as exc:
@@ -244,19 +277,22 @@ def _indexed_messages(span: SpanRecord, prefix: str, inner: str, reading: SpanRe
             name = c.get("function.name", c.get("name"))
             if not isinstance(name, str):
                 continue
-            args, raw = parse_arguments(c.get("function.arguments", c.get("arguments")),
-                                        field=f"{prefix}.{n}.tool_calls.{m}", strict=False)
+            args, raw = parse_arguments(
+                c.get("function.arguments", c.get("arguments")), field=f"{prefix}.{n}.tool_calls.{m}", strict=False
+            )
             calls.append(ToolCall(id=str(c.get("id") or ""), name=name, arguments=args, raw_arguments=raw))
         if role == "assistant" and content is None and not calls and isinstance(f.get("tool_calls"), str):
             reading.problems.append(f"{prefix}.{n}: tool_calls not flattened")
-        messages.append(ChatMessage(
-            role=role,
-            content=content if isinstance(content, str) or content is None else json.dumps(content),
-            tool_calls=tuple(calls),
-            tool_call_id=_str(f.get("tool_call_id")),
-            tool_name=_str(f.get("name")),
-            finish_reason=_str(f.get("finish_reason")),
-        ))
+        messages.append(
+            ChatMessage(
+                role=role,
+                content=content if isinstance(content, str) or content is None else json.dumps(content),
+                tool_calls=tuple(calls),
+                tool_call_id=_str(f.get("tool_call_id")),
+                tool_name=_str(f.get("name")),
+                finish_reason=_str(f.get("finish_reason")),
+            )
+        )
     return messages
 
 
@@ -296,7 +332,7 @@ def _instructions(value: Any) -> str | None:
     except ValueError:
         return value
     if isinstance(parts, list):
-        texts = [p.get("content") for p in parts if isinstance(p, Mapping) and isinstance(p.get("content"), str)]
+        texts = [str(p["content"]) for p in parts if isinstance(p, Mapping) and isinstance(p.get("content"), str)]
         return "\n".join(texts) or None
     return value
 
@@ -325,15 +361,23 @@ def _fill_tool(reading: SpanReading, span: SpanRecord, name: Any, call_id: Any, 
     reading.tool_error = str(error) if error is not None else None
 
 
-def _stamp_outputs(reading: SpanReading, span: SpanRecord, *, model: Any, provider: Any,
-                   input_tokens: Any, output_tokens: Any) -> None:
+def _stamp_outputs(
+    reading: SpanReading, span: SpanRecord, *, model: Any, provider: Any, input_tokens: Any, output_tokens: Any
+) -> None:
     """The model call's own facts go on its output messages (its answer): span, time, model, usage."""
     reading.outputs = [
         ChatMessage(
-            role=m.role, content=m.content, tool_calls=m.tool_calls, tool_call_id=m.tool_call_id,
-            tool_name=m.tool_name, finish_reason=m.finish_reason,
-            start_time_ns=span.start_time_ns, end_time_ns=span.end_time_ns, span_id=span.span_id,
-            model=_str(model), provider=_str(provider),
+            role=m.role,
+            content=m.content,
+            tool_calls=m.tool_calls,
+            tool_call_id=m.tool_call_id,
+            tool_name=m.tool_name,
+            finish_reason=m.finish_reason,
+            start_time_ns=span.start_time_ns,
+            end_time_ns=span.end_time_ns,
+            span_id=span.span_id,
+            model=_str(model),
+            provider=_str(provider),
             input_tokens=input_tokens if isinstance(input_tokens, int) and i == 0 else None,
             output_tokens=output_tokens if isinstance(output_tokens, int) and i == 0 else None,
         )

@@ -96,7 +96,7 @@ def parse_arguments(value: object, *, field: str, strict: bool) -> tuple[Mapping
     if isinstance(value, str):
         try:
             decoded = json.loads(value)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             if strict:
                 raise InputError(f"tool arguments are not JSON ({exc.msg} at char {exc.pos})", field=field) from None
             return None, value
@@ -244,16 +244,18 @@ def messages_to_steps(messages: Iterable[ChatMessage], *, first_index: int = 0) 
                 )
             )
         else:
-            call = calls.get(msg.tool_call_id) if msg.tool_call_id else None
-            if call is None:
-                call = next((c for c in unanswered if msg.tool_name in (None, c.name)), None)
-            if call is not None and call in unanswered:
-                unanswered.remove(call)
+            # Ids are not always unique (τ-bench reuses them), so the open call with this id comes first.
+            answered = next((c for c in unanswered if msg.tool_call_id and c.id == msg.tool_call_id), None)
+            answered = answered or (calls.get(msg.tool_call_id) if msg.tool_call_id else None)
+            if answered is None:
+                answered = next((c for c in unanswered if msg.tool_name in (None, c.name)), None)
+            if answered is not None and answered in unanswered:
+                unanswered.remove(answered)
             steps.append(
                 ToolExecution(
-                    name=msg.tool_name or (call.name if call else "unknown"),
-                    call_id=msg.tool_call_id or (call.id if call else None),
-                    arguments=call.arguments if call else None,
+                    name=msg.tool_name or (answered.name if answered else "unknown"),
+                    call_id=msg.tool_call_id or (answered.id if answered else None),
+                    arguments=answered.arguments if answered else None,
                     result=msg.content,
                     error=(msg.content or "tool error") if msg.error else None,
                     **timing,

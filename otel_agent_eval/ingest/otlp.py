@@ -37,7 +37,7 @@ def read_otlp_json(path: str | Path) -> Iterator[ExportTraceServiceRequest]:
 
 def _request(value: str | dict[str, object], file: str, where: str) -> ExportTraceServiceRequest:
     try:
-        return request_from_json(value)  # type: ignore[arg-type]
+        return request_from_json(value)
     except json.JSONDecodeError as exc:
         raise InputError(f"not JSON: {exc.msg} at column {exc.colno}", file=file, field=where) from None
     except ValueError as exc:

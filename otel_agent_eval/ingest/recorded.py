@@ -16,8 +16,8 @@ caller can report and skip it (or stop, under ``--strict``). A file that cannot 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -46,7 +46,9 @@ def read_json_or_jsonl(path: Path) -> Any:
     except json.JSONDecodeError as first:
         lines = [line for line in text.splitlines() if line.strip()]
         if len(lines) < 2:
-            raise InputError(f"not JSON: {first.msg} at line {first.lineno} column {first.colno}", file=str(path)) from None
+            raise InputError(
+                f"not JSON: {first.msg} at line {first.lineno} column {first.colno}", file=str(path)
+            ) from None
         values = []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -105,7 +107,9 @@ def load_runs(
     data = read_json_or_jsonl(path)
     fmt = format or detect_format(data, file=str(path))
     if fmt == "otlp-json":
-        raise InputError("holds OTLP JSON traces, not recorded runs; read it with otel_agent_eval.ingest.otlp", file=str(path))
+        raise InputError(
+            "holds OTLP JSON traces, not recorded runs; read it with otel_agent_eval.ingest.otlp", file=str(path)
+        )
     reader = {"tau-bench": _tau_bench_runs, "tau2": _tau2_runs, "openai": _openai_runs}[fmt]
     tool_defs = tuple(tools)
     for item in reader(data, str(path)):
@@ -159,7 +163,9 @@ def _tau_bench_run(obj: Any, file: str, index: int) -> AgentRun:
         reference = Reference(
             reward=_float_or_none(obj.get("reward")),
             actions=_expected_actions(task.get("actions") if isinstance(task, Mapping) else None, "kwargs"),
-            outputs=tuple(o for o in (task.get("outputs") or ()) if isinstance(o, str)) if isinstance(task, Mapping) else (),
+            outputs=tuple(o for o in (task.get("outputs") or ()) if isinstance(o, str))
+            if isinstance(task, Mapping)
+            else (),
         )
     return AgentRun(
         steps=tuple(steps),
@@ -176,8 +182,8 @@ def _tau_bench_run(obj: Any, file: str, index: int) -> AgentRun:
 def _tau2_runs(data: Any, file: str) -> Iterator[LoadedItem]:
     if not isinstance(data, Mapping) or not isinstance(data.get("simulations"), list):
         raise InputError("a τ² result is an object with a 'simulations' list", file=file, field="simulations")
-    info = data.get("info") if isinstance(data.get("info"), Mapping) else {}
-    env = info.get("environment_info") if isinstance(info.get("environment_info"), Mapping) else {}
+    info = _object(data.get("info"))
+    env = _object(info.get("environment_info"))
     policy = env.get("policy") if isinstance(env.get("policy"), str) else None
     tools: tuple[ToolDefinition, ...] = ()
     if isinstance(env.get("tool_defs"), list):
@@ -185,12 +191,10 @@ def _tau2_runs(data: Any, file: str) -> Iterator[LoadedItem]:
             tools = tuple(ToolDefinition.from_openai(t) for t in env["tool_defs"])
         except (ValueError, AttributeError) as exc:
             raise InputError(str(exc), file=file, field="info.environment_info.tool_defs") from None
-    agent_info = info.get("agent_info") if isinstance(info.get("agent_info"), Mapping) else {}
+    agent_info = _object(info.get("agent_info"))
     model = agent_info.get("llm") if isinstance(agent_info.get("llm"), str) else None
     agent_name = agent_info.get("implementation") if isinstance(agent_info.get("implementation"), str) else None
-    tasks = {
-        str(t.get("id")): t for t in data.get("tasks") or () if isinstance(t, Mapping) and t.get("id") is not None
-    }
+    tasks = {str(t.get("id")): t for t in data.get("tasks") or () if isinstance(t, Mapping) and t.get("id") is not None}
     for index, sim in enumerate(data["simulations"]):
         try:
             yield _tau2_run(sim, file, index, policy, tools, model, agent_name, tasks)
@@ -232,9 +236,7 @@ def _tau2_run(
         reference = Reference(
             reward=_float_or_none(reward_info.get("reward")) if isinstance(reward_info, Mapping) else None,
             actions=_expected_actions(criteria.get("actions") if isinstance(criteria, Mapping) else None, "arguments"),
-            outputs=tuple(
-                o for o in ((criteria or {}).get("communicate_info") or ()) if isinstance(o, str)
-            ),
+            outputs=tuple(o for o in ((criteria or {}).get("communicate_info") or ()) if isinstance(o, str)),
         )
     return AgentRun(
         steps=tuple(steps),
@@ -254,7 +256,9 @@ def _tau2_run(
 
 def _openai_runs(data: Any, file: str) -> Iterator[LoadedItem]:
     """One run (a list of messages, or ``{"messages": [...]}``), or many (a list or JSON Lines of those)."""
-    if isinstance(data, Mapping) or (isinstance(data, list) and data and isinstance(data[0], Mapping) and "role" in data[0]):
+    if isinstance(data, Mapping) or (
+        isinstance(data, list) and data and isinstance(data[0], Mapping) and "role" in data[0]
+    ):
         runs: list[Any] = [data]
     elif isinstance(data, list):
         runs = list(data)
@@ -300,6 +304,11 @@ def _openai_run(obj: Any, file: str, index: int) -> AgentRun:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (for optional parts of a file)."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def _expected_actions(actions: Any, args_key: str) -> tuple[ExpectedAction, ...]:

@@ -58,9 +58,7 @@ class SpanRecord:
                 ProtoStatus.STATUS_CODE_ERROR: STATUS_ERROR,
             }.get(span.status.code, STATUS_UNSET),
             status_message=span.status.message or None,
-            events=tuple(
-                SpanEvent(e.name, attributes_from_proto(e.attributes), e.time_unix_nano) for e in span.events
-            ),
+            events=tuple(SpanEvent(e.name, attributes_from_proto(e.attributes), e.time_unix_nano) for e in span.events),
             resource=resource or {},
         )
 

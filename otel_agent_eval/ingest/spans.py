@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -76,8 +77,12 @@ def trace_to_run(spans: Sequence[SpanRecord]) -> AgentRun | None:
     root_reading = agents[0][1] if agents else None
     tools = next((r.tool_definitions for _, r in readings if r.kind == "agent" and r.tool_definitions), ())
     tools = tools or next((r.tool_definitions for _, r in readings if r.tool_definitions), ())
-    instructions = next((r.system_instructions for _, r in readings if r.kind == "agent" and r.system_instructions), None)
-    instructions = instructions or system or next((r.system_instructions for _, r in readings if r.system_instructions), None)
+    instructions = next(
+        (r.system_instructions for _, r in readings if r.kind == "agent" and r.system_instructions), None
+    )
+    instructions = (
+        instructions or system or next((r.system_instructions for _, r in readings if r.system_instructions), None)
+    )
     return AgentRun(
         steps=tuple(steps),
         trace_id=root.trace_id,
@@ -99,7 +104,7 @@ def _explicit_steps(steps_read: list[tuple[SpanRecord, SpanReading]]) -> tuple[s
     steps: list[Step] = []
     system = None
     for span, r in sorted(steps_read, key=lambda sr: sr[1].step_index or 0):
-        common = {
+        common: dict[str, Any] = {
             "index": r.step_index or 0,
             "start_time_ns": span.start_time_ns,
             "end_time_ns": span.end_time_ns,
@@ -142,11 +147,23 @@ def _rebuilt_steps(steps_read: list[tuple[SpanRecord, SpanReading]]) -> tuple[st
     conversation: list[ChatMessage] = []
     for span, r in steps_read:
         if r.kind == "user":
-            _merge(conversation, [replace(m, span_id=span.span_id, start_time_ns=span.start_time_ns,
-                                          end_time_ns=span.end_time_ns) for m in r.inputs])
+            _merge(
+                conversation,
+                [
+                    replace(m, span_id=span.span_id, start_time_ns=span.start_time_ns, end_time_ns=span.end_time_ns)
+                    for m in r.inputs
+                ],
+            )
         elif r.kind == "model":
-            stamped = [replace(m, span_id=m.span_id or span.span_id, start_time_ns=m.start_time_ns or span.start_time_ns,
-                               end_time_ns=m.end_time_ns or span.start_time_ns) for m in r.inputs]
+            stamped = [
+                replace(
+                    m,
+                    span_id=m.span_id or span.span_id,
+                    start_time_ns=m.start_time_ns or span.start_time_ns,
+                    end_time_ns=m.end_time_ns or span.start_time_ns,
+                )
+                for m in r.inputs
+            ]
             _merge(conversation, stamped)
             conversation.extend(r.outputs)
     claimed: list[ChatMessage] = []
@@ -177,9 +194,7 @@ def _place_tool(conversation: list[ChatMessage], claimed: list[ChatMessage], spa
 
     ``claimed`` holds the tool messages already matched to a span, so that two spans never share one.
     """
-    free = [
-        i for i, m in enumerate(conversation) if m.role == "tool" and not any(m is c for c in claimed)
-    ]
+    free = [i for i, m in enumerate(conversation) if m.role == "tool" and not any(m is c for c in claimed)]
     target = None
     if r.tool_call_id:
         target = next((i for i in free if conversation[i].tool_call_id == r.tool_call_id), None)

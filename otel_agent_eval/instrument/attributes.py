@@ -61,8 +61,8 @@ def text_parts(text: str | None, policy: ContentPolicy) -> list[dict[str, Any]]:
 def tool_call_part(call: ToolCall, policy: ContentPolicy) -> dict[str, Any]:
     part: dict[str, Any] = {"type": "tool_call", "id": call.id, "name": call.name}
     if policy.capture:
-        part["arguments"] = policy.json_value(dict(call.arguments)) if call.arguments is not None else policy.text(
-            call.raw_arguments
+        part["arguments"] = (
+            policy.json_value(dict(call.arguments)) if call.arguments is not None else policy.text(call.raw_arguments)
         )
     return part
 

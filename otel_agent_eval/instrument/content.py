@@ -39,7 +39,7 @@ _OFF = {"false", "0", "no", "off", "no_content", "none"}
 
 
 def capture_from_env(default: bool = True) -> bool:
-    """Read ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``; an unknown value keeps the default, with a warning."""
+    """Read ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``; an unknown value keeps the default (warned)."""
     raw = os.environ.get(ENV_CAPTURE_MESSAGE_CONTENT)
     if raw is None or not raw.strip():
         return default

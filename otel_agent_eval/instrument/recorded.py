@@ -6,7 +6,8 @@ steps are laid out 1 ms apart, ending at the time of the import.
 
 >>> from otel_agent_eval.model import AgentRun, UserMessage, AssistantMessage
 >>> writer = RunSpanWriter()
->>> spans = writer.spans(AgentRun(steps=(UserMessage(index=1, content="hi"), AssistantMessage(index=2, content="hello"))))
+>>> run = AgentRun(steps=(UserMessage(index=1, content="hi"), AssistantMessage(index=2, content="hello")))
+>>> spans = writer.spans(run)
 >>> [(s.name, s.attributes["agent_eval.step.index"]) for s in spans[1:]]
 [('user_message', 1), ('chat', 2)]
 >>> spans[0].name
@@ -55,7 +56,9 @@ class RunSpanWriter:
         self._policy = content or ContentPolicy(capture=True)
         self._include_reference = include_reference
         self._exporter = InMemorySpanExporter()
-        self._provider = TracerProvider(resource=resource or Resource.create({"service.name": "otel-agent-eval-import"}))
+        self._provider = TracerProvider(
+            resource=resource or Resource.create({"service.name": "otel-agent-eval-import"})
+        )
         self._provider.add_span_processor(SimpleSpanProcessor(self._exporter))
         self._tracer = self._provider.get_tracer("otel_agent_eval.import", __version__)
 
