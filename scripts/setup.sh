@@ -9,8 +9,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    echo "setup: installing otel-agent-eval and its dev tools into .venv (log: .venv/install.log)" >&2
+    if ! { .venv/bin/python -m pip install --upgrade pip \
+           && .venv/bin/python -m pip install -e '.[dev]'; } >.venv/install.log 2>&1; then
+        tail -n 40 .venv/install.log >&2
+        echo "setup: pip install failed (full log: .venv/install.log)" >&2
+        exit 1
+    fi
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

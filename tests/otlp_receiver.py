@@ -14,7 +14,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, receiver: OtlpReceiver) -> None:
         self.receiver = receiver
 
-    def Export(self, request: Any, context: Any) -> trace_service_pb2.ExportTraceServiceResponse:  # noqa: N802
+    def Export(self, request: Any, context: Any) -> trace_service_pb2.ExportTraceServiceResponse:
         with self.receiver.lock:
             self.receiver.requests.append(request)
         return trace_service_pb2.ExportTraceServiceResponse()

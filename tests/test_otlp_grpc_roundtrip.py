@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -35,22 +36,30 @@ def test_live_instrumentation_through_grpc_exporter() -> None:
     with OtlpReceiver() as receiver:
         provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=receiver.endpoint, insecure=True)))
-        with agent_run("support", conversation_id="c-7", system_instructions="Be kind.", tracer_provider=provider) as run:
+        with agent_run(
+            "support", conversation_id="c-7", system_instructions="Be kind.", tracer_provider=provider
+        ) as run:
             run.user_message("Where is #W1? And #W2?")
             with run.chat(model="gpt-4o", provider="openai") as call:
                 call.set_response(
                     tool_calls=[
-                        {"id": "c1", "type": "function", "function": {"name": "get_order", "arguments": '{"order_id": "#W1"}'}},
-                        {"id": "c2", "type": "function", "function": {"name": "get_order", "arguments": '{"order_id": "#W2"}'}},
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "get_order", "arguments": '{"order_id": "#W1"}'},
+                        },
+                        {
+                            "id": "c2",
+                            "type": "function",
+                            "function": {"name": "get_order", "arguments": '{"order_id": "#W2"}'},
+                        },
                     ],
                     input_tokens=120,
                     output_tokens=30,
                 )
             run.execute(call.tool_calls[0], get_order)
-            try:
+            with contextlib.suppress(KeyError):  # the tool's error propagates to the agent, as it should
                 run.execute(call.tool_calls[1], get_order)
-            except KeyError:
-                pass
             with run.chat(model="gpt-4o", provider="openai") as call:
                 call.set_response(content="#W1 was delivered; I cannot find #W2.")
             run.set_outcome(success=True, reward=1.0)
@@ -86,7 +95,16 @@ def test_replay_command_sends_every_run(tmp_path: object) -> None:
     expected = [r for f in (TAU_BENCH, TAU2) for r in load_runs(f)]
     with OtlpReceiver() as receiver:
         done = subprocess.run(
-            [sys.executable, "-m", "otel_agent_eval.cli", "replay", str(TAU_BENCH), str(TAU2), "--endpoint", receiver.endpoint],
+            [
+                sys.executable,
+                "-m",
+                "otel_agent_eval.cli",
+                "replay",
+                str(TAU_BENCH),
+                str(TAU2),
+                "--endpoint",
+                receiver.endpoint,
+            ],
             capture_output=True,
             text=True,
             timeout=120,

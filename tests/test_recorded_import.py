@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from conftest import EXPECTED_RUNS, RECORDED_FILES, TAU2, TAU_BENCH
 from helpers import run_facts
+from opentelemetry.trace import StatusCode
 
 from otel_agent_eval.errors import InputError
 from otel_agent_eval.ingest.recorded import load_runs
 from otel_agent_eval.ingest.spans import runs_from_spans
 from otel_agent_eval.instrument.recorded import RunSpanWriter
 from otel_agent_eval.model import AgentRun, AssistantMessage, ToolExecution, UserMessage
-from opentelemetry.trace import StatusCode
 
 
 def raw_messages(path: Path) -> list[list[dict[str, Any]]]:
@@ -46,9 +46,11 @@ def test_every_run_imports(recorded: tuple[Path, list[AgentRun], list[list[dict[
         assert run.source is not None and run.source.index == i and run.source.file == str(path)
 
 
-def test_one_step_per_message_at_its_position(recorded: tuple[Path, list[AgentRun], list[list[dict[str, Any]]]]) -> None:
+def test_one_step_per_message_at_its_position(
+    recorded: tuple[Path, list[AgentRun], list[list[dict[str, Any]]]],
+) -> None:
     _, runs, raw = recorded
-    for run, messages in zip(runs, raw):
+    for run, messages in zip(runs, raw, strict=True):
         expected = [(i, m["role"]) for i, m in enumerate(messages) if m["role"] != "system"]
         assert [(s.index, s.kind) for s in run.steps] == expected
         for step in run.steps:
@@ -69,7 +71,7 @@ def test_one_step_per_message_at_its_position(recorded: tuple[Path, list[AgentRu
 def test_system_message_is_the_policy() -> None:
     runs = load_all(TAU_BENCH)
     raw = raw_messages(TAU_BENCH)
-    assert all(r.system_instructions == m[0]["content"] for r, m in zip(runs, raw))
+    assert all(r.system_instructions == m[0]["content"] for r, m in zip(runs, raw, strict=True))
     assert runs[0].system_instructions.startswith("# Airline Agent Policy")  # type: ignore[union-attr]
     tau2 = load_all(TAU2)
     assert all(r.system_instructions and "retail" in r.system_instructions.lower() for r in tau2)
@@ -124,7 +126,7 @@ def test_spans_one_per_message_in_order(recorded: tuple[Path, list[AgentRun], li
         assert len({c.context.trace_id for c in children} | {root.context.trace_id}) == 1  # type: ignore[union-attr]
         by_time = sorted(children, key=lambda s: s.start_time or 0)
         assert [c.attributes["agent_eval.step.index"] for c in by_time] == [s.index for s in run.steps]  # type: ignore[index]
-        for span, step in zip(children, run.steps):
+        for span, step in zip(children, run.steps, strict=True):
             attrs = span.attributes
             assert attrs is not None
             assert attrs["agent_eval.step.index"] == step.index
