@@ -165,7 +165,7 @@ def replay(
     tools_file: str | None,
     strict: bool,
 ) -> None:
-    """Send recorded runs (or OTLP JSON traces) to an OTLP/gRPC endpoint, one trace per run."""
+    """Send recorded runs to an OTLP/gRPC endpoint, one trace per run."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     exporter = OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=timeout)

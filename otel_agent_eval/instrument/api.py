@@ -40,6 +40,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
 from .. import __version__
+from .. import semconv as sc
 from ..ingest.messages import parse_tool_call
 from ..model import ApplicationOutcome, AssistantMessage, ToolCall, ToolDefinition, ToolExecution, UserMessage
 from . import attributes as attrs
@@ -107,7 +108,7 @@ class ChatRecorder:
             )
             self.span.set_attributes(attrs.response_attributes(step, self._policy))
             if model and model != self._model:
-                self.span.set_attribute("gen_ai.response.model", model)
+                self.span.set_attribute(sc.GEN_AI_RESPONSE_MODEL, model)
         except Exception:  # never break the agent because of its telemetry
             logger.exception("otel-agent-eval: could not record a model response")
 
@@ -176,11 +177,8 @@ class AgentRunRecorder:
         start_attrs = attrs.chat_attributes(
             step, self._policy, input_messages=input_messages, tool_definitions=tool_definitions
         )
-        for key in (
-            "gen_ai.output.messages",
-            "gen_ai.response.finish_reasons",
-        ):  # known only when the model has answered
-            start_attrs.pop(key, None)
+        for key in (sc.GEN_AI_OUTPUT_MESSAGES, sc.GEN_AI_RESPONSE_FINISH_REASONS):
+            start_attrs.pop(key, None)  # known only once the model has answered
         with self.tracer.start_as_current_span(
             attrs.span_name(step), kind=SpanKind.CLIENT, attributes=start_attrs, record_exception=True
         ) as span:
@@ -203,8 +201,8 @@ class AgentRunRecorder:
             try:
                 yield recorder
             except Exception as exc:
-                span.set_attribute("error.type", type(exc).__qualname__)
-                span.set_attribute("agent_eval.tool.error", self._policy.text(str(exc)) or "")
+                span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
+                span.set_attribute(sc.AGENT_EVAL_TOOL_ERROR, self._policy.text(str(exc)) or "")
                 raise
 
     def execute(self, call: ToolCall, fn: Callable[..., R]) -> R:
