@@ -86,7 +86,9 @@ TRACELOOP_SPAN_KIND: Final = "traceloop.span.kind"  # workflow | task | agent | 
 TRACELOOP_ENTITY_NAME: Final = "traceloop.entity.name"
 TRACELOOP_ENTITY_INPUT: Final = "traceloop.entity.input"
 TRACELOOP_ENTITY_OUTPUT: Final = "traceloop.entity.output"
-LLM_REQUEST_TYPE: Final = "llm.request.type"  # OpenLLMetry: chat | completion
+LLM_REQUEST_TYPE: Final = "llm.request.type"  # OpenLLMetry: chat | completion | embedding | rerank
+# llm.request.type values of calls whose prompt is a conversation (an embedding's input is not a user turn).
+LLM_REQUEST_TYPES_CONVERSATION: Final = frozenset({"chat", "completion"})
 
 # --- Read only: OpenInference -------------------------------------------------------------------------------
 OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"  # LLM | TOOL | AGENT | CHAIN | ...
@@ -99,6 +101,9 @@ OI_TOOLS: Final = "llm.tools"  # llm.tools.N.tool.json_schema
 OI_TOKEN_PROMPT: Final = "llm.token_count.prompt"
 OI_TOKEN_COMPLETION: Final = "llm.token_count.completion"
 OI_TOOL_NAME: Final = "tool.name"
+# The id of the call a TOOL span executes: OpenInference writes tool.id (SpanAttributes.TOOL_ID); some
+# producers write ToolCallAttributes.TOOL_CALL_ID, tool_call.id, instead.
+OI_TOOL_ID: Final = "tool.id"
 OI_TOOL_CALL_ID: Final = "tool_call.id"
 OI_INPUT_VALUE: Final = "input.value"
 OI_OUTPUT_VALUE: Final = "output.value"

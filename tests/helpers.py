@@ -9,7 +9,9 @@ from otel_agent_eval.model import AgentRun, AssistantMessage, Step, ToolExecutio
 
 def step_facts(step: Step) -> tuple[Any, ...]:
     if isinstance(step, AssistantMessage):
-        calls = tuple((c.id, c.name, dict(c.arguments) if c.arguments is not None else c.raw_arguments) for c in step.tool_calls)
+        calls = tuple(
+            (c.id, c.name, dict(c.arguments) if c.arguments is not None else c.raw_arguments) for c in step.tool_calls
+        )
         return ("assistant", step.index, step.content, calls)
     if isinstance(step, ToolExecution):
         args = dict(step.arguments) if step.arguments is not None else None

@@ -78,7 +78,9 @@ def _read_genai(span: SpanRecord) -> SpanReading:
     index = a.get(sc.AGENT_EVAL_STEP_INDEX)
     step_index = int(index) if isinstance(index, (int, float)) and explicit else None
     if explicit == "user":
-        return SpanReading(kind="user", step_index=step_index, inputs=_json_messages(span, sc.GEN_AI_INPUT_MESSAGES))
+        reading = SpanReading(kind="user", step_index=step_index)
+        reading.inputs = _json_messages(span, sc.GEN_AI_INPUT_MESSAGES, reading)
+        return reading
     if explicit == "tool" or op == sc.OP_EXECUTE_TOOL:
         reading = SpanReading(kind="tool", step_index=step_index)
         _fill_tool(
@@ -92,10 +94,13 @@ def _read_genai(span: SpanRecord) -> SpanReading:
         return reading
     if explicit == "assistant" or op in sc.MODEL_OPERATIONS:
         reading = SpanReading(kind="model", step_index=step_index)
-        reading.inputs = _json_messages(span, sc.GEN_AI_INPUT_MESSAGES)
-        reading.outputs = _json_messages(span, sc.GEN_AI_OUTPUT_MESSAGES)
+        reading.inputs = _json_messages(span, sc.GEN_AI_INPUT_MESSAGES, reading)
+        reading.outputs = _json_messages(span, sc.GEN_AI_OUTPUT_MESSAGES, reading)
         reading.system_instructions = _instructions(a.get(sc.GEN_AI_SYSTEM_INSTRUCTIONS))
         reading.tool_definitions = _tool_definitions_json(a.get(sc.GEN_AI_TOOL_DEFINITIONS), reading)
+        if sc.GEN_AI_INPUT_MESSAGES not in a and sc.GEN_AI_OUTPUT_MESSAGES not in a:
+            # The operation name with the older indexed messages (LiteLLM's OpenTelemetry callback writes these).
+            _read_indexed_model_call(reading, span)
         _stamp_outputs(
             reading,
             span,
@@ -123,7 +128,7 @@ def _read_run_facts(reading: SpanReading, a: Mapping[str, Any]) -> None:
         )
     if sc.AGENT_EVAL_REFERENCE_ACTIONS in a or sc.AGENT_EVAL_REFERENCE_REWARD in a:
         actions: list[ExpectedAction] = []
-        for obj in _json(a.get(sc.AGENT_EVAL_REFERENCE_ACTIONS), reading, sc.AGENT_EVAL_REFERENCE_ACTIONS) or ():
+        for obj in _json_list(a.get(sc.AGENT_EVAL_REFERENCE_ACTIONS), reading, sc.AGENT_EVAL_REFERENCE_ACTIONS):
             if isinstance(obj, Mapping) and isinstance(obj.get("name"), str):
                 args = obj.get("arguments")
                 actions.append(ExpectedAction(obj["name"], args if isinstance(args, Mapping) else {}))
@@ -177,7 +182,7 @@ def _read_openinference(span: SpanRecord) -> SpanReading:
             reading,
             span,
             a.get(sc.OI_TOOL_NAME) or span.name,
-            a.get(sc.OI_TOOL_CALL_ID),
+            a.get(sc.OI_TOOL_ID) or a.get(sc.OI_TOOL_CALL_ID),
             a.get(sc.OI_INPUT_VALUE),
             a.get(sc.OI_OUTPUT_VALUE),
         )
@@ -196,34 +201,30 @@ def _read_openllmetry(span: SpanRecord) -> SpanReading:
     if kind == "tool":
         reading = SpanReading(kind="tool")
         payload = _json(a.get(sc.TRACELOOP_ENTITY_INPUT), reading, sc.TRACELOOP_ENTITY_INPUT)
-        arguments = payload.get("kwargs", payload) if isinstance(payload, Mapping) else None
-        if isinstance(payload, Mapping) and payload.get("args"):
-            arguments = {**{f"arg{i}": v for i, v in enumerate(payload["args"])}, **(arguments or {})}
+        arguments: Any = None
+        if isinstance(payload, Mapping):  # the SDK writes json.dumps({"args": [...], "kwargs": {...}})
+            arguments = payload.get("kwargs", {} if "args" in payload else payload)
+            positional = payload.get("args")
+            if isinstance(positional, list) and positional and isinstance(arguments, Mapping):
+                arguments = {**{f"arg{i}": v for i, v in enumerate(positional)}, **arguments}
         _fill_tool(
             reading,
             span,
             a.get(sc.TRACELOOP_ENTITY_NAME) or span.name,
             None,
             arguments,
-            a.get(sc.TRACELOOP_ENTITY_OUTPUT),
+            _json_text(a.get(sc.TRACELOOP_ENTITY_OUTPUT)),
         )
         return reading
     if kind == "agent":
         return SpanReading(kind="agent", agent_name=_str(a.get(sc.TRACELOOP_ENTITY_NAME)) or span.name)
+    request_type = a.get(sc.LLM_REQUEST_TYPE)
+    if request_type is not None and str(request_type).lower() not in sc.LLM_REQUEST_TYPES_CONVERSATION:
+        # An embedding (or rerank) call: its gen_ai.prompt.N.content is the text embedded, not a conversation.
+        return SpanReading(kind="other")
     if _has_prefix(a, sc.LEGACY_PROMPT_PREFIX) or _has_prefix(a, sc.LEGACY_COMPLETION_PREFIX):
         reading = SpanReading(kind="model")
-        reading.inputs = _indexed_messages(span, sc.LEGACY_PROMPT_PREFIX.rstrip("."), "", reading)
-        reading.outputs = _indexed_messages(span, sc.LEGACY_COMPLETION_PREFIX.rstrip("."), "", reading)
-        tools = []
-        for _, entry in sorted(_indexed(a, sc.LEGACY_FUNCTIONS_PREFIX).items()):
-            if isinstance(entry.get("name"), str):
-                params = _json(entry.get("parameters"), reading, sc.LEGACY_FUNCTIONS_PREFIX + "parameters")
-                tools.append(
-                    ToolDefinition(
-                        entry["name"], _str(entry.get("description")), params if isinstance(params, Mapping) else None
-                    )
-                )
-        reading.tool_definitions = tuple(tools)
+        _read_indexed_model_call(reading, span)
         _stamp_outputs(
             reading,
             span,
@@ -234,6 +235,22 @@ def _read_openllmetry(span: SpanRecord) -> SpanReading:
         )
         return reading
     return SpanReading(kind="other")
+
+
+def _read_indexed_model_call(reading: SpanReading, span: SpanRecord) -> None:
+    """Indexed ``gen_ai.prompt.N.*`` / ``gen_ai.completion.N.*`` messages and ``llm.request.functions.N.*``."""
+    reading.inputs = _indexed_messages(span, sc.LEGACY_PROMPT_PREFIX.rstrip("."), "", reading)
+    reading.outputs = _indexed_messages(span, sc.LEGACY_COMPLETION_PREFIX.rstrip("."), "", reading)
+    tools = []
+    for _, entry in sorted(_indexed(span.attributes, sc.LEGACY_FUNCTIONS_PREFIX).items()):
+        if isinstance(entry.get("name"), str):
+            params = _json(entry.get("parameters"), reading, sc.LEGACY_FUNCTIONS_PREFIX + "parameters")
+            tools.append(
+                ToolDefinition(
+                    entry["name"], _str(entry.get("description")), params if isinstance(params, Mapping) else None
+                )
+            )
+    reading.tool_definitions = reading.tool_definitions or tuple(tools)
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -277,16 +294,20 @@ def _indexed_messages(span: SpanRecord, prefix: str, inner: str, reading: SpanRe
             name = c.get("function.name", c.get("name"))
             if not isinstance(name, str):
                 continue
-            args, raw = parse_arguments(
-                c.get("function.arguments", c.get("arguments")), field=f"{prefix}.{n}.tool_calls.{m}", strict=False
-            )
+            try:
+                args, raw = parse_arguments(
+                    c.get("function.arguments", c.get("arguments")), field=f"{prefix}.{n}.tool_calls.{m}", strict=False
+                )
+            except InputError as exc:  # arguments neither text nor an object (a number, a list)
+                reading.problems.append(str(exc))
+                args, raw = None, str(c.get("function.arguments", c.get("arguments")))
             calls.append(ToolCall(id=str(c.get("id") or ""), name=name, arguments=args, raw_arguments=raw))
         if role == "assistant" and content is None and not calls and isinstance(f.get("tool_calls"), str):
             reading.problems.append(f"{prefix}.{n}: tool_calls not flattened")
         messages.append(
             ChatMessage(
                 role=role,
-                content=content if isinstance(content, str) or content is None else json.dumps(content),
+                content=content if isinstance(content, str) or content is None else json.dumps(content, default=str),
                 tool_calls=tuple(calls),
                 tool_call_id=_str(f.get("tool_call_id")),
                 tool_name=_str(f.get("name")),
@@ -306,20 +327,37 @@ def _json(value: Any, reading: SpanReading, name: str) -> Any:
         return None
 
 
-def _json_messages(span: SpanRecord, key: str) -> list[ChatMessage]:
-    value = span.attributes.get(key)
-    if value is None:
-        return []
-    reading = SpanReading(kind="other")
-    data = _json(value, reading, key)
+def _json_list(value: Any, reading: SpanReading, name: str) -> list[Any]:
+    """A JSON list attribute (or one object, as a list of one); anything else is a problem, read as empty."""
+    data = _json(value, reading, name)
     if isinstance(data, Mapping):
-        data = [data]
+        return [data]
+    if isinstance(data, (list, tuple)):
+        return list(data)
+    if data is not None:
+        reading.problems.append(f"{name} is not a JSON list")
+    return []
+
+
+def _json_text(value: Any) -> Any:
+    """A value written as ``json.dumps(result)``: a JSON string decoded to its text; other JSON kept as written."""
+    if isinstance(value, str):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(decoded, str):
+            return decoded
+    return value
+
+
+def _json_messages(span: SpanRecord, key: str, reading: SpanReading) -> list[ChatMessage]:
     out = []
-    for i, obj in enumerate(data or ()):
+    for i, obj in enumerate(_json_list(span.attributes.get(key), reading, key)):
         try:
             out.append(parse_genai_message(obj, field=f"{key}[{i}]"))
-        except InputError:
-            continue  # a message we cannot read is skipped; the rest of the span still counts
+        except InputError as exc:
+            reading.problems.append(str(exc))  # a message we cannot read is skipped; the rest of the span counts
     return out
 
 
@@ -332,15 +370,14 @@ def _instructions(value: Any) -> str | None:
     except ValueError:
         return value
     if isinstance(parts, list):
-        texts = [str(p["content"]) for p in parts if isinstance(p, Mapping) and isinstance(p.get("content"), str)]
-        return "\n".join(texts) or None
-    return value
+        texts = [p if isinstance(p, str) else p.get("content") if isinstance(p, Mapping) else None for p in parts]
+        return "\n".join(t for t in texts if isinstance(t, str)) or None
+    return parts if isinstance(parts, str) else value
 
 
 def _tool_definitions_json(value: Any, reading: SpanReading) -> tuple[ToolDefinition, ...]:
-    data = _json(value, reading, sc.GEN_AI_TOOL_DEFINITIONS)
     tools = []
-    for obj in data or ():
+    for obj in _json_list(value, reading, sc.GEN_AI_TOOL_DEFINITIONS):
         if isinstance(obj, Mapping):
             try:
                 tools.append(ToolDefinition.from_openai(obj))
@@ -352,9 +389,13 @@ def _tool_definitions_json(value: Any, reading: SpanReading) -> tuple[ToolDefini
 def _fill_tool(reading: SpanReading, span: SpanRecord, name: Any, call_id: Any, arguments: Any, result: Any) -> None:
     reading.tool_name = _str(name)
     reading.tool_call_id = _str(call_id)
-    args, _ = parse_arguments(arguments, field="arguments", strict=False) if arguments is not None else (None, None)
+    try:
+        args, _ = parse_arguments(arguments, field="arguments", strict=False) if arguments is not None else (None, None)
+    except InputError as exc:  # arguments neither text nor an object (a number, a list)
+        reading.problems.append(str(exc))
+        args = None
     reading.tool_arguments = args
-    reading.tool_result = result if isinstance(result, str) or result is None else json.dumps(result)
+    reading.tool_result = result if isinstance(result, str) or result is None else json.dumps(result, default=str)
     error = span.attributes.get(sc.AGENT_EVAL_TOOL_ERROR)
     if span.failed:
         error = error or span.status_message or span.attributes.get(sc.ERROR_TYPE) or "tool error"

@@ -66,20 +66,36 @@ def trace_to_run(spans: Sequence[SpanRecord]) -> AgentRun | None:
     steps_read = [(s, r) for s, r in readings if r.kind in ("model", "tool", "user")]
     if not steps_read:
         return None
+    parents = {s.span_id: s.parent_span_id for s in ordered}
+    ours = {s.span_id for s, r in steps_read if r.step_index is not None}
+    if ours:
+        # A model or tool span of another instrumentation inside one of our step spans (an auto-instrumented
+        # client under `run.chat`) is the same step again.
+        steps_read = [(s, r) for s, r in steps_read if s.span_id in ours or not _ancestors(s, parents) & ours]
     if all(r.step_index is not None for _, r in steps_read):
         system, steps = _explicit_steps(steps_read)
     else:
         system, steps = _rebuilt_steps(steps_read)
 
-    ids = {s.span_id for s in ordered}
+    # The run is the innermost agent span around all its steps (or, with none around them all, the first agent
+    # span); without agent spans, the innermost span around all the steps.
+    around = set.intersection(*(_ancestors(s, parents) | {s.span_id} for s, _ in steps_read))
     agents = [(s, r) for s, r in readings if r.kind == "agent"]
-    root = agents[0][0] if agents else next((s for s in ordered if s.parent_span_id not in ids), ordered[0])
-    root_reading = agents[0][1] if agents else None
-    tools = next((r.tool_definitions for _, r in readings if r.kind == "agent" and r.tool_definitions), ())
+    enclosing = [(s, r) for s, r in agents if s.span_id in around]
+    chosen = max(enclosing, key=lambda sr: len(_ancestors(sr[0], parents))) if enclosing else None
+    chosen = chosen or (agents[0] if agents else None)
+    if chosen is not None:
+        root, root_reading = chosen[0], chosen[1]
+    else:
+        candidates = [s for s in ordered if s.span_id in around]
+        ids = set(parents)
+        top = next((s for s in ordered if s.parent_span_id not in ids), ordered[0])
+        root = max(candidates, key=lambda s: len(_ancestors(s, parents))) if candidates else top
+        root_reading = None
+    agent_readings = ([root_reading] if root_reading else []) + [r for _, r in agents]
+    tools = next((r.tool_definitions for r in agent_readings if r.tool_definitions), ())
     tools = tools or next((r.tool_definitions for _, r in readings if r.tool_definitions), ())
-    instructions = next(
-        (r.system_instructions for _, r in readings if r.kind == "agent" and r.system_instructions), None
-    )
+    instructions = next((r.system_instructions for r in agent_readings if r.system_instructions), None)
     instructions = (
         instructions or system or next((r.system_instructions for _, r in readings if r.system_instructions), None)
     )
@@ -97,6 +113,16 @@ def trace_to_run(spans: Sequence[SpanRecord]) -> AgentRun | None:
         start_time_ns=root.start_time_ns,
         end_time_ns=root.end_time_ns,
     )
+
+
+def _ancestors(span: SpanRecord, parents: dict[str, str | None]) -> set[str]:
+    """The ids of the span's ancestors present in the trace."""
+    out: set[str] = set()
+    parent = span.parent_span_id
+    while parent is not None and parent in parents and parent not in out:
+        out.add(parent)
+        parent = parents[parent]
+    return out
 
 
 def _explicit_steps(steps_read: list[tuple[SpanRecord, SpanReading]]) -> tuple[str | None, list[Step]]:
@@ -167,10 +193,24 @@ def _rebuilt_steps(steps_read: list[tuple[SpanRecord, SpanReading]]) -> tuple[st
             _merge(conversation, stamped)
             conversation.extend(r.outputs)
     claimed: list[ChatMessage] = []
+    tool_spans = {span.span_id: r for span, r in steps_read if r.kind == "tool"}
     for span, r in steps_read:
         if r.kind == "tool":
-            _place_tool(conversation, claimed, span, r)
-    return messages_to_steps(conversation)
+            others = {t.tool_call_id for sid, t in tool_spans.items() if sid != span.span_id and t.tool_call_id}
+            _place_tool(conversation, claimed, span, r, others)
+    system, steps = messages_to_steps(conversation)
+    for i, step in enumerate(steps):
+        tool = tool_spans.get(step.span_id or "") if isinstance(step, ToolExecution) else None
+        if isinstance(step, ToolExecution) and tool is not None:
+            # The span knows whether the tool failed and why; the call, what the model asked for. The span's own
+            # arguments stand in when no call was found (an OpenLLMetry span's positional "arg0" names are not
+            # the call's, so the call comes first).
+            steps[i] = replace(
+                step,
+                arguments=step.arguments if step.arguments is not None else tool.tool_arguments,
+                error=tool.tool_error if tool.tool_error is not None else step.error,
+            )
+    return system, steps
 
 
 def _merge(conversation: list[ChatMessage], prompt: Sequence[ChatMessage]) -> None:
@@ -179,9 +219,16 @@ def _merge(conversation: list[ChatMessage], prompt: Sequence[ChatMessage]) -> No
     A prompt normally repeats the conversation so far and adds to it; a prompt that was trimmed or reordered
     is lined up message by message, so no message is counted twice and none is lost.
     """
-    position = 0
+
+    def find(message: ChatMessage, start: int) -> int | None:
+        return next((j for j in range(start, len(conversation)) if conversation[j].same_message(message)), None)
+
+    # New messages before the first one already held go just before it; a prompt that holds none of the
+    # conversation (an API that keeps the history server-side sends only the new items) goes at its end.
+    first = next((j for j in (find(m, 0) for m in prompt) if j is not None), None)
+    position = len(conversation) if first is None else first
     for message in prompt:
-        match = next((j for j in range(position, len(conversation)) if conversation[j].same_message(message)), None)
+        match = find(message, position)
         if match is None:
             conversation.insert(position, message)
             position += 1
@@ -189,11 +236,20 @@ def _merge(conversation: list[ChatMessage], prompt: Sequence[ChatMessage]) -> No
             position = match + 1
 
 
-def _place_tool(conversation: list[ChatMessage], claimed: list[ChatMessage], span: SpanRecord, r: SpanReading) -> None:
+def _place_tool(
+    conversation: list[ChatMessage],
+    claimed: list[ChatMessage],
+    span: SpanRecord,
+    r: SpanReading,
+    other_call_ids: set[str],
+) -> None:
     """Attach a tool span to the tool result it produced, or add it as a step where it ran.
 
-    ``claimed`` holds the tool messages already matched to a span, so that two spans never share one.
+    ``claimed`` holds the tool messages already matched to a span, so that two spans never share one. Without a
+    call id, a span takes the first free result of its own tool (named by the result, or by the call the result
+    answers) given after it started; results of calls that another tool span names by id are left to that span.
     """
+    call_names = {c.id: c.name for m in conversation for c in m.tool_calls if c.id}
     free = [i for i, m in enumerate(conversation) if m.role == "tool" and not any(m is c for c in claimed)]
     target = None
     if r.tool_call_id:
@@ -203,7 +259,9 @@ def _place_tool(conversation: list[ChatMessage], claimed: list[ChatMessage], spa
             (
                 i
                 for i in free
-                if conversation[i].tool_name in (None, r.tool_name)
+                if conversation[i].tool_call_id not in other_call_ids
+                and (conversation[i].tool_name or call_names.get(conversation[i].tool_call_id or ""))
+                in (None, r.tool_name)
                 and (conversation[i].start_time_ns or 0) >= span.start_time_ns
             ),
             None,

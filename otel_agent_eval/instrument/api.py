@@ -155,10 +155,10 @@ class AgentRunRecorder:
         """Record a user turn (a short span of its own: the conventions have no operation for it)."""
         try:
             step = UserMessage(index=self._take_index(), content=content)
-            with self.tracer.start_as_current_span(
+            # Nothing runs inside a user turn's span, so it is never made current (which would cost more).
+            self.tracer.start_span(
                 attrs.span_name(step), kind=SpanKind.INTERNAL, attributes=attrs.user_attributes(step, self._policy)
-            ):
-                pass
+            ).end()
         except Exception:
             logger.exception("otel-agent-eval: could not record a user message")
 
@@ -174,11 +174,9 @@ class AgentRunRecorder:
         """Record a model call around the block; an exception marks the span as failed and propagates."""
         index = self._take_index()
         step = AssistantMessage(index=index, model=model, provider=provider or self._provider)
-        start_attrs = attrs.chat_attributes(
+        start_attrs = attrs.chat_request_attributes(
             step, self._policy, input_messages=input_messages, tool_definitions=tool_definitions
         )
-        for key in (sc.GEN_AI_OUTPUT_MESSAGES, sc.GEN_AI_RESPONSE_FINISH_REASONS):
-            start_attrs.pop(key, None)  # known only once the model has answered
         with self.tracer.start_as_current_span(
             attrs.span_name(step), kind=SpanKind.CLIENT, attributes=start_attrs, record_exception=True
         ) as span:

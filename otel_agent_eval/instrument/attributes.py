@@ -45,9 +45,13 @@ from .content import ContentPolicy
 Attributes = dict[str, AttributeValue]
 
 
+# One encoder for every attribute: json.dumps with options builds a new encoder on each call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 def dumps(value: Any) -> str:
     """JSON for an attribute; values JSON cannot hold are written as their ``str()`` rather than failing."""
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return _ENCODER.encode(value)
 
 
 # --- messages in the conventions' shape ---------------------------------------------------------------------
@@ -109,21 +113,20 @@ def user_attributes(step: UserMessage, policy: ContentPolicy) -> Attributes:
     return attrs
 
 
-def chat_attributes(
+def chat_request_attributes(
     step: AssistantMessage,
     policy: ContentPolicy,
     *,
     input_messages: Sequence[Mapping[str, Any]] | None = None,
-    provider: str | None = None,
     tool_definitions: Sequence[ToolDefinition] = (),
 ) -> Attributes:
+    """What is known of a model call when it starts; :func:`response_attributes` adds its answer."""
     attrs = _step_common(step)
     attrs[sc.GEN_AI_OPERATION_NAME] = sc.OP_CHAT
-    if provider or step.provider:
-        attrs[sc.GEN_AI_PROVIDER_NAME] = step.provider or provider or ""
+    if step.provider:
+        attrs[sc.GEN_AI_PROVIDER_NAME] = step.provider
     if step.model:
         attrs[sc.GEN_AI_REQUEST_MODEL] = step.model
-    attrs.update(response_attributes(step, policy))
     if policy.capture and input_messages is not None:
         attrs[sc.GEN_AI_INPUT_MESSAGES] = dumps(list(input_messages))
     if tool_definitions:

@@ -89,11 +89,10 @@ class RunSpanWriter:
             if isinstance(step, UserMessage):
                 step_attrs, kind = attrs.user_attributes(step, policy), SpanKind.INTERNAL
             elif isinstance(step, AssistantMessage):
-                step_attrs = attrs.chat_attributes(
-                    step,
-                    policy,
-                    input_messages=_messages_since_last_answer(run.steps, i, policy),
+                step_attrs = attrs.chat_request_attributes(
+                    step, policy, input_messages=_messages_since_last_answer(run.steps, i, policy)
                 )
+                step_attrs.update(attrs.response_attributes(step, policy))
                 kind = SpanKind.CLIENT
             else:
                 step_attrs, kind = attrs.tool_attributes(step, policy), SpanKind.INTERNAL
