@@ -6,10 +6,12 @@ Exit status: 0 on success (runs that could not be read are reported on stderr an
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -20,9 +22,9 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from . import __version__
 from .errors import InputError
+from .ingest.files import file_format, read_runs
 from .ingest.otlp import read_otlp_json
-from .ingest.recorded import FORMATS, RECORDED_FORMATS, Format, load_runs, load_tools, read_json_or_jsonl
-from .ingest.recorded import detect_format as _detect
+from .ingest.recorded import FORMATS, RECORDED_FORMATS, Format, load_tools
 from .ingest.span_record import SpanRecord, records_from_request
 from .instrument.recorded import RunSpanWriter
 from .model import AgentRun, ToolDefinition
@@ -80,7 +82,7 @@ class RunLoader:
         try:
             tools: tuple[ToolDefinition, ...] = load_tools(self.tools_file) if self.tools_file else ()
             for file in files:
-                for item in load_runs(file, format=self.fmt, tools=tools):
+                for item in read_runs(file, format=self.fmt, tools=tools):
                     if isinstance(item, InputError):
                         if self.strict:
                             raise item
@@ -191,6 +193,73 @@ def replay(
 
 
 @main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--output", "-o", required=True, help="Where to write the results, one JSON object per run ('-': stdout)."
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Input format; detected when omitted.")
+@tools_option
+@click.option(
+    "--reference",
+    is_flag=True,
+    help="Reference-based evaluation: compare each run with the expected actions and outputs it carries "
+    "(τ files). Without it, evaluation reads only what a deployed agent's spans hold.",
+)
+@click.option(
+    "--policy-pack",
+    "packs",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A policy pack (YAML) to choose from besides the built-in ones; repeatable.",
+)
+@strict_option
+def evaluate(
+    inputs: tuple[str, ...],
+    output: str,
+    fmt: Format | None,
+    tools_file: str | None,
+    reference: bool,
+    packs: tuple[str, ...],
+    strict: bool,
+) -> None:
+    """Evaluate agent runs and write one result per run: outcome, failure score and failures.
+
+    INPUTS are recorded runs (τ-bench, τ², OpenAI messages) or OTLP JSON trace files.
+    """
+    from .evaluate import Engine, PackLibrary
+    from .evaluate.reference import ReferenceEvaluator
+
+    try:
+        library = PackLibrary.with_builtins(packs)
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
+    engine = Engine([ReferenceEvaluator()], packs=library) if reference else Engine(packs=library)
+    loader = RunLoader(fmt, tools_file, strict)
+    runs = list(loader.runs(inputs))
+    if reference:
+        missing = [r for r in runs if r.reference is None]
+        if missing and len(missing) == len(runs):
+            raise BadInput("--reference: no run carries expected actions (reward, info.task or evaluation_criteria)")
+        for run in missing:
+            src = run.source
+            click.echo(f"no reference: {src.file if src else '?'}: run {src.index if src else '?'}", err=True)
+
+    def lines() -> Iterator[str]:
+        show = sys.stderr.isatty() and len(runs) > 20
+        with click.progressbar(runs, label="evaluating", file=sys.stderr) if show else _plain(runs) as items:
+            for run in items:
+                yield json.dumps(engine.evaluate(run).to_dict(), ensure_ascii=False)
+
+    written = _write_atomically(output, lines())
+    loader.summary("evaluated", written, output)
+
+
+@contextmanager
+def _plain(items: Sequence[AgentRun]) -> Iterator[Sequence[AgentRun]]:
+    yield items
+
+
+@main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Input format; detected when omitted.")
 @click.option("--width", default=100, show_default=True, help="Characters of content shown per line.")
@@ -199,7 +268,7 @@ def tree(files: tuple[str, ...], fmt: Format | None, width: int) -> None:
     out: TextIO = sys.stdout
     try:
         for file in files:
-            kind = fmt or _detect(read_json_or_jsonl(Path(file)), file=file)
+            kind = fmt or file_format(file)
             if kind == "otlp-json":
                 for request in read_otlp_json(file):
                     _print_traces(list(records_from_request(request)), out, width)

@@ -29,6 +29,7 @@ mappings decoded from JSON and must be treated as read-only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -170,6 +171,18 @@ class RunSource:
     file: str
     index: int
     id: str | None = None
+
+    def trace_id(self) -> str:
+        """A trace id derived from the source, so that importing or evaluating the same run twice agrees.
+
+        Made from the file's name (not its path), the position and the id.
+
+        >>> RunSource("runs/a.json", 3, "x").trace_id() == RunSource("/data/a.json", 3, "x").trace_id()
+        True
+        """
+        name = self.file.replace("\\", "/").rsplit("/", 1)[-1]
+        digest = hashlib.sha256(f"{name}\0{self.index}\0{self.id or ''}".encode()).hexdigest()
+        return digest[:32]
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,7 +113,11 @@ def load_runs(
     reader = {"tau-bench": _tau_bench_runs, "tau2": _tau2_runs, "openai": _openai_runs}[fmt]
     tool_defs = tuple(tools)
     for item in reader(data, str(path)):
-        yield item.with_tools(tool_defs) if isinstance(item, AgentRun) else item
+        if isinstance(item, AgentRun):
+            # A recorded run's trace id comes from its source: its import and its evaluation name one trace.
+            trace_id = item.source.trace_id() if item.source else None
+            item = replace(item.with_tools(tool_defs), trace_id=item.trace_id or trace_id)
+        yield item
 
 
 def load_tools(path: str | Path) -> tuple[ToolDefinition, ...]:

@@ -24,6 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import __version__
@@ -42,6 +43,17 @@ def _messages_since_last_answer(steps: Sequence[Step], upto: int, policy: Conten
     return [attrs.step_message(s, policy) for s in steps[start:upto]]
 
 
+class _PresetTraceIds(RandomIdGenerator):
+    """Random ids, except the trace id set for the next root span (a run's own trace id)."""
+
+    def __init__(self) -> None:
+        self.next_trace_id: int | None = None
+
+    def generate_trace_id(self) -> int:
+        preset, self.next_trace_id = self.next_trace_id, None
+        return preset if preset else super().generate_trace_id()
+
+
 class RunSpanWriter:
     """Turns :class:`~otel_agent_eval.model.AgentRun` objects into finished SDK spans, one trace per run."""
 
@@ -56,8 +68,9 @@ class RunSpanWriter:
         self._policy = content or ContentPolicy(capture=True)
         self._include_reference = include_reference
         self._exporter = InMemorySpanExporter()
+        self._ids = _PresetTraceIds()
         self._provider = TracerProvider(
-            resource=resource or Resource.create({"service.name": "otel-agent-eval-import"})
+            resource=resource or Resource.create({"service.name": "otel-agent-eval-import"}), id_generator=self._ids
         )
         self._provider.add_span_processor(SimpleSpanProcessor(self._exporter))
         self._tracer = self._provider.get_tracer("otel_agent_eval.import", __version__)
@@ -81,6 +94,7 @@ class RunSpanWriter:
             root_attrs.update(attrs.reference_attributes(run.reference))
         root_start = min((t[0] for t in times), default=time.time_ns())
         root_end = max((t[1] for t in times), default=root_start)
+        self._ids.next_trace_id = int(run.trace_id, 16) if run.trace_id else None
         root = self._tracer.start_span(
             attrs.run_span_name(run.agent_name), kind=SpanKind.INTERNAL, attributes=root_attrs, start_time=root_start
         )

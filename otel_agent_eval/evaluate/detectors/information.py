@@ -1,0 +1,177 @@
+"""What the agent tells the user, checked against what it was told: amounts, identifiers, success claims."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from ...model import AgentRun, AssistantMessage, ToolExecution, UserMessage
+from ..engine import RunContext
+from ..findings import Finding
+from .text import plain_statements
+
+# Money: "$1,234.50", "1234.50 USD", "USD 12". Plain integers are left alone (counts, years, list numbers).
+_AMOUNT = re.compile(
+    r"(?:[$€£]\s?(\d[\d,]*(?:\.\d+)?))|(?:\b(\d[\d,]*\.\d{2})\b)|(?:\b(\d[\d,]*(?:\.\d+)?)\s?(?:usd|dollars|eur|euros)\b)",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# Identifiers the agent quotes: mixed letters and digits (order #W123, HAT001, credit_card_12), e-mails.
+_IDENT = re.compile(r"#?\b(?=[A-Za-z_]*\d)(?=\d*[A-Za-z_])[A-Za-z0-9_]{5,}\b|\b[\w.+-]+@[\w-]+\.[\w.]+\b")
+_SUCCESS = re.compile(
+    r"\b(has|have) been (successfully )?(cancel+ed|modified|updated|changed|booked|processed|returned|exchanged|"
+    r"refunded|issued|sent|submitted|placed|created|removed|added|completed)\b|\bsuccessfully\b|"
+    r"\bi (have|'ve) (now )?(cancel+ed|modified|updated|changed|booked|processed|submitted|issued|sent|placed|"
+    r"initiated|completed)\b|\bis now (cancel+ed|updated|booked|confirmed)\b",
+    re.IGNORECASE,
+)
+_CORRECTION = re.compile(
+    r"\b(correction|i made a mistake|i apologi[sz]e for the (error|confusion|mistake)|my mistake|"
+    r"let me correct|i misspoke)\b",
+    re.IGNORECASE,
+)
+
+
+def _to_float(text: str) -> float | None:
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
+
+
+class _Numbers:
+    """Numbers known before each step, and what simple arithmetic over them reaches."""
+
+    def __init__(self, run: AgentRun) -> None:
+        self.sources: list[tuple[int, list[float]]] = []
+        if run.system_instructions:
+            self.sources.append((-1, self._parse(run.system_instructions)))
+        for step in run.steps:
+            if isinstance(step, UserMessage) and step.content:
+                self.sources.append((step.index, self._parse(step.content)))
+            elif isinstance(step, ToolExecution) and step.result:
+                self.sources.append((step.index, self._parse(step.result)))
+
+    @staticmethod
+    def _parse(text: str) -> list[float]:
+        out = []
+        for match in _NUMBER.finditer(text):
+            value = _to_float(match.group())
+            if value is not None:
+                out.append(abs(value))
+        return out
+
+    def supported(self, value: float, before: int) -> bool:
+        known: set[float] = set()
+        sums: set[float] = set()
+        for index, numbers in self.sources:
+            if index >= before:
+                break
+            known.update(round(n, 2) for n in numbers)
+            if 1 < len(numbers) <= 200:
+                sums.add(round(sum(numbers), 2))
+        v = round(value, 2)
+        if v in known or v in sums:
+            return True
+        ordered = sorted(known)
+        for x in ordered:
+            if round(v - x, 2) in known or round(x - v, 2) in known:
+                return True
+            if x and any(abs(v - x * k) < 0.006 for k in range(2, 11)):
+                return True
+        if len(ordered) <= 120:  # three-term sums over the smaller number sets only
+            for i, x in enumerate(ordered):
+                for y in ordered[i:]:
+                    if round(v - x - y, 2) in known:
+                        return True
+        return False
+
+
+class WrongInformationDetector:
+    """Amounts and identifiers no tool result or user message supports; success claims without a successful write."""
+
+    name = "information"
+
+    def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+        facts = context.facts
+        numbers = _Numbers(run)
+        corpus = facts.corpus
+        steps = run.steps
+        for i, step in enumerate(steps):
+            if not isinstance(step, AssistantMessage) or not step.content:
+                continue
+            text = step.content
+            corrected = any(
+                isinstance(s, AssistantMessage) and s.content and _CORRECTION.search(s.content) for s in steps[i + 1 :]
+            )
+            unsupported = []
+            for match in _AMOUNT.finditer(text):
+                raw = next(g for g in match.groups() if g)
+                value = _to_float(raw)
+                if value is not None and value > 0 and not numbers.supported(value, step.index):
+                    unsupported.append(match.group().strip())
+            if unsupported:
+                yield context.finding(
+                    self.name,
+                    "wrong_information",
+                    step.index,
+                    f"Quote only amounts that a tool returned or that follow from them: "
+                    f"{', '.join(unsupported[:3])} is supported by nothing the tools or the user said.",
+                    f"amount(s) {', '.join(unsupported[:5])} not found in, nor computable from, earlier tool results "
+                    "and user messages",
+                    confidence=0.55,
+                    recovered=corrected,
+                )
+            invented = [
+                m.group() for m in _IDENT.finditer(text) if not corpus.known_before(m.group().lstrip("#"), step.index)
+            ]
+            if invented:
+                yield context.finding(
+                    self.name,
+                    "wrong_information",
+                    step.index,
+                    f"Do not state identifiers you were not given: {', '.join(invented[:3])} came from no tool "
+                    "result or user message.",
+                    f"identifier(s) {', '.join(invented[:5])} appear in no earlier tool result or user message",
+                    confidence=0.45,
+                    recovered=corrected,
+                )
+            claim = next(plain_statements(text, _SUCCESS), None)
+            if claim:
+                yield from self._check_claim(run, context, step, claim.group(), corrected)
+
+    def _check_claim(
+        self, run: AgentRun, context: RunContext, step: AssistantMessage, claim: str, corrected: bool
+    ) -> Iterator[Finding]:
+        writes = [c for c in context.facts.writes if c.step < step.index]
+        if not context.policy.writes.names and not context.policy.writes.patterns:
+            return
+        if not writes:
+            evidence = f"{claim!r} but no state-changing tool was called before"
+        elif not any(c.succeeded for c in writes):
+            evidence = f"{claim!r} but every state-changing call before it failed"
+        elif writes[-1].failed and not any(c.succeeded for c in writes if c.step > self._last_user(run, step)):
+            error = writes[-1].execution.error if writes[-1].execution else ""
+            evidence = f"{claim!r} but the latest attempt, {writes[-1].name}, failed: {error}"
+        else:
+            return
+        yield context.finding(
+            self.name,
+            "wrong_information",
+            step.index,
+            "Do not tell the user an action succeeded unless the tool call for it returned success; say what "
+            "actually happened.",
+            evidence[:300],
+            confidence=0.7,
+            recovered=corrected,
+        )
+
+    @staticmethod
+    def _last_user(run: AgentRun, step: AssistantMessage) -> int:
+        last = -1
+        for s in run.steps:
+            if s.index >= step.index:
+                break
+            if isinstance(s, UserMessage):
+                last = s.index
+        return last

@@ -1,0 +1,196 @@
+"""The rules of the agent's written policy, as its policy pack declares them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from ...model import AgentRun, AssistantMessage
+from ..engine import RunContext
+from ..findings import Finding
+
+_NEGATION = re.compile(r"^\W*(no|nope|not|don'?t|do not|wait|hold on|stop|cancel that|never ?mind)\b", re.IGNORECASE)
+_ASKS = re.compile(
+    r"\?|\bconfirm|\bproceed|\bshall i\b|\bwould you like\b|\bdo you want\b|\bok(ay)? to\b", re.IGNORECASE
+)
+
+
+class ConfirmationDetector:
+    """A consequential write with no explicit yes from the user, to a proposal of the agent, right before it."""
+
+    name = "confirmation"
+
+    def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+        policy = context.policy
+        if not policy.confirm_before_write:
+            return
+        facts = context.facts
+        for call in facts.writes:
+            user = facts.last_user_message_before(call.step)
+            asked = None
+            if user is not None:
+                asked = facts.previous_step(user.index, kind=AssistantMessage)
+            text = (user.content or "") if user else ""
+            confirmed = (
+                user is not None
+                and any(p.search(text) for p in policy.confirmations)
+                and not _NEGATION.search(text)
+                and isinstance(asked, AssistantMessage)
+                and bool(asked.content and _ASKS.search(asked.content))
+            )
+            if confirmed:
+                continue
+            why = (
+                "no user message before it"
+                if user is None
+                else f"the user's last message was {text[:120]!r}"
+                + ("" if isinstance(asked, AssistantMessage) and asked.content else " and the agent had asked nothing")
+            )
+            yield context.finding(
+                self.name,
+                "policy_violation",
+                call.step,
+                policy.critiques.get(
+                    "confirm_before_write",
+                    "List the action's details and wait for the user's explicit yes before calling a tool that "
+                    "changes anything.",
+                ),
+                f"{call.name} called without explicit confirmation: {why}",
+                confidence=0.4,
+            )
+
+
+class IdentityDetector:
+    """Account data read or changed before the user's identity was checked."""
+
+    name = "identity"
+
+    def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+        policy = context.policy
+        if not policy.identity_before_access:
+            return
+        for call in context.facts.calls:
+            if policy.is_identity(call.name):
+                if call.succeeded:
+                    return
+                continue
+            if policy.needs_identity(call.name):
+                yield context.finding(
+                    self.name,
+                    "policy_violation",
+                    call.step,
+                    policy.critiques.get(
+                        "identity_before_access",
+                        "Authenticate the user with an identity-check tool before looking up or changing their "
+                        "account.",
+                    ),
+                    f"{call.name} called before any identity check succeeded",
+                    confidence=0.6,
+                )
+                return
+
+
+class TurnShapeDetector:
+    """Several tool calls in one turn, or a tool call and a message to the user in one turn, where forbidden."""
+
+    name = "turn_shape"
+
+    def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+        policy = context.policy
+        for step in run.steps:
+            if not isinstance(step, AssistantMessage) or not step.tool_calls:
+                continue
+            if policy.one_tool_call_per_turn and len(step.tool_calls) > 1:
+                yield context.finding(
+                    self.name,
+                    "policy_violation",
+                    step.index,
+                    policy.critiques.get("one_tool_call_per_turn", "Make one tool call per turn."),
+                    f"{len(step.tool_calls)} tool calls in one turn: {', '.join(c.name for c in step.tool_calls)}",
+                    confidence=0.3,
+                )
+            if policy.no_message_with_tool_call and step.content and step.content.strip():
+                yield context.finding(
+                    self.name,
+                    "policy_violation",
+                    step.index,
+                    policy.critiques.get(
+                        "no_message_with_tool_call", "Either call a tool or answer the user in a turn, not both."
+                    ),
+                    f"message {step.content.strip()[:100]!r} sent together with a call to {step.tool_calls[0].name}",
+                    confidence=0.3,
+                )
+
+
+class PreconditionDetector:
+    """A write whose target's state, as the latest tool result shows it, forbids the action."""
+
+    name = "preconditions"
+
+    def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+        policy = context.policy
+        if not policy.preconditions:
+            return
+        facts = context.facts
+        for call in facts.writes:
+            if call.failed:
+                continue  # the tool refused it itself: reported by the tool-error detector
+            args = call.call.arguments or {}
+            for rule in policy.preconditions:
+                if call.name not in rule.tools or rule.target not in args:
+                    continue
+                target = args[rule.target]
+                seen = facts.state_before(rule.id_field or rule.target, target, call.step)
+                if seen is None:
+                    yield context.finding(
+                        self.name,
+                        "policy_violation",
+                        call.step,
+                        rule.critique or f"Look up {target} and check its {rule.field} before calling {call.name}.",
+                        f"{call.name} on {rule.target}={target!r} with no earlier tool result showing its {rule.field}",
+                        confidence=0.35,
+                    )
+                    continue
+                at, state = seen
+                value = state.get(rule.field)
+                allowed = rule.allowed is None or value in rule.allowed
+                if allowed and value not in rule.forbidden:
+                    continue
+                expected = f"one of {list(rule.allowed)}" if rule.allowed is not None else f"not {list(rule.forbidden)}"
+                yield context.finding(
+                    self.name,
+                    "wrong_action",
+                    call.step,
+                    rule.critique or f"Do not call {call.name} on {target}: its {rule.field} forbids it.",
+                    f"{call.name} on {rule.target}={target!r} whose {rule.field} was {value!r} (step {at}); "
+                    f"the policy requires {expected}",
+                    confidence=0.8,
+                )
+
+
+class OncePerTargetDetector:
+    """A second write of a kind the policy allows once per target (an order modified twice, say)."""
+
+    name = "once_per_target"
+
+    def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+        policy = context.policy
+        facts = context.facts
+        for rule in policy.once_per_target:
+            done: dict[str, tuple[str, int]] = {}
+            for call in facts.writes:
+                if call.name not in rule.tools or not call.succeeded:
+                    continue
+                target = str((call.call.arguments or {}).get(rule.target))
+                if target in done:
+                    first, step = done[target]
+                    yield context.finding(
+                        self.name,
+                        "wrong_action",
+                        call.step,
+                        rule.critique or f"Do not call {call.name} again on {target}: it can be done once.",
+                        f"{call.name} on {rule.target}={target!r} after {first} on the same target at step {step}",
+                        confidence=0.75,
+                    )
+                else:
+                    done[target] = (call.name, call.step)

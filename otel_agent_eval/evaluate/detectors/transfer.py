@@ -1,0 +1,44 @@
+"""Hand-offs to a human while the request was within what the agent's tools can do."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from ...model import AgentRun, UserMessage
+from ..engine import RunContext
+from ..findings import Finding
+
+_ASKED_FOR_HUMAN = re.compile(
+    r"\b(human|real person|representative|supervisor|manager|live agent|someone else)\b", re.I
+)
+
+
+class TransferDetector:
+    """A transfer to a human agent that the policy's "only when out of scope" rule does not justify."""
+
+    name = "transfer"
+
+    def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+        facts = context.facts
+        for call in facts.calls:
+            if not context.policy.is_transfer(call.name):
+                continue
+            asked = any(
+                _ASKED_FOR_HUMAN.search(s.content or "")
+                for s in run.steps
+                if isinstance(s, UserMessage) and s.index < call.step
+            )
+            blocked = any(c.failed and context.policy.is_write(c.name) for c in facts.calls if c.step < call.step)
+            yield context.finding(
+                self.name,
+                "unnecessary_transfer",
+                call.step,
+                "Handle the request yourself when your tools can do it; transfer to a human only when it is out "
+                "of your scope, and say why.",
+                f"{call.name} at step {call.step}"
+                + ("; the user had asked for a human" if asked else "")
+                + ("; after a refused write" if blocked else ""),
+                confidence=0.25 if asked or blocked else 0.45,
+            )
+            return

@@ -1,0 +1,177 @@
+"""The one evaluator interface, and the engine that runs evaluators over a run.
+
+An evaluator is any object with a ``name`` and an ``evaluate(run, context)`` method returning findings.
+The same call serves every caller:
+
+* offline files and the collector-side processor evaluate a complete run (``complete=True``);
+* a streaming evaluator evaluates the prefix seen so far (``complete=False``: detectors that need the end of
+  the run, such as "ended with requested actions not done", stay quiet);
+* the in-loop hook evaluates the history plus a proposed next step (:meth:`Engine.check`).
+
+Evaluators are plugins: besides the built-in detectors, every entry point in the group
+``otel_agent_eval.evaluators`` is loaded (an evaluator object, or a class or factory called with no
+arguments). A plugin's ``pyproject.toml``::
+
+    [project.entry-points."otel_agent_eval.evaluators"]
+    refunds = "my_package.evaluators:RefundRules"
+
+>>> from otel_agent_eval.model import AgentRun, UserMessage, AssistantMessage
+>>> engine = Engine()
+>>> run = AgentRun(steps=(UserMessage(index=0, content="hi"), AssistantMessage(index=1, content="Hello!")))
+>>> engine.evaluate(run).outcome
+'success'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from functools import cached_property
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+
+from ..model import AgentRun, Step
+from .facts import RunFacts
+from .findings import Evaluation, FailureOutcome, Finding
+from .policy import PackLibrary, ResolvedPolicy
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "otel_agent_eval.evaluators"
+
+
+@dataclass
+class RunContext:
+    """What an evaluator gets besides the run: the policy that applies, whether the run is over, shared facts."""
+
+    run: AgentRun
+    policy: ResolvedPolicy
+    complete: bool = True
+
+    @cached_property
+    def facts(self) -> RunFacts:
+        return RunFacts(self.run, self.policy)
+
+    def finding(
+        self,
+        evaluator: str,
+        mode: str,
+        step: int,
+        critique: str,
+        evidence: str,
+        *,
+        confidence: float,
+        recovered: bool = False,
+    ) -> Finding:
+        """A finding at step ``step``, with that step's span id."""
+        outcome: FailureOutcome = "recovered" if recovered else "terminal"
+        return Finding(
+            mode=mode,
+            step=step,
+            outcome=outcome,
+            critique=critique,
+            evidence=evidence,
+            evaluator=evaluator,
+            confidence=confidence,
+            span_id=self.span_id(step),
+        )
+
+    def span_id(self, index: int) -> str | None:
+        for step in self.run.steps:
+            if step.index == index:
+                return step.span_id
+        return None
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Anything that reads a run and says what failed."""
+
+    name: str
+
+    def evaluate(self, run: AgentRun, context: RunContext) -> Iterable[Finding]: ...
+
+
+def builtin_evaluators() -> list[Evaluator]:
+    """The reference-free detectors that ship with otel-agent-eval."""
+    from .detectors import BUILTIN_DETECTORS
+
+    return [cls() for cls in BUILTIN_DETECTORS]
+
+
+def plugin_evaluators(exclude: Iterable[str] = ()) -> list[Evaluator]:
+    """Evaluators registered by installed packages under the ``otel_agent_eval.evaluators`` entry points."""
+    skip = set(exclude)
+    found: list[Evaluator] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in skip:
+            continue
+        try:
+            obj: Any = ep.load()
+            evaluator = obj if isinstance(obj, Evaluator) else obj()
+        except Exception:
+            logger.exception("cannot load evaluator plugin %r (%s)", ep.name, ep.value)
+            continue
+        if not isinstance(evaluator, Evaluator):
+            logger.error("evaluator plugin %r (%s) has no name or evaluate()", ep.name, ep.value)
+            continue
+        found.append(evaluator)
+    return found
+
+
+class Engine:
+    """Runs evaluators over runs, isolating each: one that raises becomes an ``evaluator_error`` finding."""
+
+    def __init__(
+        self,
+        evaluators: Sequence[Evaluator] | None = None,
+        *,
+        packs: PackLibrary | None = None,
+        plugins: bool = True,
+    ) -> None:
+        if evaluators is None:
+            evaluators = builtin_evaluators()
+            if plugins:
+                evaluators = [*evaluators, *plugin_evaluators(exclude=(e.name for e in evaluators))]
+        self.evaluators = list(evaluators)
+        self.packs = packs or PackLibrary.with_builtins()
+
+    def context(self, run: AgentRun, *, complete: bool = True) -> RunContext:
+        return RunContext(run=run, policy=self.packs.policy_for(run.system_instructions), complete=complete)
+
+    def findings(self, run: AgentRun, *, complete: bool = True) -> list[Finding]:
+        context = self.context(run, complete=complete)
+        out: list[Finding] = []
+        for evaluator in self.evaluators:
+            try:
+                out.extend(evaluator.evaluate(run, context))
+            except Exception as exc:  # one broken evaluator must not silence the others
+                logger.debug("evaluator %s raised", evaluator.name, exc_info=True)
+                last = run.steps[-1].index if run.steps else 0
+                out.append(
+                    context.finding(
+                        evaluator.name,
+                        "evaluator_error",
+                        last,
+                        "No critique: the evaluator failed on this run.",
+                        f"{type(exc).__name__}: {exc}",
+                        confidence=1.0,
+                    )
+                )
+        return out
+
+    def evaluate(self, run: AgentRun, *, complete: bool = True) -> Evaluation:
+        """Evaluate a run (or, with ``complete=False``, the prefix of one that is still going)."""
+        return Evaluation.of(run, self.findings(run, complete=complete))
+
+    def check(self, history: AgentRun, proposed: Step) -> list[Finding]:
+        """The findings about ``proposed``, the step the agent is about to take after ``history``."""
+        index = (
+            proposed.index
+            if proposed.index > (history.steps[-1].index if history.steps else -1)
+            else (history.steps[-1].index + 1 if history.steps else 0)
+        )
+        step = replace(proposed, index=index)
+        run = replace(history, steps=(*history.steps, step))
+        return [f for f in self.findings(run, complete=False) if f.step == index]

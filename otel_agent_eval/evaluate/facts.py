@@ -1,0 +1,201 @@
+"""What detectors need to know about a run, worked out once per run and shared.
+
+* the tool calls in order, each with the step that asked for it and the step that ran it;
+* a corpus of everything the agent was told (policy, user messages, tool results, tool definitions), to ask
+  whether a value was known before a given step;
+* the state of the things tool results describe (an order, a reservation), as last seen before a step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from ..model import AgentRun, AssistantMessage, Step, ToolCall, ToolExecution, UserMessage
+from .policy import ResolvedPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A tool call: asked for by ``request`` (an assistant step), carried out by ``execution`` if it ran."""
+
+    call: ToolCall
+    request: AssistantMessage
+    execution: ToolExecution | None
+    position: int
+
+    @property
+    def name(self) -> str:
+        return self.call.name
+
+    @property
+    def step(self) -> int:
+        return self.request.index
+
+    @property
+    def succeeded(self) -> bool:
+        return self.execution is not None and self.execution.error is None
+
+    @property
+    def failed(self) -> bool:
+        return self.execution is not None and self.execution.error is not None
+
+    def same_request(self, other: Call) -> bool:
+        return self.name == other.name and self.call.arguments == other.call.arguments
+
+
+class Corpus:
+    """Everything the agent was told, in order, searchable for "was this known before step i?".
+
+    Sources are lower-cased and concatenated in step order; the first occurrence of a value tells the
+    earliest step it was known at (one C-speed ``str.find`` per question).
+    """
+
+    def __init__(self, sources: list[tuple[int, str]]) -> None:
+        parts: list[str] = []
+        self._ends: list[int] = []
+        self._indices: list[int] = []
+        length = 0
+        for index, text in sources:
+            chunk = text.lower() + "\n\x00\n"
+            parts.append(chunk)
+            length += len(chunk)
+            self._ends.append(length)
+            self._indices.append(index)
+        self.text = "".join(parts)
+
+    def first_seen(self, value: str) -> int | None:
+        """The index of the earliest step whose source mentions ``value`` (case-insensitive)."""
+        at = self.text.find(value.lower())
+        if at < 0:
+            return None
+        return self._indices[bisect_left(self._ends, at + 1)]
+
+    def known_before(self, value: str, index: int) -> bool:
+        seen = self.first_seen(value)
+        return seen is not None and seen < index
+
+
+_ID_KEYS = re.compile(r"(^|_)id$")
+
+
+class RunFacts:
+    """Shared, lazily computed views of one run."""
+
+    def __init__(self, run: AgentRun, policy: ResolvedPolicy) -> None:
+        self.run = run
+        self.policy = policy
+        self.steps = run.steps
+
+    @cached_property
+    def calls(self) -> list[Call]:
+        executions: dict[str, list[ToolExecution]] = {}
+        pending: list[ToolExecution] = []
+        for step in self.steps:
+            if isinstance(step, ToolExecution):
+                if step.call_id:
+                    executions.setdefault(step.call_id, []).append(step)
+                else:
+                    pending.append(step)
+        calls: list[Call] = []
+        for step in self.steps:
+            if not isinstance(step, AssistantMessage):
+                continue
+            for call in step.tool_calls:
+                matches = executions.get(call.id) if call.id else None
+                execution = None
+                while matches and execution is None:
+                    candidate = matches.pop(0)
+                    if candidate.index > step.index:
+                        execution = candidate
+                if execution is None:
+                    execution = next((e for e in pending if e.name == call.name and e.index > step.index), None)
+                    if execution is not None:
+                        pending.remove(execution)
+                calls.append(Call(call=call, request=step, execution=execution, position=len(calls)))
+        return calls
+
+    def calls_before(self, index: int) -> Iterator[Call]:
+        return (c for c in self.calls if c.step < index)
+
+    @cached_property
+    def writes(self) -> list[Call]:
+        return [c for c in self.calls if self.policy.is_write(c.name)]
+
+    @cached_property
+    def user_messages(self) -> list[UserMessage]:
+        return [s for s in self.steps if isinstance(s, UserMessage)]
+
+    @cached_property
+    def corpus(self) -> Corpus:
+        """The policy and tool definitions (before every step), user messages and tool results."""
+        sources: list[tuple[int, str]] = []
+        if self.run.system_instructions:
+            sources.append((-1, self.run.system_instructions))
+        for tool in self.run.tool_definitions:
+            sources.append((-1, json.dumps(tool.to_openai(), ensure_ascii=False)))
+        for step in self.steps:
+            if isinstance(step, UserMessage) and step.content:
+                sources.append((step.index, step.content))
+            elif isinstance(step, ToolExecution):
+                sources.append((step.index, step.result or step.error or ""))
+        return Corpus(sources)
+
+    def last_user_message_before(self, index: int) -> UserMessage | None:
+        last = None
+        for message in self.user_messages:
+            if message.index >= index:
+                break
+            last = message
+        return last
+
+    def previous_step(self, index: int, *, kind: type[Step] | None = None) -> Step | None:
+        found = None
+        for step in self.steps:
+            if step.index >= index:
+                break
+            if kind is None or isinstance(step, kind):
+                found = step
+        return found
+
+    @cached_property
+    def results_json(self) -> dict[int, Any]:
+        """Tool results that are JSON, decoded, by step index."""
+        out: dict[int, Any] = {}
+        for step in self.steps:
+            if isinstance(step, ToolExecution) and step.result and step.result[:1] in "{[":
+                try:
+                    out[step.index] = json.loads(step.result)
+                except ValueError:
+                    continue
+        return out
+
+    def state_before(self, id_field: str, target: Any, index: int) -> tuple[int, Mapping[str, Any]] | None:
+        """The latest tool-result object with ``id_field == target`` before step ``index``, and its step."""
+        found = None
+        for step_index, value in self.results_json.items():
+            if step_index >= index:
+                break
+            for obj in _objects(value):
+                if obj.get(id_field) == target:
+                    found = (step_index, obj)
+        return found
+
+
+def _objects(value: Any) -> Iterator[Mapping[str, Any]]:
+    """A decoded result's top-level object, or the objects of a top-level list."""
+    if isinstance(value, Mapping):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, Mapping):
+                yield item
+
+
+def is_identifier_key(key: str) -> bool:
+    return _ID_KEYS.search(key) is not None

@@ -1,0 +1,371 @@
+"""Policy packs: an agent's operating rules, declared in a YAML file, so a team writes its own without code.
+
+A pack says which tools change state, which check identity, which hand off to a human, and which rules the
+agent's written policy sets. The evaluator picks, for each run, the pack whose ``match`` patterns fit the
+run's system instructions (its policy), preferring the highest ``priority``; the built-in ``generic`` pack
+is the fallback, with tool roles guessed from tool names and each rule turned on only when the policy text
+states it. The format is documented in ``docs/policy-packs.md`` and checked against
+:data:`PACK_SCHEMA` on load.
+
+>>> pack = PolicyPack.from_mapping({"name": "shop", "tools": {"writes": {"names": ["cancel_order"]}},
+...                                 "rules": {"confirm_before_write": {"enabled": True}}})
+>>> policy = pack.resolve("Always confirm before cancelling.")
+>>> policy.is_write("cancel_order"), policy.is_write("get_order"), policy.confirm_before_write
+(True, False, True)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ..errors import InputError
+
+_ROLE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "names": {"type": "array", "items": {"type": "string"}},
+        "patterns": {"type": "array", "items": {"type": "string", "format": "regex"}},
+    },
+}
+_SWITCH = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "enabled": {"type": "boolean"},
+        "when_policy_matches": {"type": "string"},
+        "critique": {"type": "string"},
+        "confirmations": {"type": "array", "items": {"type": "string"}},
+    },
+}
+PACK_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "otel-agent-eval policy pack",
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "description": {"type": "string"},
+        "extends": {"type": "string"},
+        "priority": {"type": "integer"},
+        "match": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "all": {"type": "array", "items": {"type": "string"}},
+                "any": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "tools": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {k: _ROLE for k in ("writes", "identity", "transfer", "inert", "account")},
+        },
+        "rules": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "identity_before_access": _SWITCH,
+                "confirm_before_write": _SWITCH,
+                "one_tool_call_per_turn": _SWITCH,
+                "no_message_with_tool_call": _SWITCH,
+                "preconditions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["tools", "target", "source", "field"],
+                        "properties": {
+                            "tools": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                            "target": {"type": "string"},
+                            "source": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["tools"],
+                                "properties": {
+                                    "tools": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                                    "id_field": {"type": "string"},
+                                },
+                            },
+                            "field": {"type": "string"},
+                            "allowed": {"type": "array"},
+                            "forbidden": {"type": "array"},
+                            "critique": {"type": "string"},
+                        },
+                    },
+                },
+                "once_per_target": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["tools", "target"],
+                        "properties": {
+                            "tools": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                            "target": {"type": "string"},
+                            "when_policy_matches": {"type": "string"},
+                            "critique": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+_VALIDATOR = jsonschema.Draft202012Validator(PACK_SCHEMA)
+
+DEFAULT_CONFIRMATIONS = (
+    r"\b(yes|yeah|yep|yup|sure|ok|okay|correct|confirm(ed)?|proceed|go ahead|please do|do it|that'?s right|"
+    r"sounds good|affirmative|absolutely|definitely|of course|right)\b",
+)
+
+
+@dataclass(frozen=True)
+class ToolRole:
+    names: frozenset[str] = frozenset()
+    patterns: tuple[re.Pattern[str], ...] = ()
+
+    def __contains__(self, tool: str) -> bool:
+        return tool in self.names or any(p.search(tool) for p in self.patterns)
+
+    @classmethod
+    def from_mapping(cls, obj: Mapping[str, Any] | None) -> ToolRole:
+        obj = obj or {}
+        return cls(
+            names=frozenset(obj.get("names", ())),
+            patterns=tuple(re.compile(p, re.IGNORECASE) for p in obj.get("patterns", ())),
+        )
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """A write is allowed only when the state its latest read of the same target shows allows it."""
+
+    tools: frozenset[str]
+    target: str
+    source_tools: frozenset[str]
+    id_field: str | None
+    field: str
+    allowed: tuple[Any, ...] | None
+    forbidden: tuple[Any, ...]
+    critique: str | None
+
+
+@dataclass(frozen=True)
+class OncePerTarget:
+    tools: frozenset[str]
+    target: str
+    critique: str | None
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    """A pack's rules as they apply to one run (rules conditioned on the policy text already decided)."""
+
+    pack: str
+    writes: ToolRole
+    identity: ToolRole
+    transfer: ToolRole
+    inert: ToolRole
+    account: ToolRole | None
+    identity_before_access: bool = False
+    confirm_before_write: bool = False
+    confirmations: tuple[re.Pattern[str], ...] = ()
+    one_tool_call_per_turn: bool = False
+    no_message_with_tool_call: bool = False
+    preconditions: tuple[Precondition, ...] = ()
+    once_per_target: tuple[OncePerTarget, ...] = ()
+    critiques: Mapping[str, str] = field(default_factory=dict)
+
+    def is_write(self, tool: str) -> bool:
+        return tool in self.writes and tool not in self.inert and tool not in self.transfer
+
+    def is_identity(self, tool: str) -> bool:
+        return tool in self.identity
+
+    def is_transfer(self, tool: str) -> bool:
+        return tool in self.transfer
+
+    def needs_identity(self, tool: str) -> bool:
+        """Whether calling this tool touches account data, so that identity must be checked first."""
+        if self.is_identity(tool) or tool in self.inert or self.is_transfer(tool):
+            return False
+        return self.account is None or tool in self.account or self.is_write(tool)
+
+
+@dataclass(frozen=True)
+class PolicyPack:
+    name: str
+    data: Mapping[str, Any]
+    description: str = ""
+    priority: int = 0
+    match_all: tuple[re.Pattern[str], ...] = ()
+    match_any: tuple[re.Pattern[str], ...] = ()
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<pack>") -> PolicyPack:
+        errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: list(e.absolute_path))
+        if errors:
+            first = errors[0]
+            where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
+            raise InputError(f"not a valid policy pack: {first.message}", file=source, field=where)
+        match = data.get("match") or {}
+        return cls(
+            name=data["name"],
+            data=data,
+            description=data.get("description", ""),
+            priority=int(data.get("priority", 0)),
+            match_all=tuple(re.compile(p, re.IGNORECASE) for p in match.get("all", ())),
+            match_any=tuple(re.compile(p, re.IGNORECASE) for p in match.get("any", ())),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> PolicyPack:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+        except yaml.YAMLError as exc:
+            raise InputError(f"not YAML: {exc}", file=str(path)) from None
+        if not isinstance(data, Mapping):
+            raise InputError("a policy pack is a YAML mapping", file=str(path))
+        return cls.from_mapping(data, source=str(path))
+
+    def matches(self, instructions: str | None) -> bool:
+        if not self.match_all and not self.match_any:
+            return False
+        text = instructions or ""
+        return all(p.search(text) for p in self.match_all) and (
+            not self.match_any or any(p.search(text) for p in self.match_any)
+        )
+
+    def merged_over(self, base: PolicyPack) -> PolicyPack:
+        """This pack with what it leaves unsaid taken from ``base`` (``extends``)."""
+        merged = _deep_merge(base.data, self.data)
+        merged.pop("extends", None)
+        return PolicyPack.from_mapping(merged, source=self.name)
+
+    def resolve(self, instructions: str | None) -> ResolvedPolicy:
+        text = instructions or ""
+        tools = self.data.get("tools") or {}
+        rules = self.data.get("rules") or {}
+
+        def on(rule: Mapping[str, Any] | None) -> bool:
+            if not rule or not rule.get("enabled", True):
+                return False
+            pattern = rule.get("when_policy_matches")
+            return not pattern or re.search(pattern, text, re.IGNORECASE) is not None
+
+        confirm = rules.get("confirm_before_write")
+        critiques = {k: v["critique"] for k, v in rules.items() if isinstance(v, Mapping) and v.get("critique")}
+        return ResolvedPolicy(
+            pack=self.name,
+            writes=ToolRole.from_mapping(tools.get("writes")),
+            identity=ToolRole.from_mapping(tools.get("identity")),
+            transfer=ToolRole.from_mapping(tools.get("transfer")),
+            inert=ToolRole.from_mapping(tools.get("inert")),
+            account=ToolRole.from_mapping(tools["account"]) if tools.get("account") else None,
+            identity_before_access=on(rules.get("identity_before_access")),
+            confirm_before_write=on(confirm),
+            confirmations=tuple(
+                re.compile(p, re.IGNORECASE) for p in ((confirm or {}).get("confirmations") or DEFAULT_CONFIRMATIONS)
+            ),
+            one_tool_call_per_turn=on(rules.get("one_tool_call_per_turn")),
+            no_message_with_tool_call=on(rules.get("no_message_with_tool_call")),
+            preconditions=tuple(
+                Precondition(
+                    tools=frozenset(p["tools"]),
+                    target=p["target"],
+                    source_tools=frozenset(p["source"]["tools"]),
+                    id_field=p["source"].get("id_field"),
+                    field=p["field"],
+                    allowed=tuple(p["allowed"]) if "allowed" in p else None,
+                    forbidden=tuple(p.get("forbidden", ())),
+                    critique=p.get("critique"),
+                )
+                for p in rules.get("preconditions", ())
+            ),
+            once_per_target=tuple(
+                OncePerTarget(tools=frozenset(o["tools"]), target=o["target"], critique=o.get("critique"))
+                for o in rules.get("once_per_target", ())
+                if on(o)
+            ),
+            critiques=critiques,
+        )
+
+
+def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class PackLibrary:
+    """The packs to choose from: the built-in ones, and any the user adds (later ones win on equal names)."""
+
+    def __init__(self, packs: Iterable[PolicyPack]) -> None:
+        by_name: dict[str, PolicyPack] = {}
+        for pack in packs:
+            by_name[pack.name] = pack
+        resolved: dict[str, PolicyPack] = {}
+        for name in by_name:
+            resolved[name] = self._resolve_extends(name, by_name, ())
+        self.packs = resolved
+        if "generic" not in self.packs:
+            raise ValueError("the pack library has no 'generic' pack to fall back on")
+        self._cache: dict[str | None, ResolvedPolicy] = {}
+
+    @staticmethod
+    def _resolve_extends(name: str, by_name: Mapping[str, PolicyPack], seen: Sequence[str]) -> PolicyPack:
+        pack = by_name[name]
+        base_name = pack.data.get("extends")
+        if not base_name:
+            return pack
+        if base_name in seen or base_name == name:
+            raise InputError(f"policy pack {name!r} extends itself through {base_name!r}")
+        if base_name not in by_name:
+            raise InputError(f"policy pack {name!r} extends unknown pack {base_name!r}")
+        base = PackLibrary._resolve_extends(base_name, by_name, (*seen, name))
+        return pack.merged_over(base)
+
+    def choose(self, instructions: str | None) -> PolicyPack:
+        candidates = [p for p in self.packs.values() if p.matches(instructions)]
+        return max(candidates, key=lambda p: p.priority) if candidates else self.packs["generic"]
+
+    def policy_for(self, instructions: str | None) -> ResolvedPolicy:
+        """The resolved rules for a run with these system instructions (cached: runs share policies)."""
+        policy = self._cache.get(instructions)
+        if policy is None:
+            policy = self.choose(instructions).resolve(instructions)
+            if len(self._cache) < 256:
+                self._cache[instructions] = policy
+        return policy
+
+    @classmethod
+    def with_builtins(cls, extra: Iterable[str | Path] = ()) -> PackLibrary:
+        return cls([*builtin_packs(), *(PolicyPack.load(p) for p in extra)])
+
+
+@cache
+def builtin_packs() -> tuple[PolicyPack, ...]:
+    folder = resources.files(__package__).joinpath("packs")
+    return tuple(
+        PolicyPack.from_mapping(yaml.safe_load(entry.read_text(encoding="utf-8")), source=entry.name)
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".yaml")
+    )
