@@ -29,6 +29,7 @@ from .ingest.span_record import SpanRecord, records_from_request
 from .instrument.recorded import RunSpanWriter
 from .model import AgentRun, ToolDefinition
 from .otlp_json import request_to_json
+from .report.command import report
 from .tree import render_trace
 
 EXIT_BAD_INPUT = 2
@@ -286,6 +287,9 @@ def _print_traces(records: list[SpanRecord], out: TextIO, width: int) -> None:
         by_trace.setdefault(record.trace_id, []).append(record)
     for spans in by_trace.values():
         out.write(render_trace(spans, width=width) + "\n")
+
+
+main.add_command(report)
 
 
 if __name__ == "__main__":  # pragma: no cover

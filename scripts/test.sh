@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/install-system-deps.sh   # Chromium, for the test that renders the HTML report
 .venv/bin/ruff check otel_agent_eval tests bench examples
 .venv/bin/mypy
 status=0

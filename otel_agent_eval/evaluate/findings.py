@@ -10,8 +10,10 @@ A :class:`Finding` is one failure at one step. An :class:`Evaluation` is the ver
   least one finding is real, counting recovered findings at a quarter of their confidence;
 * ``root_cause_step``: the step of the earliest terminal failure, where an in-loop check must fire.
 
-Findings from the evaluator's own errors (category ``evaluator``) are kept and reported but never count
-as failures of the agent.
+Findings below :data:`DECISIVE_CONFIDENCE` are *suspicions*: reported apart from the failures, and counted
+in the failure score, but they decide no outcome, so that every terminal failure listed makes its run
+terminal. Findings from the evaluator's own errors (mode ``evaluator_error``, category ``evaluator``) are
+listed with the failures but never count as failures of the agent.
 """
 
 from __future__ import annotations
@@ -111,12 +113,18 @@ class Evaluation:
             weight = 1.0 if f.outcome == "terminal" else RECOVERED_WEIGHT
             survive *= 1.0 - min(max(f.confidence, 0.0), 1.0) * weight
         score = 1.0 if app_failed else 1.0 - survive
-        root = min((f.step for f in decisive or terminal), default=None)
+        root = min((f.step for f in decisive), default=None)
         return cls(run=run, findings=ordered, outcome=outcome, failure_score=round(score, 6), root_cause_step=root)
 
     @property
     def failures(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.counts)
+        """The findings that decide the outcome: confident ones, and the evaluator's own errors."""
+        return tuple(f for f in self.findings if not f.counts or f.confidence >= DECISIVE_CONFIDENCE)
+
+    @property
+    def suspicions(self) -> tuple[Finding, ...]:
+        """Findings below :data:`DECISIVE_CONFIDENCE`: reported and scored, but not failures on their own."""
+        return tuple(f for f in self.findings if f.counts and f.confidence < DECISIVE_CONFIDENCE)
 
     def to_dict(self) -> dict[str, Any]:
         """The evaluation as one line of ``results.jsonl``."""
@@ -131,5 +139,6 @@ class Evaluation:
             "outcome": self.outcome,
             "failure_score": self.failure_score,
             "root_cause_step": self.root_cause_step,
-            "failures": [f.to_dict() for f in self.findings],
+            "failures": [f.to_dict() for f in self.failures],
+            "suspicions": [f.to_dict() for f in self.suspicions],
         }

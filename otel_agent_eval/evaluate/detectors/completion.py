@@ -89,8 +89,10 @@ class CompletionDetector:
                     confidence=0.6,
                 )
 
-        # 3. A kind of change the user asked for that no write of that kind carried out, never refused.
-        if refused or transferred or not (policy.writes.names or policy.writes.patterns):
+        # 3. The user asked for a change this agent's tools can make, and the run ended with no change made,
+        #    no refusal and no hand-off. (Which write carries which request is domain knowledge — an
+        #    "exchange" of a pending order may be a modification — so only "nothing at all" is judged.)
+        if succeeded or refused or transferred or not (policy.writes.names or policy.writes.patterns):
             return
         write_names = " ".join(c.name for c in succeeded).lower()
         tool_names = (

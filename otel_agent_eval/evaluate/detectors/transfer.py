@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from ...model import AgentRun, UserMessage
+from ...model import AgentRun, AssistantMessage, UserMessage
 from ..engine import RunContext
 from ..findings import Finding
+from .text import REFUSAL
 
 _ASKED_FOR_HUMAN = re.compile(
     r"\b(human|real person|representative|supervisor|manager|live agent|someone else)\b", re.I
@@ -30,15 +31,23 @@ class TransferDetector:
                 if isinstance(s, UserMessage) and s.index < call.step
             )
             blocked = any(c.failed and context.policy.is_write(c.name) for c in facts.calls if c.step < call.step)
+            refused = any(
+                isinstance(s, AssistantMessage) and s.content and REFUSAL.search(s.content)
+                for s in run.steps
+                if s.index < call.step
+            )
+            if asked or blocked or refused:
+                # The user insisted after a refusal, or the tools could not do it: a transfer is what the
+                # policy asks for then, and nothing here says the request was in scope.
+                continue
             yield context.finding(
                 self.name,
                 "unnecessary_transfer",
                 call.step,
                 "Handle the request yourself when your tools can do it; transfer to a human only when it is out "
                 "of your scope, and say why.",
-                f"{call.name} at step {call.step}"
-                + ("; the user had asked for a human" if asked else "")
-                + ("; after a refused write" if blocked else ""),
-                confidence=0.25 if asked or blocked else 0.45,
+                f"{call.name} at step {call.step}, with no refusal, no failed action and no request for a human "
+                "before it",
+                confidence=0.45,
             )
             return

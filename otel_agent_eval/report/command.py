@@ -1,0 +1,86 @@
+"""``otel-agent-eval report RESULTS... [--html FILE] [--top N]``: the evaluation's report, as text and HTML.
+
+Exit status: 0 on success, 2 on bad input (a results file that cannot be read, or a line that is not a run:
+the message names the file and the line), 1 when ``--html`` is asked for without plotly installed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+from .load import load_results
+from .summary import summarize
+from .text import render_text
+
+EXIT_BAD_INPUT = 2
+
+
+class _BadInput(click.ClickException):
+    exit_code = EXIT_BAD_INPUT
+
+    def format_message(self) -> str:
+        return self.message
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a temporary file beside it, then os.replace."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the page is an ordinary file
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _colour(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ
+
+
+@click.command("report")
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Also write the report as one self-contained HTML page with charts (needs the 'report' extra).",
+)
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=0), help="Critiques shown.")
+def report(results: tuple[str, ...], html_file: str | None, top: int) -> None:
+    """Report on evaluated runs (the evaluator's results.jsonl): failure modes terminal / recovered by
+    category and mode, run outcomes, the most frequent critiques.
+
+    The text goes to stdout; --html FILE also writes the page, with the charts.
+    """
+    try:
+        runs = load_results(results)
+    except InputError as exc:
+        raise _BadInput(str(exc)) from None
+    summary = summarize(runs, top=top, results_files=results)
+    page = None
+    if html_file is not None:
+        from .html import MissingPlotly, render_html
+
+        try:
+            page = render_html(summary)
+        except MissingPlotly as exc:
+            raise click.ClickException(str(exc)) from None
+    out = sys.stdout
+    click.echo(render_text(summary, color=_colour(out)), nl=False, color=True)
+    if html_file is not None and page is not None:
+        write_atomically(html_file, page)
+        click.echo(f"wrote the HTML report ({summary.runs} runs) -> {html_file}", err=True)
