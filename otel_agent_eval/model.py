@@ -82,6 +82,30 @@ class ToolDefinition:
         desc = fn.get("description")
         return cls(name=fn["name"], description=desc if isinstance(desc, str) else None, parameters=params)
 
+    @classmethod
+    def parse_list(cls, value: object) -> tuple[ToolDefinition, ...]:
+        """A list of tool definitions (OpenAI function dicts or ``ToolDefinition`` objects).
+
+        Raises ``ValueError`` naming the position and the problem; callers add the file, run and field.
+
+        >>> [t.name for t in ToolDefinition.parse_list([{"type": "function", "function": {"name": "f"}}])]
+        ['f']
+        """
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"tool definitions are a {type(value).__name__}, not a list")
+        out = []
+        for i, obj in enumerate(value):
+            if isinstance(obj, ToolDefinition):
+                out.append(obj)
+            elif isinstance(obj, Mapping):
+                try:
+                    out.append(cls.from_openai(obj))
+                except ValueError as exc:
+                    raise ValueError(f"[{i}]: {exc}") from None
+            else:
+                raise ValueError(f"[{i}]: a tool definition is an object, not a {type(obj).__name__}")
+        return tuple(out)
+
     def to_openai(self) -> dict[str, JSONValue]:
         fn: dict[str, JSONValue] = {"name": self.name}
         if self.description is not None:
@@ -104,6 +128,8 @@ class _Step:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UserMessage(_Step):
     content: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    """Tools the *user* runs (τ² telecom: the customer toggles a setting on their own phone)."""
     kind: Literal["user"] = field(default="user", init=False)
 
 
@@ -127,6 +153,8 @@ class ToolExecution(_Step):
     result: str | None = None
     error: str | None = None
     """The error message when the tool failed (raised, or returned an error); ``None`` on success."""
+    requested_by: Literal["assistant", "user"] = "assistant"
+    """Who asked for the call: the agent, or (in dual-control settings) the user on their side."""
     kind: Literal["tool"] = field(default="tool", init=False)
 
     @property
@@ -224,6 +252,7 @@ class AgentRun:
         return found
 
     def tool_definition(self, name: str) -> ToolDefinition | None:
+        """The definition of the tool with this name, if the run carries one."""
         for tool in self.tool_definitions:
             if tool.name == name:
                 return tool
