@@ -1,18 +1,16 @@
 """The ``otel-agent-eval`` command line.
 
 Exit status: 0 on success (runs that could not be read are reported on stderr and skipped), 2 on bad input
-(a file that cannot be read, or any bad run under ``--strict``), 1 when spans could not be delivered.
+(a file that cannot be read, a file none of whose runs can be read, any bad run under ``--strict``, an
+output path that cannot be written), 1 when spans could not be delivered.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TextIO
 
 import click
@@ -29,20 +27,9 @@ from .ingest.span_record import SpanRecord, records_from_request
 from .instrument.recorded import RunSpanWriter
 from .model import AgentRun, ToolDefinition
 from .otlp_json import request_to_json
+from .output import BadInput, write_atomically
 from .report.command import report
 from .tree import render_trace
-
-EXIT_BAD_INPUT = 2
-EXIT_DELIVERY_FAILED = 1
-
-
-class BadInput(click.ClickException):
-    """Bad input: the message names the file, the run and the field; exit status 2."""
-
-    exit_code = EXIT_BAD_INPUT
-
-    def format_message(self) -> str:
-        return self.message
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,6 +52,13 @@ tools_option = click.option(
     default=None,
     help="Tool definitions (a JSON list of OpenAI functions) for runs that carry none.",
 )
+reference_option = click.option(
+    "--with-reference",
+    is_flag=True,
+    help="Keep a benchmark's answers (reward, expected actions and outputs) on the root span as "
+    "agent_eval.reference.*, for `evaluate --reference` on the traces. Off by default: answers do not belong "
+    "in a production pipeline.",
+)
 strict_option = click.option(
     "--strict", is_flag=True, help="Fail (exit 2) on the first run that cannot be read, instead of skipping it."
 )
@@ -83,14 +77,20 @@ class RunLoader:
         try:
             tools: tuple[ToolDefinition, ...] = load_tools(self.tools_file) if self.tools_file else ()
             for file in files:
+                read = failed = 0
                 for item in read_runs(file, format=self.fmt, tools=tools):
                     if isinstance(item, InputError):
                         if self.strict:
                             raise item
                         self.skipped += 1
+                        failed += 1
                         click.echo(f"skipped: {item}", err=True)
                         continue
+                    read += 1
                     yield item
+                if failed and not read:
+                    # Every run failed: the file is not what it was taken for (a wrong --format, say).
+                    raise InputError(f"no run could be read ({failed} errors above); is --format right?", file=file)
         except InputError as exc:
             raise BadInput(str(exc)) from None
 
@@ -99,55 +99,25 @@ class RunLoader:
         click.echo(f"{verb} {runs} run{'s' if runs != 1 else ''} -> {where}{skipped}", err=True)
 
 
-def _write_atomically(out: str, lines: Iterator[str]) -> int:
-    """Write lines to ``out`` ('-' for stdout) all at once: on failure, no half-written file is left."""
-    count = 0
-    if out == "-":
-        for line in lines:
-            sys.stdout.write(line + "\n")
-            count += 1
-        return count
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for line in lines:
-                handle.write(line + "\n")
-                count += 1
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the output is an ordinary file
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return count
-
-
 @main.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", "-o", required=True, help="Output file of OTLP JSON traces, one run per line ('-': stdout).")
 @format_option
 @tools_option
 @strict_option
-@click.option(
-    "--no-reference",
-    is_flag=True,
-    help="Leave out the benchmark's answers (reward, expected actions), kept as agent_eval.reference.* otherwise.",
-)
+@reference_option
 def import_cmd(
-    files: tuple[str, ...], out: str, fmt: Format | None, tools_file: str | None, strict: bool, no_reference: bool
+    files: tuple[str, ...], out: str, fmt: Format | None, tools_file: str | None, strict: bool, with_reference: bool
 ) -> None:
     """Import recorded runs (τ-bench, τ², OpenAI messages) as OTLP JSON traces.
 
     Each run becomes one trace: an invoke_agent span and one span per message, in order, with the
     message's position in its run as agent_eval.step.index.
     """
-    writer = RunSpanWriter(include_reference=not no_reference)
+    writer = RunSpanWriter(include_reference=with_reference)
     loader = RunLoader(fmt, tools_file, strict)
     lines = (request_to_json(encode_spans(writer.spans(run))) for run in loader.runs(files))
-    runs = _write_atomically(out, lines)
+    runs = write_atomically(out, lines)
     loader.summary("imported", runs, out)
 
 
@@ -158,6 +128,7 @@ def import_cmd(
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to keep retrying an export.")
 @format_option
 @tools_option
+@reference_option
 @strict_option
 def replay(
     files: tuple[str, ...],
@@ -166,31 +137,33 @@ def replay(
     timeout: float,
     fmt: Format | None,
     tools_file: str | None,
+    with_reference: bool,
     strict: bool,
 ) -> None:
-    """Send recorded runs to an OTLP/gRPC endpoint, one trace per run."""
+    """Send recorded runs to an OTLP/gRPC endpoint, one trace per run.
+
+    Every file is read first, so a bad one stops the replay before anything is sent. The first run that
+    cannot be delivered (after the exporter's retries) stops it: the rest would not get through either.
+    """
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=timeout)
-    writer = RunSpanWriter()
     loader = RunLoader(fmt, tools_file, strict)
-    runs = failed = 0
+    runs = list(loader.runs(files))
+    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=timeout)
+    writer = RunSpanWriter(include_reference=with_reference)
+    sent = 0
     try:
-        for run in loader.runs(files):
+        for run in runs:
             spans: Sequence[ReadableSpan] = writer.spans(run)
-            runs += 1
             if exporter.export(spans) is not SpanExportResult.SUCCESS:
-                failed += 1
-                click.echo(
-                    f"not delivered: run {run.source.index if run.source else runs - 1} "
-                    f"of {run.source.file if run.source else '?'}",
-                    err=True,
+                where = f"{run.source.file}: run {run.source.index}" if run.source else f"run {sent}"
+                raise click.ClickException(
+                    f"{endpoint} did not accept {where}; {sent} of {len(runs)} runs were sent, the rest were not"
                 )
+            sent += 1
     finally:
         exporter.shutdown()
-    loader.summary("sent", runs - failed, endpoint)
-    if failed:
-        raise click.ClickException(f"{failed} of {runs} runs could not be delivered to {endpoint}")
+    loader.summary("sent", sent, endpoint)
 
 
 @main.command()
@@ -251,7 +224,7 @@ def evaluate(
             for run in items:
                 yield json.dumps(engine.evaluate(run).to_dict(), ensure_ascii=False)
 
-    written = _write_atomically(output, lines())
+    written = write_atomically(output, lines())
     loader.summary("evaluated", written, output)
 
 
@@ -271,8 +244,9 @@ def tree(files: tuple[str, ...], fmt: Format | None, width: int) -> None:
         for file in files:
             kind = fmt or file_format(file)
             if kind == "otlp-json":
-                for request in read_otlp_json(file):
-                    _print_traces(list(records_from_request(request)), out, width)
+                # A trace may be spread over several export requests (lines): group the whole file.
+                records = [r for request in read_otlp_json(file) for r in records_from_request(request)]
+                _print_traces(records, out, width)
             else:
                 writer = RunSpanWriter()
                 for run in RunLoader(kind).runs([file]):

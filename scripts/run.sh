@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-mkdir -p out
+out="${OUT:-out}"   # where the traces go (the tests point it at a temporary folder)
+mkdir -p "$out"
 .venv/bin/otel-agent-eval import examples/recorded/tau-bench-airline.json examples/recorded/tau2-retail.json \
-    examples/recorded/shop-openai.jsonl --out out/traces.json
-.venv/bin/otel-agent-eval tree out/traces.json --width 90
+    examples/recorded/shop-openai.jsonl --out "$out/traces.json"
+.venv/bin/otel-agent-eval tree "$out/traces.json" --width 90

@@ -152,3 +152,57 @@ def test_tree_prints_span_trees(tmp_path: Path) -> None:
 def test_missing_file_is_exit_2(tmp_path: Path) -> None:
     code, _, err = invoke("import", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o.json"))
     assert code == 2 and "nope.json" in err
+
+
+def test_stdout_is_not_half_written(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(RUN))
+    code, out, err = invoke("import", str(plain), str(tmp_path / "missing.json"), "--out", "-")
+    assert code == 2 and "missing.json" in err
+    assert out == ""
+
+
+def test_bad_output_path_is_exit_2(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(RUN))
+    code, _, err = invoke("import", str(plain), "--out", str(tmp_path))
+    assert code == 2 and "is a directory" in err
+    (tmp_path / "file").write_text("x")
+    code, _, err = invoke("import", str(plain), "--out", str(tmp_path / "file" / "below.json"))
+    assert code == 2 and "cannot write there" in err
+
+
+def test_wrong_format_reading_nothing_is_exit_2(tmp_path: Path) -> None:
+    code, _, err = invoke("import", str(TAU_BENCH), "--format", "openai", "--out", str(tmp_path / "o.json"))
+    assert code == 2
+    assert "no run could be read" in err and "--format" in err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_reference_is_opt_in(tmp_path: Path) -> None:
+    bare, full = tmp_path / "bare.json", tmp_path / "full.json"
+    assert invoke("import", str(TAU_BENCH), "--out", str(bare))[0] == 0
+    assert invoke("import", str(TAU_BENCH), "--out", str(full), "--with-reference")[0] == 0
+    assert "agent_eval.reference" not in bare.read_text()
+    assert "agent_eval.reference.reward" in full.read_text()
+    run = runs_from_request(next(read_otlp_json(full)))[0]
+    assert run.reference is not None and run.reference.reward == 0.0
+
+
+def test_tree_groups_a_trace_split_over_lines(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(RUN))
+    out = tmp_path / "t.json"
+    assert invoke("import", str(plain), "--out", str(out))[0] == 0
+    request = json.loads(out.read_text())
+    spans = request["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    halves = []
+    for part in (spans[:2], spans[2:]):  # as a batch exporter may send them
+        copy = json.loads(json.dumps(request))
+        copy["resourceSpans"][0]["scopeSpans"][0]["spans"] = part
+        halves.append(json.dumps(copy))
+    split = tmp_path / "split.json"
+    split.write_text("\n".join(halves) + "\n")
+    code, text, err = invoke("tree", str(split))
+    assert code == 0, err
+    assert text.count("trace ") == 1 and len(text.splitlines()) == 5

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
 
-def test_main_job_script() -> None:
-    done = subprocess.run(["bash", "scripts/run.sh"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+def test_main_job_script(tmp_path: Path) -> None:
+    env = {**os.environ, "OUT": str(tmp_path)}
+    done = subprocess.run(["bash", "scripts/run.sh"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr
-    assert "imported 6 runs -> out/traces.json" in done.stderr
+    assert f"imported 6 runs -> {tmp_path}/traces.json" in done.stderr
     assert done.stdout.count("\ntrace ") + done.stdout.startswith("trace ") == 6
     assert "execute_tool cancel_order  ✗ Error: order 2077 not found" in done.stdout
 

@@ -118,3 +118,38 @@ def test_replay_command_sends_every_run(tmp_path: object) -> None:
     for run in expected:
         assert isinstance(run, AgentRun) and run.source is not None
         assert run_facts(by_source[(run.source.file, run.source.index)]) == run_facts(run)
+
+
+def test_replay_reads_every_file_before_sending(tmp_path: object) -> None:
+    with OtlpReceiver() as receiver:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "otel_agent_eval.cli",
+                "replay",
+                str(TAU2),
+                "/nonexistent/runs.json",
+                "--endpoint",
+                receiver.endpoint,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2 and "/nonexistent/runs.json" in done.stderr
+        assert receiver.span_count() == 0
+
+
+def test_replay_stops_at_an_unreachable_endpoint() -> None:
+    with OtlpReceiver() as receiver:
+        endpoint = receiver.endpoint
+    # The receiver is stopped: nothing listens on its port any more.
+    done = subprocess.run(
+        [sys.executable, "-m", "otel_agent_eval.cli", "replay", str(TAU2), "--endpoint", endpoint, "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "did not accept" in done.stderr and "0 of 40 runs were sent" in done.stderr

@@ -8,41 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 import click
 
 from ..errors import InputError
+from ..output import BadInput, write_atomically
 from .load import load_results
 from .summary import summarize
 from .text import render_text
-
-EXIT_BAD_INPUT = 2
-
-
-class _BadInput(click.ClickException):
-    exit_code = EXIT_BAD_INPUT
-
-    def format_message(self) -> str:
-        return self.message
-
-
-def write_atomically(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all: a temporary file beside it, then os.replace."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the page is an ordinary file
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _colour(stream: object) -> bool:
@@ -69,7 +42,7 @@ def report(results: tuple[str, ...], html_file: str | None, top: int) -> None:
     try:
         runs = load_results(results)
     except InputError as exc:
-        raise _BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from None
     summary = summarize(runs, top=top, results_files=results)
     page = None
     if html_file is not None:
@@ -82,5 +55,5 @@ def report(results: tuple[str, ...], html_file: str | None, top: int) -> None:
     out = sys.stdout
     click.echo(render_text(summary, color=_colour(out)), nl=False, color=True)
     if html_file is not None and page is not None:
-        write_atomically(html_file, page)
+        write_atomically(html_file, [page])
         click.echo(f"wrote the HTML report ({summary.runs} runs) -> {html_file}", err=True)

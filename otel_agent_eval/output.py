@@ -1,0 +1,56 @@
+"""Writing results: whole or not at all, and errors about the output named clearly."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import click
+
+
+class BadInput(click.ClickException):
+    """Bad input or a bad output path: the message names the file (and run, and field); exit status 2."""
+
+    exit_code = 2
+
+    def format_message(self) -> str:
+        return self.message
+
+
+def write_atomically(path: str | Path, lines: Iterable[str]) -> int:
+    """Write ``lines`` (each with a newline) to ``path``, or to stdout for ``-``; return how many.
+
+    A file is written whole or not at all: a temporary file beside it, then ``os.replace``. For stdout the
+    lines are collected first, so an error half-way (a bad input file) prints nothing.
+    """
+    if str(path) == "-":
+        collected = list(lines)
+        sys.stdout.write("".join(line + "\n" for line in collected))
+        sys.stdout.flush()
+        return len(collected)
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot write there: {exc.strerror or exc}") from None
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for line in lines:
+                handle.write(line + "\n")
+                count += 1
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the output is an ordinary file
+        os.replace(tmp, target)
+    except IsADirectoryError:
+        Path(tmp).unlink(missing_ok=True)
+        raise BadInput(f"{path}: is a directory") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
