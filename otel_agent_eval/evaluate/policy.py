@@ -254,6 +254,10 @@ class PolicyPack:
         """This pack with what it leaves unsaid taken from ``base`` (``extends``)."""
         merged = _deep_merge(base.data, self.data)
         merged.pop("extends", None)
+        # A rule the extending pack switches on or off itself is decided by it, not by the base's text test.
+        for name, rule in (self.data.get("rules") or {}).items():
+            if isinstance(rule, Mapping) and "enabled" in rule and "when_policy_matches" not in rule:
+                merged["rules"][name].pop("when_policy_matches", None)
         return PolicyPack.from_mapping(merged, source=self.name)
 
     def resolve(self, instructions: str | None) -> ResolvedPolicy:
