@@ -219,7 +219,10 @@ def test_turn_shape() -> None:
     assert found(TurnShapeDetector(), two) == [("policy_violation", 3, "terminal")]
 
 
-RETAIL = "# Retail agent policy\nAs a retail agent, you can help users cancel or modify pending orders, return or exchange delivered orders."
+RETAIL = (
+    "# Retail agent policy\n"
+    "As a retail agent, you can help users cancel or modify pending orders, return or exchange delivered orders."
+)
 
 
 def test_preconditions_from_the_retail_pack() -> None:

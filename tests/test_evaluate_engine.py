@@ -108,9 +108,9 @@ def test_a_raising_evaluator_is_isolated() -> None:
 
 
 def test_result_line_has_the_documented_fields() -> None:
-    from otel_agent_eval.model import RunSource
-
     from dataclasses import replace
+
+    from otel_agent_eval.model import RunSource
 
     run = replace(RUN, source=RunSource("runs.json", 4, "r-4"), trace_id="ab" * 16)
     line = Engine([Fixed("a", [("wrong_action", 3, "terminal", 0.9)])]).evaluate(run).to_dict()
