@@ -163,3 +163,15 @@ def test_plugins_load_from_entry_points(tmp_path: Path, monkeypatch: pytest.Monk
     ev = Engine().evaluate(run)
     assert any(f.evaluator == "no_refunds" for f in ev.failures)
     sys.modules.pop("my_rules", None)
+
+
+def test_the_docs_list_every_mode_and_detector() -> None:
+    from conftest import ROOT
+
+    from otel_agent_eval.evaluate.detectors import BUILTIN_DETECTORS
+
+    doc = (ROOT / "docs" / "evaluation.md").read_text()
+    for mode in TAXONOMY:
+        assert f"`{mode.category}.{mode.mode}`" in doc, mode.mode
+    for detector in BUILTIN_DETECTORS:
+        assert f"| `{detector.name}` |" in doc, detector.name
