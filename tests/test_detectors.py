@@ -282,3 +282,49 @@ def test_completion() -> None:
 def test_model_output() -> None:
     empty = run_of(*VERIFIED, say(""), say("Sorry, how can I help?"))
     assert found(ModelOutputDetector(), empty) == [("model_failure", 3, "recovered")]
+
+
+def test_misread_output() -> None:
+    from otel_agent_eval.evaluate.detectors import MisreadOutputDetector
+
+    catalogue = {
+        "product_id": "p1",
+        "variants": {
+            "item_2002": {"item_id": "item_2002", "available": False},
+            "item_3003": {"item_id": "item_3003", "available": True},
+        },
+    }
+    messages = [
+        user("Swap item item_1001 in #W1 for another colour."),
+        ask(call("c1", "get_product_details", product_id="p1")),
+        result("c1", catalogue),
+        say("Shall I swap item_1001 for item_2002?"),
+        user("yes"),
+    ]
+    unavailable = run_of(
+        *messages,
+        ask(
+            call("c2", "modify_pending_order_items", order_id="#W1", item_ids=["item_1001"], new_item_ids=["item_2002"])
+        ),
+        result("c2", "ok"),
+        policy=RETAIL,
+    )
+    assert found(MisreadOutputDetector(), unavailable) == [("misread_output", 5, "terminal")]
+    available = run_of(
+        *messages,
+        ask(
+            call("c2", "modify_pending_order_items", order_id="#W1", item_ids=["item_2002"], new_item_ids=["item_3003"])
+        ),
+        result("c2", "ok"),
+        policy=RETAIL,
+    )
+    assert found(MisreadOutputDetector(), available) == []  # giving up an unavailable item is fine
+
+
+def test_clarification() -> None:
+    from otel_agent_eval.evaluate.detectors import ClarificationDetector
+
+    again = run_of(user("I'm ann@example.com."), say("Could you give me your email address?"))
+    assert found(ClarificationDetector(), again) == [("clarification_failure", 1, "recovered")]
+    retry = run_of(user("I'm ann@example.com."), say("That email was not found; could you double-check your email?"))
+    assert found(ClarificationDetector(), retry) == []

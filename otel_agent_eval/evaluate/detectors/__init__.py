@@ -5,6 +5,7 @@ Each detector is a small class with a ``name`` and ``evaluate(run, context)``; s
 """
 
 from .arguments import GroundingDetector, SchemaDetector
+from .clarification import ClarificationDetector
 from .completion import CompletionDetector
 from .information import WrongInformationDetector
 from .model_output import ModelOutputDetector
@@ -17,6 +18,7 @@ from .policy_rules import (
 )
 from .repetition import LoopDetector
 from .tool_errors import ToolErrorDetector
+from .tool_outputs import MisreadOutputDetector
 from .transfer import TransferDetector
 
 BUILTIN_DETECTORS = (
@@ -29,7 +31,9 @@ BUILTIN_DETECTORS = (
     TurnShapeDetector,
     PreconditionDetector,
     OncePerTargetDetector,
+    MisreadOutputDetector,
     WrongInformationDetector,
+    ClarificationDetector,
     TransferDetector,
     CompletionDetector,
     ModelOutputDetector,

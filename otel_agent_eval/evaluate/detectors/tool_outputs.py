@@ -1,0 +1,85 @@
+"""Steps that contradict the tool results before them: acting on what a result said is unavailable."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ...model import AgentRun
+from ..engine import RunContext
+from ..findings import Finding
+from .arguments import _leaves
+
+# Statuses that, on an object a tool returned, mean "cannot be had or acted on".
+_UNAVAILABLE = {"unavailable", "not available", "sold out", "sold_out", "out of stock", "out_of_stock"}
+
+
+def _objects(value: Any) -> Iterator[Mapping[str, Any]]:
+    if isinstance(value, Mapping):
+        yield value
+        for v in value.values():
+            yield from _objects(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _objects(v)
+
+
+def _unavailable(obj: Mapping[str, Any]) -> str | None:
+    if obj.get("available") is False:
+        return "available: false"
+    status = obj.get("status")
+    if isinstance(status, str) and status.strip().lower() in _UNAVAILABLE:
+        return f"status: {status}"
+    return None
+
+
+def _names(obj: Mapping[str, Any], value: str) -> bool:
+    """Whether the object is the thing ``value`` identifies (an id-like field holding it)."""
+    return any(
+        v == value and (k.endswith("id") or k.endswith("_number") or k == "sku") for k, v in obj.items()
+    )
+
+
+# Arguments that name what a call acquires (not what it gives up): "new_item_ids", or every argument of a
+# call that books or buys. The item being exchanged away may well be unavailable by now.
+_ACQUIRES = re.compile(r"^(book|buy|purchase|order|reserve|add|create)(_|$)", re.IGNORECASE)
+
+
+class MisreadOutputDetector:
+    """A state change acquiring an item a previous tool result showed as unavailable."""
+
+    name = "misread"
+
+    def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+        facts = context.facts
+        results = facts.results_json
+        for call in facts.writes:
+            if not call.succeeded or call.call.arguments is None:
+                continue
+            acquires_all = _ACQUIRES.search(call.name) is not None
+            values = {
+                v
+                for path, v in _leaves(call.call.arguments)
+                if isinstance(v, str) and len(v) >= 3 and (acquires_all or "new" in path.lower())
+            }
+            for step_index, value in results.items():
+                if step_index >= call.step:
+                    break
+                for obj in _objects(value):
+                    reason = _unavailable(obj)
+                    if reason is None:
+                        continue
+                    hit = next((v for v in values if _names(obj, v)), None)
+                    if hit is None:
+                        continue
+                    yield context.finding(
+                        self.name,
+                        "misread_output",
+                        call.step,
+                        f"Read the tool result before acting: {hit} was shown as unavailable, so choose "
+                        "an available one or tell the user.",
+                        f"{call.name} used {hit!r}, which the result at step {step_index} showed with {reason}",
+                        confidence=0.7,
+                    )
+                    values.discard(hit)
