@@ -14,9 +14,13 @@ def test_main_job_script(tmp_path: Path) -> None:
     env = {**os.environ, "OUT": str(tmp_path)}
     done = subprocess.run(["bash", "scripts/run.sh"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr
-    assert f"imported 6 runs -> {tmp_path}/traces.json" in done.stderr
+    assert f"imported 2 runs -> {tmp_path}/airline.json" in done.stderr
     assert done.stdout.count("\ntrace ") + done.stdout.startswith("trace ") == 6
     assert "execute_tool cancel_order  ✗ Error: order 2077 not found" in done.stdout
+    assert f"evaluated 6 runs -> {tmp_path}/results.jsonl" in done.stderr
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 6
+    assert "6 runs evaluated" in done.stdout and "Failure modes" in done.stdout
+    assert (tmp_path / "report.html").stat().st_size > 100_000  # the page, with its chart library inlined
 
 
 def test_manual_agent_example() -> None:
