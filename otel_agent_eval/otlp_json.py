@@ -25,20 +25,39 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+# Bytes of each id: a trace id is 16 bytes (32 hex digits), a span id 8 (16 hex digits).
+_ID_BYTES = {
+    "traceId": 16,
+    "trace_id": 16,
+    "spanId": 8,
+    "span_id": 8,
+    "parentSpanId": 8,
+    "parent_span_id": 8,
+}
 
 
-def _walk_spans(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for rs in obj.get("resourceSpans", obj.get("resource_spans", ())):
-        for ss in rs.get("scopeSpans", rs.get("scope_spans", ())):
-            for span in ss.get("spans", ()):
-                yield span
-                yield from span.get("links", ())
+def _walk_spans(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, span)`` for every span and span link; parts of the wrong shape are left to the protobuf parser."""
+    for key in ("resourceSpans", "resource_spans"):
+        for i, rs in _items(obj.get(key)):
+            for ss_key in ("scopeSpans", "scope_spans"):
+                for j, ss in _items(rs.get(ss_key)):
+                    for k, span in _items(ss.get("spans")):
+                        where = f"{key}[{i}].{ss_key}[{j}].spans[{k}]"
+                        yield where, span
+                        for n, link in _items(span.get("links")):
+                            yield f"{where}.links[{n}]", link
+
+
+def _items(value: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    if isinstance(value, list):
+        yield from ((i, item) for i, item in enumerate(value) if isinstance(item, dict))
 
 
 def request_to_json(request: ExportTraceServiceRequest) -> str:
     """One line of OTLP JSON."""
     obj = json_format.MessageToDict(request, use_integers_for_enums=True)
-    for span in _walk_spans(obj):
+    for _, span in _walk_spans(obj):
         for key in _ID_FIELDS:
             if key in span:
                 span[key] = base64.b64decode(span[key]).hex()
@@ -48,16 +67,21 @@ def request_to_json(request: ExportTraceServiceRequest) -> str:
 def request_from_json(text_or_obj: str | dict[str, Any]) -> ExportTraceServiceRequest:
     """Parse OTLP JSON (hex ids; base64 ids as written by protobuf's own JSON printer are accepted too).
 
-    Raises ``ValueError`` naming what is wrong.
+    Raises ``ValueError`` naming what is wrong, and where: an id that is neither hex nor base64 of the right
+    length is refused rather than decoded into an id of the wrong length.
+
+    >>> request_from_json({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abc"}]}]}]})
+    Traceback (most recent call last):
+    ...
+    ValueError: resourceSpans[0].scopeSpans[0].spans[0].traceId: not a trace id (32 hex digits, or base64 of 16 bytes)
     """
     obj = json.loads(text_or_obj) if isinstance(text_or_obj, str) else json.loads(json.dumps(text_or_obj))
     if not isinstance(obj, dict):
         raise ValueError("an OTLP JSON request is an object with 'resourceSpans'")
-    for span in _walk_spans(obj):
-        for key in (*_ID_FIELDS, "trace_id", "span_id", "parent_span_id"):
-            value = span.get(key)
-            if isinstance(value, str) and value and _is_hex_id(value):
-                span[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+    for where, span in _walk_spans(obj):
+        for key, size in _ID_BYTES.items():
+            if key in span:
+                span[key] = _id_base64(span[key], size, key, where)
     request = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(obj, request)
@@ -66,11 +90,21 @@ def request_from_json(text_or_obj: str | dict[str, Any]) -> ExportTraceServiceRe
     return request
 
 
-def _is_hex_id(value: str) -> bool:
-    if len(value) not in (16, 32):
-        return False
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        return False
-    return True
+def _id_base64(value: Any, size: int, key: str, where: str) -> str:
+    """An id (hex, or base64 as protobuf's JSON mapping writes bytes) as base64 for the protobuf parser."""
+    if value == "" and key in ("parentSpanId", "parent_span_id"):
+        return ""  # a root span
+    if isinstance(value, str):
+        if len(value) == 2 * size:
+            try:
+                return base64.b64encode(bytes.fromhex(value)).decode("ascii")
+            except ValueError:
+                pass
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except ValueError:
+            decoded = b""
+        if len(decoded) == size:
+            return str(value)
+    kind = "trace id" if size == 16 else "span id"
+    raise ValueError(f"{where}.{key}: not a {kind} ({2 * size} hex digits, or base64 of {size} bytes)")

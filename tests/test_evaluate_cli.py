@@ -105,3 +105,24 @@ def test_reference_free_evaluation_never_reads_the_answers(path: Path, tmp_path:
     for line in (*full, *bare):
         line["source"].pop("file")
     assert full == bare
+
+
+def test_a_trace_split_over_lines_is_one_run(tmp_path: Path) -> None:
+    traces = tmp_path / "traces.json"
+    assert CliRunner().invoke(main, ["import", str(TAU2), "-o", str(traces)]).exit_code == 0
+    request = json.loads(traces.read_text().splitlines()[0])
+    spans = request["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    lines = []
+    for part in (spans[: len(spans) // 2], spans[len(spans) // 2 :]):
+        copy = json.loads(json.dumps(request))
+        copy["resourceSpans"][0]["scopeSpans"][0]["spans"] = part
+        lines.append(json.dumps(copy))
+    split = tmp_path / "split.json"
+    split.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "r.jsonl"
+    assert evaluate(str(split), "-o", str(out))[0] == 0
+    [line] = results(out)
+    assert (
+        line["source"]["index"] == 0
+        and line["trace_id"] == request["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"]
+    )

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from ..model import AgentRun, AssistantMessage, Step, ToolCall, ToolExecution, UserMessage
+from ..model import AgentRun, AssistantMessage, Step, ToolCall, ToolDefinition, ToolExecution, UserMessage
 from .policy import ResolvedPolicy
+from .text import REFUSAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +78,9 @@ class Corpus:
         return self._indices[bisect_left(self._ends, at + 1)]
 
     def known_before(self, value: str, index: int) -> bool:
-        seen = self.first_seen(value)
-        return seen is not None and seen < index
+        """Whether a source before step ``index`` mentions ``value`` (the search stops where they end)."""
+        end = self._ends[bisect_left(self._indices, index) - 1] if self._indices and self._indices[0] < index else 0
+        return end > 0 and self.text.find(value.lower(), 0, end) >= 0
 
 
 _ID_KEYS = re.compile(r"(^|_)id$")
@@ -138,7 +140,7 @@ class RunFacts:
         if self.run.system_instructions:
             sources.append((-1, self.run.system_instructions))
         for tool in self.run.tool_definitions:
-            sources.append((-1, json.dumps(tool.to_openai(), ensure_ascii=False)))
+            sources.append((-1, _definition_text(tool)))
         for step in self.steps:
             if isinstance(step, UserMessage) and step.content:
                 sources.append((step.index, step.content))
@@ -164,6 +166,13 @@ class RunFacts:
         return found
 
     @cached_property
+    def refusals(self) -> frozenset[int]:
+        """The assistant steps that refuse, apologise for a failure, or report one (shared by detectors)."""
+        return frozenset(
+            s.index for s in self.steps if isinstance(s, AssistantMessage) and s.content and REFUSAL.search(s.content)
+        )
+
+    @cached_property
     def results_json(self) -> dict[int, Any]:
         """Tool results that are JSON, decoded, by step index."""
         out: dict[int, Any] = {}
@@ -185,6 +194,21 @@ class RunFacts:
                 if obj.get(id_field) == target:
                     found = (step_index, obj)
         return found
+
+
+_definition_texts: dict[int, tuple[ToolDefinition, str]] = {}
+
+
+def _definition_text(tool: ToolDefinition) -> str:
+    """A tool definition as searchable text, cached: the same definitions come with every run."""
+    cached = _definition_texts.get(id(tool))
+    if cached is not None and cached[0] is tool:
+        return cached[1]
+    text = json.dumps(tool.to_openai(), ensure_ascii=False)
+    if len(_definition_texts) > 4096:
+        _definition_texts.clear()
+    _definition_texts[id(tool)] = (tool, text)
+    return text
 
 
 def _objects(value: Any) -> Iterator[Mapping[str, Any]]:

@@ -17,18 +17,25 @@ A span none of them recognises reads as ``"other"`` and is left alone.
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar
 
 from .. import semconv as sc
 from ..errors import InputError
 from ..model import ApplicationOutcome, ExpectedAction, Reference, RunSource, ToolCall, ToolDefinition
-from .messages import ChatMessage, normalize_role, parse_arguments, parse_genai_message
+from .messages import ChatMessage, normalize_role, parse_arguments, parse_genai_messages
 from .span_record import SpanRecord
+from .values import as_bool, as_float, as_int
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SpanKindRead = Literal["agent", "model", "tool", "user", "other"]
+
+TOOL_REQUESTED_BY = "agent_eval.tool.requested_by"  # "user" when the user ran the tool (τ² dual control)
 
 
 @dataclass
@@ -46,15 +53,18 @@ class SpanReading:
     tool_arguments: Mapping[str, Any] | None = None
     tool_result: str | None = None
     tool_error: str | None = None
+    tool_requested_by: Literal["assistant", "user"] = "assistant"
     agent_name: str | None = None
     conversation_id: str | None = None
     outcome: ApplicationOutcome | None = None
     reference: Reference | None = None
     source: RunSource | None = None
     problems: list[str] = field(default_factory=list)
+    """What could not be read (names and types, never content); logged once per span by :func:`read_span`."""
 
 
 def read_span(span: SpanRecord) -> SpanReading:
+    """What the span says, in the first dialect it matches. Malformed values are left out and logged."""
     a = span.attributes
     if sc.AGENT_EVAL_STEP_KIND in a or a.get(sc.GEN_AI_OPERATION_NAME):
         reading = _read_genai(span)
@@ -65,6 +75,9 @@ def read_span(span: SpanRecord) -> SpanReading:
     else:
         return SpanReading(kind="other")
     reading.conversation_id = reading.conversation_id or _conversation_id(a)
+    if reading.problems:
+        # A malformed span would otherwise read as silently empty. The problems name attributes and types only.
+        logger.warning("span %s (trace %s): %s", span.span_id, span.trace_id, "; ".join(reading.problems))
     return reading
 
 
@@ -73,16 +86,16 @@ def read_span(span: SpanRecord) -> SpanReading:
 
 def _read_genai(span: SpanRecord) -> SpanReading:
     a = span.attributes
-    op = a.get(sc.GEN_AI_OPERATION_NAME)
-    explicit = a.get(sc.AGENT_EVAL_STEP_KIND)
-    index = a.get(sc.AGENT_EVAL_STEP_INDEX)
-    step_index = int(index) if isinstance(index, (int, float)) and explicit else None
+    op = _str(a.get(sc.GEN_AI_OPERATION_NAME))  # an array or a map here is no operation (and not hashable)
+    explicit = _str(a.get(sc.AGENT_EVAL_STEP_KIND))
+    problems: list[str] = []
+    step_index = _attribute(a, sc.AGENT_EVAL_STEP_INDEX, as_int, "an integer", problems) if explicit else None
     if explicit == "user":
-        reading = SpanReading(kind="user", step_index=step_index)
+        reading = SpanReading(kind="user", step_index=step_index, problems=problems)
         reading.inputs = _json_messages(span, sc.GEN_AI_INPUT_MESSAGES, reading)
         return reading
     if explicit == "tool" or op == sc.OP_EXECUTE_TOOL:
-        reading = SpanReading(kind="tool", step_index=step_index)
+        reading = SpanReading(kind="tool", step_index=step_index, problems=problems)
         _fill_tool(
             reading,
             span,
@@ -93,7 +106,7 @@ def _read_genai(span: SpanRecord) -> SpanReading:
         )
         return reading
     if explicit == "assistant" or op in sc.MODEL_OPERATIONS:
-        reading = SpanReading(kind="model", step_index=step_index)
+        reading = SpanReading(kind="model", step_index=step_index, problems=problems)
         reading.inputs = _json_messages(span, sc.GEN_AI_INPUT_MESSAGES, reading)
         reading.outputs = _json_messages(span, sc.GEN_AI_OUTPUT_MESSAGES, reading)
         reading.system_instructions = _instructions(a.get(sc.GEN_AI_SYSTEM_INSTRUCTIONS))
@@ -111,7 +124,7 @@ def _read_genai(span: SpanRecord) -> SpanReading:
         )
         return reading
     if op in (sc.OP_INVOKE_AGENT, sc.OP_CREATE_AGENT):
-        reading = SpanReading(kind="agent", agent_name=_str(a.get(sc.GEN_AI_AGENT_NAME)))
+        reading = SpanReading(kind="agent", agent_name=_str(a.get(sc.GEN_AI_AGENT_NAME)), problems=problems)
         reading.system_instructions = _instructions(a.get(sc.GEN_AI_SYSTEM_INSTRUCTIONS))
         reading.tool_definitions = _tool_definitions_json(a.get(sc.GEN_AI_TOOL_DEFINITIONS), reading)
         _read_run_facts(reading, a)
@@ -120,32 +133,50 @@ def _read_genai(span: SpanRecord) -> SpanReading:
 
 
 def _read_run_facts(reading: SpanReading, a: Mapping[str, Any]) -> None:
-    """The application's outcome, the benchmark reference and the source, as our importer writes them."""
-    if sc.AGENT_EVAL_RUN_SUCCESS in a:
-        reward = a.get(sc.AGENT_EVAL_RUN_REWARD)
-        reading.outcome = ApplicationOutcome(
-            success=bool(a[sc.AGENT_EVAL_RUN_SUCCESS]), reward=float(reward) if reward is not None else None
-        )
+    """The application's outcome, the benchmark reference and the source, as our importer writes them.
+
+    Values of the wrong type (a reward of "high", an index of "x") are left out and noted, never raised.
+    """
+    problems = reading.problems
+    success = _attribute(a, sc.AGENT_EVAL_RUN_SUCCESS, as_bool, "a bool", problems)
+    if success is not None:
+        reward = _attribute(a, sc.AGENT_EVAL_RUN_REWARD, as_float, "a number", problems)
+        reading.outcome = ApplicationOutcome(success=success, reward=reward)
     if sc.AGENT_EVAL_REFERENCE_ACTIONS in a or sc.AGENT_EVAL_REFERENCE_REWARD in a:
         actions: list[ExpectedAction] = []
         for obj in _json_list(a.get(sc.AGENT_EVAL_REFERENCE_ACTIONS), reading, sc.AGENT_EVAL_REFERENCE_ACTIONS):
             if isinstance(obj, Mapping) and isinstance(obj.get("name"), str):
                 args = obj.get("arguments")
                 actions.append(ExpectedAction(obj["name"], args if isinstance(args, Mapping) else {}))
-        reward = a.get(sc.AGENT_EVAL_REFERENCE_REWARD)
-        outputs = a.get(sc.AGENT_EVAL_REFERENCE_OUTPUTS) or ()
+        outputs = a.get(sc.AGENT_EVAL_REFERENCE_OUTPUTS)
+        if outputs is not None and not isinstance(outputs, (list, tuple)):
+            problems.append(f"{sc.AGENT_EVAL_REFERENCE_OUTPUTS} is a {type(outputs).__name__}, not a list")
+            outputs = None
         reading.reference = Reference(
-            reward=float(reward) if reward is not None else None,
+            reward=_attribute(a, sc.AGENT_EVAL_REFERENCE_REWARD, as_float, "a number", problems),
             actions=tuple(actions),
-            outputs=tuple(str(o) for o in outputs),
+            outputs=tuple(str(o) for o in outputs or ()),
         )
     if sc.AGENT_EVAL_SOURCE_FILE in a:
         source_id = a.get(sc.AGENT_EVAL_SOURCE_ID)
         reading.source = RunSource(
             file=str(a[sc.AGENT_EVAL_SOURCE_FILE]),
-            index=int(a.get(sc.AGENT_EVAL_SOURCE_INDEX, 0)),
+            index=_attribute(a, sc.AGENT_EVAL_SOURCE_INDEX, as_int, "an integer", problems) or 0,
             id=str(source_id) if source_id is not None else None,
         )
+
+
+def _attribute(
+    a: Mapping[str, Any], key: str, convert: Callable[[object], T | None], kind: str, problems: list[str]
+) -> T | None:
+    """An attribute read by ``convert``; a value it refuses is noted (by its type, not its content) and left out."""
+    value = a.get(key)
+    if value is None:
+        return None
+    converted = convert(value)
+    if converted is None:
+        problems.append(f"{key} is not {kind} ({type(value).__name__})")
+    return converted
 
 
 # --- OpenInference ------------------------------------------------------------------------------------------
@@ -355,7 +386,7 @@ def _json_messages(span: SpanRecord, key: str, reading: SpanReading) -> list[Cha
     out = []
     for i, obj in enumerate(_json_list(span.attributes.get(key), reading, key)):
         try:
-            out.append(parse_genai_message(obj, field=f"{key}[{i}]"))
+            out.extend(parse_genai_messages(obj, field=f"{key}[{i}]"))
         except InputError as exc:
             reading.problems.append(str(exc))  # a message we cannot read is skipped; the rest of the span counts
     return out
@@ -376,14 +407,13 @@ def _instructions(value: Any) -> str | None:
 
 
 def _tool_definitions_json(value: Any, reading: SpanReading) -> tuple[ToolDefinition, ...]:
-    tools = []
-    for obj in _json_list(value, reading, sc.GEN_AI_TOOL_DEFINITIONS):
-        if isinstance(obj, Mapping):
-            try:
-                tools.append(ToolDefinition.from_openai(obj))
-            except ValueError as exc:
-                reading.problems.append(f"{sc.GEN_AI_TOOL_DEFINITIONS}: {exc}")
-    return tuple(tools)
+    if value is None:
+        return ()
+    try:
+        return ToolDefinition.parse_list(_json_list(value, reading, sc.GEN_AI_TOOL_DEFINITIONS))
+    except ValueError as exc:
+        reading.problems.append(f"{sc.GEN_AI_TOOL_DEFINITIONS}{exc}" if str(exc).startswith("[") else str(exc))
+        return ()
 
 
 def _fill_tool(reading: SpanReading, span: SpanRecord, name: Any, call_id: Any, arguments: Any, result: Any) -> None:
@@ -400,6 +430,11 @@ def _fill_tool(reading: SpanReading, span: SpanRecord, name: Any, call_id: Any, 
     if span.failed:
         error = error or span.status_message or span.attributes.get(sc.ERROR_TYPE) or "tool error"
     reading.tool_error = str(error) if error is not None else None
+    requested_by = span.attributes.get(TOOL_REQUESTED_BY)
+    if requested_by == "user":
+        reading.tool_requested_by = "user"
+    elif requested_by not in (None, "assistant"):
+        reading.problems.append(f"{TOOL_REQUESTED_BY} is not 'user' or 'assistant'")
 
 
 def _stamp_outputs(
@@ -407,13 +442,8 @@ def _stamp_outputs(
 ) -> None:
     """The model call's own facts go on its output messages (its answer): span, time, model, usage."""
     reading.outputs = [
-        ChatMessage(
-            role=m.role,
-            content=m.content,
-            tool_calls=m.tool_calls,
-            tool_call_id=m.tool_call_id,
-            tool_name=m.tool_name,
-            finish_reason=m.finish_reason,
+        replace(
+            m,
             start_time_ns=span.start_time_ns,
             end_time_ns=span.end_time_ns,
             span_id=span.span_id,

@@ -6,10 +6,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from ..errors import InputError
 from ..model import RunSource, ToolDefinition
-from .otlp import read_otlp_json
-from .recorded import Format, LoadedItem, detect_format, load_runs, read_json_or_jsonl
-from .spans import runs_from_request
+from .jsonfile import read_json_or_jsonl
+from .otlp import otlp_json_items
+from .recorded import Format, LoadedItem, detect_format, load_runs
+from .span_record import SpanRecord, records_from_request
+from .spans import runs_from_records
 
 
 def file_format(path: str | Path) -> Format:
@@ -21,17 +24,23 @@ def read_runs(
 ) -> Iterator[LoadedItem]:
     """Every run in a file, in order: an ``AgentRun``, or an ``InputError`` for a run that cannot be read.
 
-    Runs read from OTLP JSON traces keep the source their spans name (when they were imported from a
-    recorded run); otherwise their source is this file, their position in it and their trace id.
+    A line of an OTLP JSON Lines file that cannot be read is an ``InputError`` too. Runs read from OTLP JSON
+    traces keep the source their spans name (when they were imported from a recorded run); otherwise their
+    source is this file, their position in it and their trace id.
     """
     fmt = format or file_format(path)
     if fmt != "otlp-json":
         yield from load_runs(path, format=fmt, tools=tools)
         return
-    position = 0
-    for request in read_otlp_json(path):
-        for run in runs_from_request(request):
-            if run.source is None:
-                run = replace(run, source=RunSource(file=str(path), index=position, id=run.trace_id))
-            position += 1
-            yield run.with_tools(tuple(tools))
+    # A trace may be spread over several export requests (lines, as batch exporters write them): the spans
+    # of the whole file are read first and the runs assembled from all of them.
+    records: list[SpanRecord] = []
+    for request in otlp_json_items(path):
+        if isinstance(request, InputError):  # one line that cannot be read; the rest of the file still counts
+            yield request
+            continue
+        records.extend(records_from_request(request))
+    for position, run in enumerate(runs_from_records(records)):
+        if run.source is None:
+            run = replace(run, source=RunSource(file=str(path), index=position, id=run.trace_id))
+        yield run.with_tools(tuple(tools))

@@ -39,6 +39,11 @@ class ChatMessage:
     tool_call_id: str | None = None
     tool_name: str | None = None
     error: bool = False
+    requestor: str | None = None
+    """Who asked for the tool calls of this message, or for the call this tool message answers (τ²'s
+    ``requestor``), when the source says so; otherwise the role of the message holding the call."""
+    call_id_field: str | None = None
+    """Where a tool message's explicit call id was read (``messages[7].tool_call_id``), to name it in errors."""
     start_time_ns: int | None = None
     end_time_ns: int | None = None
     span_id: str | None = None
@@ -125,7 +130,10 @@ def parse_tool_call(obj: object, *, field: str, strict: bool) -> ToolCall:
 
 
 def parse_openai_message(obj: object, *, field: str, strict: bool = True) -> ChatMessage:
-    """A message as the OpenAI chat API writes it (also τ-bench's and τ²'s messages)."""
+    """A message as the OpenAI chat API writes it (also τ-bench's and τ²'s messages).
+
+    A user message may carry tool calls: in τ² dual control the user runs tools on their own side.
+    """
     if not isinstance(obj, Mapping):
         raise InputError(f"message is a {type(obj).__name__}, not an object", field=field)
     if "role" not in obj:
@@ -138,13 +146,17 @@ def parse_openai_message(obj: object, *, field: str, strict: bool = True) -> Cha
     tool_calls = tuple(
         parse_tool_call(c, field=f"{field}.tool_calls[{i}]", strict=strict) for i, c in enumerate(calls_obj)
     )
-    if role != "assistant" and tool_calls:
+    if role in ("system", "tool") and tool_calls:
         raise InputError(f"a {role} message carries tool_calls", field=f"{field}.tool_calls")
     if obj.get("function_call") and role == "assistant" and not tool_calls:  # the pre-tools OpenAI API
         tool_calls = (parse_tool_call(obj["function_call"], field=f"{field}.function_call", strict=strict),)
+    requestor = _requestor(obj, field=field, strict=strict)
+    for i, c in enumerate(calls_obj):
+        requestor = requestor or _requestor(c, field=f"{field}.tool_calls[{i}]", strict=strict)
+    id_key = "tool_call_id"
     tool_call_id = obj.get("tool_call_id")
     if role == "tool" and tool_call_id is None and isinstance(obj.get("id"), str):
-        tool_call_id = obj["id"]  # τ² keeps the call's id in "id"
+        id_key, tool_call_id = "id", obj["id"]  # τ² keeps the call's id in "id"
     name = obj.get("name")
     error = obj.get("error")
     if role == "tool" and error is None:
@@ -157,23 +169,36 @@ def parse_openai_message(obj: object, *, field: str, strict: bool = True) -> Cha
         tool_call_id=str(tool_call_id) if tool_call_id is not None else None,
         tool_name=name if isinstance(name, str) else None,
         error=bool(error),
+        requestor=requestor,
+        call_id_field=f"{field}.{id_key}" if tool_call_id is not None else None,
     )
 
 
-def parse_genai_message(obj: object, *, field: str) -> ChatMessage:
+def _requestor(obj: object, *, field: str, strict: bool) -> str | None:
+    value = obj.get("requestor") if isinstance(obj, Mapping) else None
+    if value is None or value in ("user", "assistant"):
+        return value
+    if strict:
+        raise InputError(f"requestor {value!r} is not user or assistant", field=f"{field}.requestor")
+    return None
+
+
+def parse_genai_messages(obj: object, *, field: str) -> list[ChatMessage]:
     """A message in the GenAI semantic conventions' shape: ``{"role", "parts": [...]}``.
 
     Parts: ``text`` (``content``), ``tool_call`` (``id``, ``name``, ``arguments``), ``tool_call_response``
-    (``id``, ``response``); others (images, reasoning) are skipped.
+    (``id``, ``response``); others (images, reasoning) are skipped. Every ``tool_call_response`` is a tool
+    message of its own (Anthropic-style APIs answer several calls in one user message), in front of what the
+    message says besides; a message of nothing but responses is only those.
     """
     if not isinstance(obj, Mapping):
         raise InputError("message is not an object", field=field)
     if "parts" not in obj:  # some producers write OpenAI-shaped messages into gen_ai.*.messages
-        return parse_openai_message(obj, field=field, strict=False)
+        return [parse_openai_message(obj, field=field, strict=False)]
     role = normalize_role(obj.get("role"), field=f"{field}.role")
     texts: list[str] = []
     calls: list[ToolCall] = []
-    call_id: str | None = None
+    responses: list[ChatMessage] = []
     parts = obj.get("parts")
     if not isinstance(parts, list):
         raise InputError("parts is not a list", field=f"{field}.parts")
@@ -188,32 +213,43 @@ def parse_genai_message(obj: object, *, field: str) -> ChatMessage:
         elif kind == "tool_call":
             calls.append(parse_tool_call(part, field=f"{field}.parts[{i}]", strict=False))
         elif kind == "tool_call_response":
-            role = "tool" if role in ("user", "tool") else role
-            call_id = str(part["id"]) if part.get("id") is not None else None
             response = part.get("response")
-            texts.append(response if isinstance(response, str) else json.dumps(response, ensure_ascii=False))
+            responses.append(
+                ChatMessage(
+                    role="tool",
+                    content=response if isinstance(response, str) else json.dumps(response, ensure_ascii=False),
+                    tool_call_id=str(part["id"]) if part.get("id") is not None else None,
+                    tool_name=obj.get("name") if isinstance(obj.get("name"), str) else None,
+                )
+            )
+    if responses and not texts and not calls:
+        return responses
     finish = obj.get("finish_reason")
-    return ChatMessage(
+    message = ChatMessage(
         role=role,
         content="\n".join(texts) if texts else None,
         tool_calls=tuple(calls),
-        tool_call_id=call_id,
         tool_name=obj.get("name") if isinstance(obj.get("name"), str) else None,
         finish_reason=finish if isinstance(finish, str) else None,
     )
+    return [*responses, message]
 
 
-def messages_to_steps(messages: Iterable[ChatMessage], *, first_index: int = 0) -> tuple[str | None, list[Step]]:
+def messages_to_steps(
+    messages: Iterable[ChatMessage], *, first_index: int = 0, strict: bool = False
+) -> tuple[str | None, list[Step]]:
     """Turn a conversation into ``(system_instructions, steps)``.
 
     Every message keeps its position (from ``first_index``) as its step index; system messages are joined
     into the system instructions. A tool message becomes a :class:`ToolExecution` whose name and arguments
-    come from the assistant's call with the same id (or, without ids, the next unanswered call).
+    come from the call with the same id (the assistant's, or in dual control the user's), or, for a message
+    without an id, the next unanswered call. ``strict`` (recorded runs) makes an explicit id that answers no
+    earlier call an :class:`InputError`; otherwise the step keeps its id and no call.
     """
     system: list[str] = []
     steps: list[Step] = []
-    calls: dict[str, ToolCall] = {}
-    unanswered: list[ToolCall] = []
+    calls: dict[str, _Call] = {}
+    unanswered: list[_Call] = []
     for index, msg in enumerate(messages, start=first_index):
         timing: dict[str, Any] = {
             "index": index,
@@ -224,13 +260,17 @@ def messages_to_steps(messages: Iterable[ChatMessage], *, first_index: int = 0) 
         if msg.role == "system":
             if msg.content:
                 system.append(msg.content)
-        elif msg.role == "user":
-            steps.append(UserMessage(content=msg.content, **timing))
-        elif msg.role == "assistant":
+            continue
+        if msg.role in ("user", "assistant"):
+            by = msg.requestor or msg.role
             for call in msg.tool_calls:
+                entry = _Call(call, "user" if by == "user" else "assistant")
                 if call.id:
-                    calls[call.id] = call
-                unanswered.append(call)
+                    calls[call.id] = entry
+                unanswered.append(entry)
+        if msg.role == "user":
+            steps.append(UserMessage(content=msg.content, tool_calls=msg.tool_calls, **timing))
+        elif msg.role == "assistant":
             steps.append(
                 AssistantMessage(
                     content=msg.content,
@@ -244,24 +284,43 @@ def messages_to_steps(messages: Iterable[ChatMessage], *, first_index: int = 0) 
                 )
             )
         else:
-            # Ids are not always unique (τ-bench reuses them), so the open call with this id comes first.
-            answered = next((c for c in unanswered if msg.tool_call_id and c.id == msg.tool_call_id), None)
-            answered = answered or (calls.get(msg.tool_call_id) if msg.tool_call_id else None)
-            if answered is None:
-                answered = next((c for c in unanswered if msg.tool_name in (None, c.name)), None)
+            answered = _answered(msg, calls, unanswered, strict=strict)
             if answered is not None and answered in unanswered:
                 unanswered.remove(answered)
+            asked = answered.call if answered else None
+            by = msg.requestor or (answered.by if answered else "assistant")
             steps.append(
                 ToolExecution(
-                    name=msg.tool_name or (answered.name if answered else "unknown"),
-                    call_id=msg.tool_call_id or (answered.id if answered else None),
-                    arguments=answered.arguments if answered else None,
+                    name=msg.tool_name or (asked.name if asked else "unknown"),
+                    call_id=msg.tool_call_id or (asked.id if asked else None),
+                    arguments=asked.arguments if asked else None,
                     result=msg.content,
                     error=(msg.content or "tool error") if msg.error else None,
+                    requested_by="user" if by == "user" else "assistant",
                     **timing,
                 )
             )
     return ("\n\n".join(system) if system else None), steps
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Call:
+    """A tool call and who asked for it (compared by identity: the same call may be asked twice)."""
+
+    call: ToolCall
+    by: str
+
+
+def _answered(msg: ChatMessage, calls: dict[str, _Call], unanswered: list[_Call], *, strict: bool) -> _Call | None:
+    """The call a tool message answers."""
+    if msg.tool_call_id:
+        # Ids are not always unique (τ-bench reuses them), so the open call with this id comes first. An explicit
+        # id is never matched to another call by position: that would pin the result on the wrong call.
+        found = next((c for c in unanswered if c.call.id == msg.tool_call_id), None) or calls.get(msg.tool_call_id)
+        if found is None and strict:
+            raise InputError("answers no call", field=msg.call_id_field or "tool_call_id")
+        return found
+    return next((c for c in unanswered if msg.tool_name in (None, c.call.name)), None)
 
 
 def with_timing(msg: ChatMessage, start_ns: int | None, end_ns: int | None) -> ChatMessage:

@@ -2,43 +2,48 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ..errors import InputError
 from ..otlp_json import request_from_json
+from .jsonfile import JsonLines, read_json_or_jsonl
 
 
 def read_otlp_json(path: str | Path) -> Iterator[ExportTraceServiceRequest]:
-    """Every export request in an OTLP JSON file: JSON Lines, or a single request, or a JSON list of them."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
-    try:
-        whole = json.loads(text)
-    except json.JSONDecodeError:
-        whole = None  # JSON Lines: one request per line
-    if isinstance(whole, list):
-        for i, item in enumerate(whole):
-            yield _request(item, str(path), f"[{i}]")
-        return
-    if isinstance(whole, dict):
-        yield _request(whole, str(path), "")
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield _request(line, str(path), f"line {number}")
+    """Every export request in an OTLP JSON file: JSON Lines, or a single request, or a JSON list of them.
+
+    The first request that cannot be read raises :class:`InputError`; :func:`otlp_json_items` reports it and
+    goes on.
+    """
+    for item in otlp_json_items(path):
+        if isinstance(item, InputError):
+            raise item
+        yield item
 
 
-def _request(value: str | dict[str, object], file: str, where: str) -> ExportTraceServiceRequest:
+def otlp_json_items(path: str | Path) -> Iterator[ExportTraceServiceRequest | InputError]:
+    """Every export request in an OTLP JSON file, or an :class:`InputError` for one that cannot be read (a
+    corrupt line of a JSON Lines file costs only that line)."""
+    file = str(path)
+    data = read_json_or_jsonl(path)
+    if isinstance(data, JsonLines):
+        for number, value in data.numbered():
+            yield value if isinstance(value, InputError) else _request(value, file, f"line {number}")
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield _request(value, file, f"[{i}]")
+    else:
+        yield _request(data, file, None)
+
+
+def _request(value: Any, file: str, where: str | None) -> ExportTraceServiceRequest | InputError:
+    if not isinstance(value, dict):
+        return InputError("not an OTLP trace export request: not a JSON object", file=file, field=where)
     try:
         return request_from_json(value)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not JSON: {exc.msg} at column {exc.colno}", file=file, field=where) from None
     except ValueError as exc:
-        raise InputError(f"not an OTLP trace export request: {exc}", file=file, field=where) from None
+        return InputError(f"not an OTLP trace export request: {exc}", file=file, field=where)

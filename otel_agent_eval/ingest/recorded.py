@@ -9,22 +9,25 @@
 ['hello']
 
 :func:`load_runs` yields one item per run in the file: an :class:`~otel_agent_eval.model.AgentRun`, or an
-:class:`~otel_agent_eval.errors.InputError` naming the run and the field when that run cannot be read, so a
-caller can report and skip it (or stop, under ``--strict``). A file that cannot be read at all raises.
+:class:`~otel_agent_eval.errors.InputError` naming the run (``run N`` in a JSON file, ``line N`` in a JSON
+Lines file) and the field when that run cannot be read, so a caller can report and skip it (or stop, under
+``--strict``). A file that cannot be read at all raises.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import InputError
 from ..model import AgentRun, ExpectedAction, Reference, RunSource, ToolDefinition
+from .jsonfile import JsonLines
+from .jsonfile import read_json_or_jsonl as read_json_or_jsonl  # re-exported: callers read files through here
 from .messages import ChatMessage, messages_to_steps, parse_openai_message, with_timing
+from .values import as_float, as_int, as_list, as_object, as_str
 
 Format = Literal["tau-bench", "tau2", "openai", "otlp-json"]
 FORMATS: tuple[Format, ...] = ("tau-bench", "tau2", "openai", "otlp-json")
@@ -33,41 +36,12 @@ RECORDED_FORMATS: tuple[Format, ...] = ("tau-bench", "tau2", "openai")
 LoadedItem = AgentRun | InputError
 
 
-def read_json_or_jsonl(path: Path) -> Any:
-    """The file's JSON value; a JSON Lines file comes back as the list of its lines' values."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text (byte {exc.start})", file=str(path)) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as first:
-        lines = [line for line in text.splitlines() if line.strip()]
-        if len(lines) < 2:
-            raise InputError(
-                f"not JSON: {first.msg} at line {first.lineno} column {first.colno}", file=str(path)
-            ) from None
-        values = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                values.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise InputError(
-                    f"neither JSON nor JSON Lines: line {number}: {exc.msg} at column {exc.colno}", file=str(path)
-                ) from None
-        return _JsonLines(values)
-
-
-class _JsonLines(list[Any]):
-    """A list read from JSON Lines (one value per line), told apart from a JSON array."""
-
-
 def detect_format(data: Any, *, file: str) -> Format:
-    """Which format a decoded file is in, from its shape."""
+    """Which format a decoded file is in, from its shape.
+
+    A list is judged by its first element of a known shape, so that a first run that is broken (or a corrupt
+    first line of a JSON Lines file) is reported as that run, not as a file of no known format.
+    """
     if isinstance(data, Mapping):
         if "simulations" in data:
             return "tau2"
@@ -75,22 +49,32 @@ def detect_format(data: Any, *, file: str) -> Format:
             return "otlp-json"
         if "messages" in data:
             return "openai"
-    if isinstance(data, list) and data:
-        first = data[0]
-        if isinstance(first, Mapping):
-            if "traj" in first:
-                return "tau-bench"
-            if "resourceSpans" in first or "resource_spans" in first:
-                return "otlp-json"
-            if "role" in first or "messages" in first:
-                return "openai"
-        if isinstance(first, list):
-            return "openai"
+    if isinstance(data, list):
+        for item in data:
+            fmt = _item_format(item)
+            if fmt is not None:
+                return fmt
+        if data and all(isinstance(item, InputError) for item in data):
+            raise data[0]  # JSON Lines of which no line is JSON: say so, not "unrecognised format"
     raise InputError(
         "unrecognised format: expected a τ-bench list of runs with 'traj', a τ² result with 'simulations', "
         "OpenAI-style messages, or OTLP JSON traces (use --format to say which)",
         file=file,
     )
+
+
+def _item_format(item: Any) -> Format | None:
+    if isinstance(item, list):
+        return "openai"
+    if not isinstance(item, Mapping):
+        return None
+    if "traj" in item:
+        return "tau-bench"
+    if "resourceSpans" in item or "resource_spans" in item:
+        return "otlp-json"
+    if "role" in item or "messages" in item:
+        return "openai"
+    return None
 
 
 def load_runs(
@@ -121,21 +105,55 @@ def load_runs(
 
 
 def load_tools(path: str | Path) -> tuple[ToolDefinition, ...]:
-    """Tool definitions from a JSON file holding an OpenAI function list."""
+    """Tool definitions from a JSON file holding an OpenAI function list (or an object with ``tools``)."""
     data = read_json_or_jsonl(Path(path))
-    if isinstance(data, Mapping) and isinstance(data.get("tools"), list):
-        data = data["tools"]
-    if not isinstance(data, list):
-        raise InputError("is not a list of tool definitions", file=str(path))
-    tools = []
-    for i, obj in enumerate(data):
-        if not isinstance(obj, Mapping):
-            raise InputError("tool definition is not an object", file=str(path), field=f"[{i}]")
+    if isinstance(data, Mapping) and "tools" in data:
+        return parse_tools(data["tools"], file=str(path), field="tools")
+    return parse_tools(data, file=str(path), field="")
+
+
+def parse_tools(value: Any, *, field: str, file: str | None = None) -> tuple[ToolDefinition, ...]:
+    """A list of tool definitions; a bad one is an :class:`InputError` naming the field and its position."""
+    try:
+        return ToolDefinition.parse_list(value)
+    except ValueError as exc:
+        text = str(exc)
+        position, _, message = text.partition(": ") if text.startswith("[") else ("", "", text)
+        raise InputError(message, file=file, field=f"{field}{position}" or None) from None
+
+
+# --- one item per run, never a traceback ----------------------------------------------------------------------
+
+
+def _positions(runs: Sequence[Any]) -> Iterator[tuple[int, int | None, Any]]:
+    """``(index, line, value)`` of every run: ``line`` is its line number in a JSON Lines file."""
+    lines: Iterable[int | None] = runs.lines if isinstance(runs, JsonLines) else [None] * len(runs)
+    for index, (line, value) in enumerate(zip(lines, runs, strict=True)):
+        yield index, line, value
+
+
+def _each_run(
+    runs: Iterable[tuple[int, int | None, Any]], file: str, read: Callable[[Any, int], AgentRun]
+) -> Iterator[LoadedItem]:
+    for index, line, value in runs:
+        if isinstance(value, InputError):  # a JSON Lines line that is not JSON
+            yield value
+            continue
         try:
-            tools.append(ToolDefinition.from_openai(obj))
-        except ValueError as exc:
-            raise InputError(str(exc), file=str(path), field=f"[{i}]") from None
-    return tuple(tools)
+            yield read(value, index)
+        except InputError as exc:
+            yield _located(exc, file, index, line)
+        except (TypeError, AttributeError, ValueError) as exc:
+            # A value of a type no reader expected, deep in one run: that run is reported, the others are read.
+            yield _located(InputError(f"cannot be read: {type(exc).__name__}: {exc}"), file, index, line)
+
+
+def _located(exc: InputError, file: str, index: int, line: int | None) -> InputError:
+    """The error with its file and its run: ``run N`` in a JSON file, ``line N`` in a JSON Lines file."""
+    if line is None:
+        return exc.located(file=file, run=index)
+    field = f"line {line}: {exc.field}" if exc.field else f"line {line}"
+    return InputError(exc.message, file=exc.file or file, run=exc.run, field=field)
 
 
 # --- τ-bench ----------------------------------------------------------------------------------------------
@@ -144,11 +162,7 @@ def load_tools(path: str | Path) -> tuple[ToolDefinition, ...]:
 def _tau_bench_runs(data: Any, file: str) -> Iterator[LoadedItem]:
     if not isinstance(data, list):
         raise InputError("a τ-bench file is a JSON list of runs", file=file)
-    for index, obj in enumerate(data):
-        try:
-            yield _tau_bench_run(obj, file, index)
-        except InputError as exc:
-            yield exc.located(file=file, run=index)
+    yield from _each_run(_positions(data), file, lambda obj, index: _tau_bench_run(obj, file, index))
 
 
 def _tau_bench_run(obj: Any, file: str, index: int) -> AgentRun:
@@ -158,18 +172,16 @@ def _tau_bench_run(obj: Any, file: str, index: int) -> AgentRun:
     if not isinstance(traj, list):
         raise InputError("missing or not a list" if traj is None else "not a list", field="traj")
     messages = [parse_openai_message(m, field=f"traj[{i}]") for i, m in enumerate(traj)]
-    system, steps = messages_to_steps(messages)
+    system, steps = messages_to_steps(messages, strict=True)
     run_id = _join_id(obj.get("task_id"), obj.get("trial"))
     reference = None
-    info = obj.get("info")
-    task = info.get("task") if isinstance(info, Mapping) else None
+    task = as_object(obj.get("info")).get("task")
     if "reward" in obj or isinstance(task, Mapping):
+        task = as_object(task)
         reference = Reference(
-            reward=_float_or_none(obj.get("reward")),
-            actions=_expected_actions(task.get("actions") if isinstance(task, Mapping) else None, "kwargs"),
-            outputs=tuple(o for o in (task.get("outputs") or ()) if isinstance(o, str))
-            if isinstance(task, Mapping)
-            else (),
+            reward=as_float(obj.get("reward")),
+            actions=_expected_actions(task.get("actions"), "kwargs"),
+            outputs=_strings(task.get("outputs")),
         )
     return AgentRun(
         steps=tuple(steps),
@@ -186,164 +198,184 @@ def _tau_bench_run(obj: Any, file: str, index: int) -> AgentRun:
 def _tau2_runs(data: Any, file: str) -> Iterator[LoadedItem]:
     if not isinstance(data, Mapping) or not isinstance(data.get("simulations"), list):
         raise InputError("a τ² result is an object with a 'simulations' list", file=file, field="simulations")
-    info = _object(data.get("info"))
-    env = _object(info.get("environment_info"))
-    policy = env.get("policy") if isinstance(env.get("policy"), str) else None
+    info = as_object(data.get("info"))
+    env = as_object(info.get("environment_info"))
     tools: tuple[ToolDefinition, ...] = ()
-    if isinstance(env.get("tool_defs"), list):
-        try:
-            tools = tuple(ToolDefinition.from_openai(t) for t in env["tool_defs"])
-        except (ValueError, AttributeError) as exc:
-            raise InputError(str(exc), file=file, field="info.environment_info.tool_defs") from None
-    agent_info = _object(info.get("agent_info"))
-    model = agent_info.get("llm") if isinstance(agent_info.get("llm"), str) else None
-    agent_name = agent_info.get("implementation") if isinstance(agent_info.get("implementation"), str) else None
-    tasks = {str(t.get("id")): t for t in data.get("tasks") or () if isinstance(t, Mapping) and t.get("id") is not None}
-    for index, sim in enumerate(data["simulations"]):
-        try:
-            yield _tau2_run(sim, file, index, policy, tools, model, agent_name, tasks)
-        except InputError as exc:
-            yield exc.located(file=file, run=index)
-
-
-def _tau2_run(
-    sim: Any,
-    file: str,
-    index: int,
-    policy: str | None,
-    tools: tuple[ToolDefinition, ...],
-    model: str | None,
-    agent_name: str | None,
-    tasks: Mapping[str, Any],
-) -> AgentRun:
-    if not isinstance(sim, Mapping):
-        raise InputError("simulation is not an object")
-    raw = sim.get("messages")
-    if not isinstance(raw, list):
-        raise InputError("missing or not a list" if raw is None else "not a list", field="messages")
-    stamps = [_timestamp_ns(m.get("timestamp")) if isinstance(m, Mapping) else None for m in raw]
-    messages: list[ChatMessage] = []
-    for i, m in enumerate(raw):
-        msg = parse_openai_message(m, field=f"messages[{i}]")
-        if msg.role == "tool" and not msg.tool_call_id:
-            raise InputError("tool message has no 'id' (the id of the call it answers)", field=f"messages[{i}].id")
-        if msg.role == "assistant" and model:
-            msg = replace(msg, model=model)
-        messages.append(with_timing(msg, stamps[i], _next_stamp(stamps, i)))
-    system, steps = messages_to_steps(messages)
-    run_id = str(sim["id"]) if sim.get("id") is not None else None
-    reference = None
-    task = tasks.get(str(sim.get("task_id")))
-    reward_info = sim.get("reward_info")
-    if isinstance(reward_info, Mapping) or task is not None:
-        criteria = task.get("evaluation_criteria") if isinstance(task, Mapping) else None
-        reference = Reference(
-            reward=_float_or_none(reward_info.get("reward")) if isinstance(reward_info, Mapping) else None,
-            actions=_expected_actions(criteria.get("actions") if isinstance(criteria, Mapping) else None, "arguments"),
-            outputs=tuple(o for o in ((criteria or {}).get("communicate_info") or ()) if isinstance(o, str)),
-        )
-    return AgentRun(
-        steps=tuple(steps),
-        system_instructions=system or policy,
-        tool_definitions=tools,
-        agent_name=agent_name,
-        conversation_id=run_id,
-        reference=reference,
-        source=RunSource(file=file, index=index, id=run_id),
-        start_time_ns=_timestamp_ns(sim.get("start_time")),
-        end_time_ns=_timestamp_ns(sim.get("end_time")),
+    if env.get("tool_defs") is not None:  # null in the published results
+        tools = parse_tools(env["tool_defs"], file=file, field="info.environment_info.tool_defs")
+    agent_info = as_object(info.get("agent_info"))
+    context = _Tau2File(
+        policy=as_str(env.get("policy")),
+        tools=tools,
+        model=as_str(agent_info.get("llm")),
+        agent_name=as_str(agent_info.get("implementation")),
+        tasks={
+            str(t["id"]): t for t in as_list(data.get("tasks")) if isinstance(t, Mapping) and t.get("id") is not None
+        },
     )
+    yield from _each_run(_positions(data["simulations"]), file, lambda sim, index: context.run(sim, file, index))
+
+
+@dataclass(frozen=True)
+class _Tau2File:
+    """What a τ² file says about all its simulations."""
+
+    policy: str | None
+    tools: tuple[ToolDefinition, ...]
+    model: str | None
+    agent_name: str | None
+    tasks: Mapping[str, Mapping[str, Any]]
+
+    def run(self, sim: Any, file: str, index: int) -> AgentRun:
+        if not isinstance(sim, Mapping):
+            raise InputError("simulation is not an object")
+        raw = sim.get("messages")
+        if not isinstance(raw, list):
+            raise InputError("missing or not a list" if raw is None else "not a list", field="messages")
+        start_ns = _timestamp_ns(sim.get("start_time"))
+        messages = [self._message(m, f"messages[{i}]") for i, m in enumerate(raw)]
+        system, steps = messages_to_steps(_tau2_timing(messages, raw, start_ns), strict=True)
+        run_id = str(sim["id"]) if sim.get("id") is not None else None
+        reference = None
+        task = self.tasks.get(str(sim.get("task_id")))
+        reward_info = sim.get("reward_info")
+        if isinstance(reward_info, Mapping) or task is not None:
+            criteria = as_object(task.get("evaluation_criteria")) if task is not None else {}
+            reference = Reference(
+                reward=as_float(as_object(reward_info).get("reward")),
+                actions=_expected_actions(criteria.get("actions"), "arguments"),
+                outputs=_strings(criteria.get("communicate_info")),
+            )
+        return AgentRun(
+            steps=tuple(steps),
+            system_instructions=system or self.policy,
+            tool_definitions=self.tools,
+            agent_name=self.agent_name,
+            conversation_id=run_id,
+            reference=reference,
+            source=RunSource(file=file, index=index, id=run_id),
+            start_time_ns=start_ns,
+            end_time_ns=_timestamp_ns(sim.get("end_time")),
+        )
+
+    def _message(self, obj: Any, field: str) -> ChatMessage:
+        msg = parse_openai_message(obj, field=field)
+        if msg.role == "tool" and not msg.tool_call_id:
+            raise InputError("tool message has no 'id' (the id of the call it answers)", field=f"{field}.id")
+        if msg.role != "assistant":
+            return msg
+        usage = as_object(obj.get("usage"))
+        return replace(
+            msg,
+            model=self.model,
+            input_tokens=as_int(usage.get("prompt_tokens")),
+            output_tokens=as_int(usage.get("completion_tokens")),
+            finish_reason=as_str(as_object(obj.get("raw_data")).get("finish_reason")),
+        )
+
+
+def _tau2_timing(messages: list[ChatMessage], raw: list[Any], start_ns: int | None) -> list[ChatMessage]:
+    """τ² stamps a message when it is complete: it took from the previous stamp (or the start) to its own."""
+    out = []
+    previous = start_ns
+    for msg, obj in zip(messages, raw, strict=True):
+        end = _timestamp_ns(obj.get("timestamp"))
+        if end is None:
+            out.append(msg)
+            continue
+        out.append(with_timing(msg, end if previous is None else min(previous, end), end))
+        previous = end
+    return out
 
 
 # --- OpenAI-style message lists -----------------------------------------------------------------------------
 
 
 def _openai_runs(data: Any, file: str) -> Iterator[LoadedItem]:
-    """One run (a list of messages, or ``{"messages": [...]}``), or many (a list or JSON Lines of those)."""
-    if isinstance(data, Mapping) or (
-        isinstance(data, list) and data and isinstance(data[0], Mapping) and "role" in data[0]
+    """One run (a list of messages, ``{"messages": [...]}``, or JSON Lines of messages), or many (a list or
+    JSON Lines of runs)."""
+    if isinstance(data, JsonLines) and _messages_only(data):
+        bad = [v for v in data if isinstance(v, InputError)]
+        if bad:  # a message that cannot be read leaves a hole in the run: the run is not read, each line reported
+            yield from bad
+            return
+        fields = [f"line {n}" for n in data.lines]
+        yield from _each_run([(0, None, data)], file, lambda raw, index: _chat_run(raw, fields, file, index))
+    elif isinstance(data, Mapping) or (
+        isinstance(data, list) and not isinstance(data, JsonLines) and _is_message(_first_known(data))
     ):
-        runs: list[Any] = [data]
+        yield from _each_run([(0, None, data)], file, lambda obj, index: _openai_run(obj, file, index))
     elif isinstance(data, list):
-        runs = list(data)
+        yield from _each_run(_positions(data), file, lambda obj, index: _openai_run(obj, file, index))
     else:
         raise InputError("OpenAI-style input is a list of messages or of runs", file=file)
-    for index, obj in enumerate(runs):
-        try:
-            yield _openai_run(obj, file, index)
-        except InputError as exc:
-            yield exc.located(file=file, run=index)
 
 
 def _openai_run(obj: Any, file: str, index: int) -> AgentRun:
-    tools: tuple[ToolDefinition, ...] = ()
-    run_id = None
-    field = "messages"
-    if isinstance(obj, Mapping):
-        raw = obj.get("messages")
-        if not isinstance(raw, list):
-            raise InputError("missing or not a list" if raw is None else "not a list", field="messages")
-        if obj.get("tools") is not None:
-            if not isinstance(obj["tools"], list):
-                raise InputError("not a list", field="tools")
-            try:
-                tools = tuple(ToolDefinition.from_openai(t) for t in obj["tools"])
-            except (ValueError, AttributeError) as exc:
-                raise InputError(str(exc), field="tools") from None
-        run_id = obj.get("id")
-    elif isinstance(obj, list):
-        raw, field = obj, ""
-    else:
+    if isinstance(obj, list):
+        return _chat_run(obj, [f"messages[{i}]" for i in range(len(obj))], file, index)
+    if not isinstance(obj, Mapping):
         raise InputError("run is neither a list of messages nor an object with 'messages'")
-    messages = [parse_openai_message(m, field=f"{field}[{i}]") for i, m in enumerate(raw)]
-    system, steps = messages_to_steps(messages)
-    rid = str(run_id) if run_id is not None else None
+    raw = obj.get("messages")
+    if not isinstance(raw, list):
+        raise InputError("missing or not a list" if raw is None else "not a list", field="messages")
+    tools = parse_tools(obj["tools"], field="tools") if obj.get("tools") is not None else ()
+    run_id = str(obj["id"]) if obj.get("id") is not None else None
+    return _chat_run(raw, [f"messages[{i}]" for i in range(len(raw))], file, index, tools, run_id)
+
+
+def _chat_run(
+    raw: Sequence[Any],
+    fields: Sequence[str],
+    file: str,
+    index: int,
+    tools: tuple[ToolDefinition, ...] = (),
+    run_id: str | None = None,
+) -> AgentRun:
+    messages = [parse_openai_message(m, field=f) for m, f in zip(raw, fields, strict=True)]
+    system, steps = messages_to_steps(messages, strict=True)
     return AgentRun(
         steps=tuple(steps),
         system_instructions=system,
         tool_definitions=tools,
-        conversation_id=rid,
-        source=RunSource(file=file, index=index, id=rid),
+        conversation_id=run_id,
+        source=RunSource(file=file, index=index, id=run_id),
     )
+
+
+def _is_message(value: Any) -> bool:
+    return isinstance(value, Mapping) and "role" in value
+
+
+def _first_known(data: Sequence[Any]) -> Any:
+    return next((item for item in data if _item_format(item) is not None), None)
+
+
+def _messages_only(data: JsonLines) -> bool:
+    """Every line is one message (or not JSON at all), and at least one is: the file is one run."""
+    return any(_is_message(v) for v in data) and all(_is_message(v) or isinstance(v, InputError) for v in data)
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
 
-def _object(value: Any) -> Mapping[str, Any]:
-    """``value`` if it is a JSON object, else an empty one (for optional parts of a file)."""
-    return value if isinstance(value, Mapping) else {}
-
-
 def _expected_actions(actions: Any, args_key: str) -> tuple[ExpectedAction, ...]:
     out = []
-    for action in actions or ():
+    for action in as_list(actions):
         if isinstance(action, Mapping) and isinstance(action.get("name"), str):
             args = action.get(args_key)
             out.append(ExpectedAction(name=action["name"], arguments=args if isinstance(args, Mapping) else {}))
     return tuple(out)
 
 
+def _strings(values: Any) -> tuple[str, ...]:
+    return tuple(v for v in as_list(values) if isinstance(v, str))
+
+
 def _join_id(task_id: Any, trial: Any) -> str | None:
     if task_id is None:
         return None
     return f"{task_id}-{trial}" if trial is not None else str(task_id)
-
-
-def _float_or_none(value: Any) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _next_stamp(stamps: Sequence[int | None], i: int) -> int | None:
-    """When message ``i`` ended: when the next message was written (it was being answered until then)."""
-    start = stamps[i]
-    if start is None:
-        return None
-    later = next((s for s in stamps[i + 1 :] if s is not None), start)
-    return max(later, start)
 
 
 def _timestamp_ns(value: Any) -> int | None:

@@ -1,4 +1,4 @@
-"""Spans back into agent runs: one run per trace that holds agent steps.
+"""Spans back into agent runs: one run per agent span (or per trace, without one) that holds agent steps.
 
 >>> from opentelemetry.sdk.trace import TracerProvider
 >>> from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -9,7 +9,7 @@
 >>> with agent_run("support", tracer_provider=provider) as run:
 ...     run.user_message("hi")
 ...     with run.chat(model="m") as call:
-...         call.set_response(content="hello")
+...         _ = call.set_response(content="hello")
 >>> [run] = runs_from_spans(exporter.get_finished_spans())
 >>> [(s.kind, s.content) for s in run.steps], run.agent_name
 ([('user', 'hi'), ('assistant', 'hello')], 'support')
@@ -22,7 +22,8 @@ its spans are not agent steps and pass through untouched.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import logging
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -35,9 +36,11 @@ from .dialects import SpanReading, read_span
 from .messages import ChatMessage, messages_to_steps
 from .span_record import SpanRecord, records_from_request
 
+logger = logging.getLogger(__name__)
+
 
 def runs_from_spans(spans: Iterable[ReadableSpan | SpanRecord]) -> list[AgentRun]:
-    """SDK spans (or records) as runs, one per trace with agent steps, in order of first appearance."""
+    """SDK spans (or records) as runs, one per agent run that holds steps, in order of first appearance."""
     records = [s if isinstance(s, SpanRecord) else SpanRecord.from_readable(s) for s in spans]
     return runs_from_records(records)
 
@@ -48,63 +51,117 @@ def runs_from_request(request: ExportTraceServiceRequest) -> list[AgentRun]:
 
 
 def runs_from_records(records: Iterable[SpanRecord]) -> list[AgentRun]:
+    """One run per agent in each trace that holds agent steps, in order of first appearance."""
     by_trace: dict[str, list[SpanRecord]] = defaultdict(list)
     for record in records:
         by_trace[record.trace_id].append(record)
+    return [run for spans in by_trace.values() for run in trace_to_runs(spans)]
+
+
+def trace_to_runs(spans: Sequence[SpanRecord]) -> list[AgentRun]:
+    """The agent runs in one trace's spans: none when they hold no agent step.
+
+    Each step belongs to its nearest enclosing agent span: a sub-agent invoked inside a tool of the main run is
+    a run of its own, and the main run's steps do not include the sub-agent's. Steps under no agent span make
+    one run together.
+    """
+    ordered = sorted(spans, key=lambda s: (s.start_time_ns, s.end_time_ns))
+    readings = [(s, read_span(s)) for s in ordered]
+    trace = _Trace(ordered, readings)
+    groups: dict[str | None, list[tuple[SpanRecord, SpanReading]]] = {}
+    for s, r in readings:
+        groups.setdefault(trace.owner(s), []).append((s, r))
+    with_steps = {owner: members for owner, members in groups.items() if any(_is_step(r) for _, r in members)}
     runs = []
-    for spans in by_trace.values():
-        run = trace_to_run(spans)
-        if run is not None:
-            runs.append(run)
+    for owner, members in with_steps.items():
+        if owner is None and len(with_steps) == 1 and trace.agents:
+            # Agent spans that enclose no step (parenting lost on the way): the first one still names the run.
+            agent, chain = trace.agents[0], [r for _, r in trace.agents]
+        elif owner is None:
+            agent, chain = None, []
+        else:
+            agent, chain = trace.by_id[owner], trace.agent_chain(owner)
+        runs.append(_group_run(trace, members, agent, chain))
     return runs
 
 
-def trace_to_run(spans: Sequence[SpanRecord]) -> AgentRun | None:
-    """The agent run in one trace's spans, or ``None`` when they hold no agent step."""
-    ordered = sorted(spans, key=lambda s: (s.start_time_ns, s.end_time_ns))
-    readings = [(s, read_span(s)) for s in ordered]
-    steps_read = [(s, r) for s, r in readings if r.kind in ("model", "tool", "user")]
-    if not steps_read:
+class _Trace:
+    """A trace's spans, their parents and their agent spans."""
+
+    def __init__(self, ordered: list[SpanRecord], readings: list[tuple[SpanRecord, SpanReading]]) -> None:
+        self.ordered = ordered
+        self.parents = {s.span_id: s.parent_span_id for s in ordered}
+        self.by_id = {s.span_id: (s, r) for s, r in readings}
+        self.agents = [(s, r) for s, r in readings if r.kind == "agent"]
+
+    def ancestors(self, span: SpanRecord) -> set[str]:
+        return _ancestors(span, self.parents)
+
+    def owner(self, span: SpanRecord) -> str | None:
+        """The nearest agent span at or above ``span``."""
+        seen: set[str] = set()
+        current: str | None = span.span_id
+        while current is not None and current in self.parents and current not in seen:
+            if self.by_id[current][1].kind == "agent":
+                return current
+            seen.add(current)
+            current = self.parents[current]
         return None
-    parents = {s.span_id: s.parent_span_id for s in ordered}
+
+    def agent_chain(self, agent_id: str) -> list[SpanReading]:
+        """The agent's reading, then those of the agents around it, nearest first."""
+        chain: list[SpanReading] = []
+        seen: set[str] = set()
+        current: str | None = agent_id
+        while current is not None and current not in seen:
+            seen.add(current)
+            chain.append(self.by_id[current][1])
+            parent = self.parents[current]
+            current = self.owner(self.by_id[parent][0]) if parent in self.by_id else None
+        return chain
+
+
+def _is_step(reading: SpanReading) -> bool:
+    return reading.kind in ("model", "tool", "user")
+
+
+def _group_run(
+    trace: _Trace,
+    members: list[tuple[SpanRecord, SpanReading]],
+    agent: tuple[SpanRecord, SpanReading] | None,
+    chain: list[SpanReading],
+) -> AgentRun:
+    """The run of one agent span (``agent``), or of the steps under none (``agent`` is ``None``)."""
+    steps_read = [(s, r) for s, r in members if _is_step(r)]
     ours = {s.span_id for s, r in steps_read if r.step_index is not None}
     if ours:
         # A model or tool span of another instrumentation inside one of our step spans (an auto-instrumented
         # client under `run.chat`) is the same step again.
-        steps_read = [(s, r) for s, r in steps_read if s.span_id in ours or not _ancestors(s, parents) & ours]
+        steps_read = [(s, r) for s, r in steps_read if s.span_id in ours or not trace.ancestors(s) & ours]
     if all(r.step_index is not None for _, r in steps_read):
         system, steps = _explicit_steps(steps_read)
     else:
         system, steps = _rebuilt_steps(steps_read)
 
-    # The run is the innermost agent span around all its steps (or, with none around them all, the first agent
-    # span); without agent spans, the innermost span around all the steps.
-    around = set.intersection(*(_ancestors(s, parents) | {s.span_id} for s, _ in steps_read))
-    agents = [(s, r) for s, r in readings if r.kind == "agent"]
-    enclosing = [(s, r) for s, r in agents if s.span_id in around]
-    chosen = max(enclosing, key=lambda sr: len(_ancestors(sr[0], parents))) if enclosing else None
-    chosen = chosen or (agents[0] if agents else None)
-    if chosen is not None:
-        root, root_reading = chosen[0], chosen[1]
+    if agent is not None:
+        root, root_reading = agent[0], agent[1]
     else:
-        candidates = [s for s in ordered if s.span_id in around]
-        ids = set(parents)
-        top = next((s for s in ordered if s.parent_span_id not in ids), ordered[0])
-        root = max(candidates, key=lambda s: len(_ancestors(s, parents))) if candidates else top
+        # Without an agent span, the run is the innermost span around all its steps.
+        around = set.intersection(*(trace.ancestors(s) | {s.span_id} for s, _ in steps_read))
+        candidates = [s for s in trace.ordered if s.span_id in around]
+        top = next((s for s in trace.ordered if s.parent_span_id not in trace.parents), trace.ordered[0])
+        root = max(candidates, key=lambda s: len(trace.ancestors(s))) if candidates else top
         root_reading = None
-    agent_readings = ([root_reading] if root_reading else []) + [r for _, r in agents]
-    tools = next((r.tool_definitions for r in agent_readings if r.tool_definitions), ())
-    tools = tools or next((r.tool_definitions for _, r in readings if r.tool_definitions), ())
-    instructions = next((r.system_instructions for r in agent_readings if r.system_instructions), None)
-    instructions = (
-        instructions or system or next((r.system_instructions for _, r in readings if r.system_instructions), None)
-    )
-    return AgentRun(
+    own = [r for _, r in members]
+    tools = next((r.tool_definitions for r in [*chain, *own] if r.tool_definitions), ())
+    instructions = next((r.system_instructions for r in chain if r.system_instructions), None)
+    instructions = instructions or system or next((r.system_instructions for r in own if r.system_instructions), None)
+    run = AgentRun(
         steps=tuple(steps),
         trace_id=root.trace_id,
         root_span_id=root.span_id,
         agent_name=root_reading.agent_name if root_reading else None,
-        conversation_id=next((r.conversation_id for _, r in readings if r.conversation_id), None),
+        conversation_id=next((r.conversation_id for r in [*own, *chain] if r.conversation_id), None),
         system_instructions=instructions,
         tool_definitions=tools,
         outcome=root_reading.outcome if root_reading else None,
@@ -113,6 +170,16 @@ def trace_to_run(spans: Sequence[SpanRecord]) -> AgentRun | None:
         start_time_ns=root.start_time_ns,
         end_time_ns=root.end_time_ns,
     )
+    _warn_duplicate_indices(run)
+    return run
+
+
+def _warn_duplicate_indices(run: AgentRun) -> None:
+    counts = Counter(step.index for step in run.steps)
+    duplicates = sorted(index for index, n in counts.items() if n > 1)
+    if duplicates:
+        # Both steps are kept (in the order their spans started); which one is right cannot be told from here.
+        logger.warning("trace %s: several step spans carry agent_eval.step.index %s", run.trace_id, duplicates)
 
 
 def _ancestors(span: SpanRecord, parents: dict[str, str | None]) -> set[str]:
@@ -138,8 +205,8 @@ def _explicit_steps(steps_read: list[tuple[SpanRecord, SpanReading]]) -> tuple[s
         }
         system = system or r.system_instructions
         if r.kind == "user":
-            text = next((m.content for m in r.inputs if m.role == "user"), None)
-            steps.append(UserMessage(content=text, **common))
+            said = next((m for m in r.inputs if m.role == "user"), ChatMessage(role="user"))
+            steps.append(UserMessage(content=said.content, tool_calls=said.tool_calls, **common))
         elif r.kind == "tool":
             steps.append(
                 ToolExecution(
@@ -148,6 +215,7 @@ def _explicit_steps(steps_read: list[tuple[SpanRecord, SpanReading]]) -> tuple[s
                     arguments=r.tool_arguments,
                     result=r.tool_result,
                     error=r.tool_error,
+                    requested_by=r.tool_requested_by,
                     **common,
                 )
             )
@@ -209,6 +277,7 @@ def _rebuilt_steps(steps_read: list[tuple[SpanRecord, SpanReading]]) -> tuple[st
                 step,
                 arguments=step.arguments if step.arguments is not None else tool.tool_arguments,
                 error=tool.tool_error if tool.tool_error is not None else step.error,
+                requested_by="user" if tool.tool_requested_by == "user" else step.requested_by,
             )
     return system, steps
 

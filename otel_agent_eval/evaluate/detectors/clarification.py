@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from ...model import AgentRun, AssistantMessage, UserMessage
 from ..engine import RunContext
 from ..findings import Finding
-from .text import sentences
+from ..text import sentences
 
 # What the agent asks for, and how the user's answer looks once given.
 _KINDS = {
@@ -18,7 +18,9 @@ _KINDS = {
 }
 _ASK = re.compile(r"\?|\b(please (provide|share|confirm|give)|could you|can you|may i have)\b", re.I)
 # Asking for another value, or to check one that did not work, is not asking again.
-_ANOTHER = re.compile(r"\b(new|different|another|other|alternate|alternative|double.?check|again|correct|updated)\b", re.I)
+_ANOTHER = re.compile(
+    r"\b(new|different|another|other|alternate|alternative|double.?check|again|correct|updated)\b", re.I
+)
 
 
 class ClarificationDetector:
@@ -33,7 +35,7 @@ class ClarificationDetector:
                 for kind, (_, answer) in _KINDS.items():
                     if kind not in given and answer.search(step.content or ""):
                         given[kind] = step.index
-            elif isinstance(step, AssistantMessage) and step.content:
+            elif given and isinstance(step, AssistantMessage) and step.content and _ASK.search(step.content):
                 for sentence in sentences(step.content):
                     if not _ASK.search(sentence) or _ANOTHER.search(sentence):
                         continue

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from ...model import AgentRun, AssistantMessage
 from ..engine import RunContext
 from ..findings import Finding
-from .text import REFUSAL, plain_statements
+from ..text import plain_statements
 
 _PROMISE = re.compile(
     r"\b(i will|i'll|let me|i am going to|i'm going to)\s+(now\s+)?(go ahead and\s+)?(proceed|cancel|modify|update|"
@@ -43,14 +43,15 @@ class CompletionDetector:
         policy = context.policy
         succeeded = [c for c in facts.writes if c.succeeded]
         agent_texts = [s for s in run.steps if isinstance(s, AssistantMessage) and s.content]
-        refused = any(REFUSAL.search(s.content or "") for s in agent_texts)
+        refusals = facts.refusals
+        refused = bool(refusals)
         transferred = any(policy.is_transfer(c.name) for c in facts.calls)
 
         # 1. The agent said it would act, and no write followed.
         for step in agent_texts:
             promise = next(plain_statements(step.content or "", _PROMISE), None)
             if promise and not any(c.step >= step.index for c in facts.writes) and not transferred:
-                later_refusal = any(REFUSAL.search(s.content or "") for s in agent_texts if s.index > step.index)
+                later_refusal = any(r > step.index for r in refusals)
                 if later_refusal:
                     continue
                 yield context.finding(
@@ -73,7 +74,7 @@ class CompletionDetector:
                 and re.search(
                     r"\b(confirm|proceed|shall i|would you like me to|do you want me to)\b", asked.content, re.I
                 )
-                and not REFUSAL.search(asked.content)
+                and asked.index not in refusals
                 and any(p.search(last_user.content or "") for p in policy.confirmations)
                 and not re.search(r"\b(no|don'?t|not)\b", (last_user.content or "")[:20], re.I)
                 and not any(c.step > asked.index for c in succeeded)

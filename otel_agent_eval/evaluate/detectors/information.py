@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 
 from ...model import AgentRun, AssistantMessage, ToolExecution, UserMessage
 from ..engine import RunContext
 from ..findings import Finding
-from .text import plain_statements
+from ..text import plain_statements
 
 # Money: "$1,234.50", "1234.50 USD", "USD 12". Plain integers are left alone (counts, years, list numbers).
 _AMOUNT = re.compile(
     r"(?:[$€£]\s?(\d[\d,]*(?:\.\d+)?))|(?:\b(\d[\d,]*\.\d{2})\b)|(?:\b(\d[\d,]*(?:\.\d+)?)\s?(?:usd|dollars|eur|euros)\b)",
     re.IGNORECASE,
 )
+_DIGIT = re.compile(r"\d")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 # Identifiers the agent quotes: mixed letters and digits (order #W123, HAT001, credit_card_12), e-mails.
-_IDENT = re.compile(r"#?\b(?=[A-Za-z_]*\d)(?=\d*[A-Za-z_])[A-Za-z0-9_]{5,}\b|\b[\w.+-]+@[\w-]+\.[\w.]+\b")
+_IDENT = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b|#?\b(?=[A-Za-z_]*\d)(?=\d*[A-Za-z_])[A-Za-z0-9_]{5,}\b")
 _SUCCESS = re.compile(
     r"\b(has|have) been (successfully )?(cancel+ed|modified|updated|changed|booked|processed|returned|exchanged|"
     r"refunded|issued|sent|submitted|placed|created|removed|added|completed)\b|\bsuccessfully\b|"
@@ -39,51 +41,72 @@ def _to_float(text: str) -> float | None:
         return None
 
 
+@lru_cache(maxsize=64)
+def _numbers_in(text: str) -> tuple[float, ...]:
+    """Every number in a text, as a non-negative float (cached: the same policy text heads many runs)."""
+    out = []
+    for match in _NUMBER.finditer(text):
+        value = _to_float(match.group())
+        if value is not None:
+            out.append(abs(value))
+    return tuple(out)
+
+
 class _Numbers:
-    """Numbers known before each step, and what simple arithmetic over them reaches."""
+    """Numbers known before each step, and what simple arithmetic over them reaches.
+
+    Amounts are checked in step order, so the known numbers grow as the run goes: each source is added once.
+    """
 
     def __init__(self, run: AgentRun) -> None:
-        self.sources: list[tuple[int, list[float]]] = []
+        self.sources: list[tuple[int, tuple[float, ...]]] = []
         if run.system_instructions:
-            self.sources.append((-1, self._parse(run.system_instructions)))
+            self.sources.append((-1, _numbers_in(run.system_instructions)))
         for step in run.steps:
             if isinstance(step, UserMessage) and step.content:
-                self.sources.append((step.index, self._parse(step.content)))
+                self.sources.append((step.index, _numbers_in(step.content)))
             elif isinstance(step, ToolExecution) and step.result:
-                self.sources.append((step.index, self._parse(step.result)))
+                self.sources.append((step.index, _numbers_in(step.result)))
+        self._added = 0
+        self.known: set[float] = set()
+        self.totals: set[float] = set()
+        self._pairs: set[float] | None = None
+        self._answers: dict[float, bool] = {}
 
-    @staticmethod
-    def _parse(text: str) -> list[float]:
-        out = []
-        for match in _NUMBER.finditer(text):
-            value = _to_float(match.group())
-            if value is not None:
-                out.append(abs(value))
-        return out
+    def _advance(self, before: int) -> None:
+        while self._added < len(self.sources) and self.sources[self._added][0] < before:
+            numbers = self.sources[self._added][1]
+            self.known.update(round(n, 2) for n in numbers)
+            if 1 < len(numbers) <= 200:  # a result's total (an order's items, a bill)
+                self.totals.add(round(sum(numbers), 2))
+            self._added += 1
+            self._pairs = None
+            self._answers.clear()
 
     def supported(self, value: float, before: int) -> bool:
-        known: set[float] = set()
-        sums: set[float] = set()
-        for index, numbers in self.sources:
-            if index >= before:
-                break
-            known.update(round(n, 2) for n in numbers)
-            if 1 < len(numbers) <= 200:
-                sums.add(round(sum(numbers), 2))
+        self._advance(before)
         v = round(value, 2)
-        if v in known or v in sums:
+        answer = self._answers.get(v)
+        if answer is None:
+            answer = self._answers[v] = self._reachable(v)
+        return answer
+
+    def _reachable(self, v: float) -> bool:
+        known = self.known
+        if v in known or v in self.totals:
             return True
-        ordered = sorted(known)
-        for x in ordered:
-            if round(v - x, 2) in known or round(x - v, 2) in known:
+        for x in known:
+            if round(v - x, 2) in known or round(x - v, 2) in known:  # a sum or a difference of two
                 return True
-            if x and any(abs(v - x * k) < 0.006 for k in range(2, 11)):
-                return True
-        if len(ordered) <= 120:  # three-term sums over the smaller number sets only
-            for i, x in enumerate(ordered):
-                for y in ordered[i:]:
-                    if round(v - x - y, 2) in known:
-                        return True
+            if x:
+                k = round(v / x)
+                if 2 <= k <= 10 and abs(v - x * k) < 0.006:  # a small multiple (per passenger, per item)
+                    return True
+        if len(known) <= 120:  # sums of three, over the smaller number sets only
+            if self._pairs is None:
+                ordered = sorted(known)
+                self._pairs = {round(x + y, 2) for i, x in enumerate(ordered) for y in ordered[i:]}
+            return any(round(v - x, 2) in self._pairs for x in known)
         return False
 
 
@@ -94,18 +117,23 @@ class WrongInformationDetector:
 
     def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
         facts = context.facts
-        numbers = _Numbers(run)
+        numbers: _Numbers | None = None
         corpus = facts.corpus
         steps = run.steps
-        for i, step in enumerate(steps):
+        last_correction = max(
+            (s.index for s in steps if isinstance(s, AssistantMessage) and s.content and _CORRECTION.search(s.content)),
+            default=-1,
+        )
+        for step in steps:
             if not isinstance(step, AssistantMessage) or not step.content:
                 continue
             text = step.content
-            corrected = any(
-                isinstance(s, AssistantMessage) and s.content and _CORRECTION.search(s.content) for s in steps[i + 1 :]
-            )
+            corrected = last_correction > step.index
             unsupported = []
-            for match in _AMOUNT.finditer(text):
+            has_digit = _DIGIT.search(text) is not None
+            for match in _AMOUNT.finditer(text) if has_digit else ():
+                if numbers is None:
+                    numbers = _Numbers(run)
                 raw = next(g for g in match.groups() if g)
                 value = _to_float(raw)
                 if value is not None and value > 0 and not numbers.supported(value, step.index):
@@ -123,7 +151,9 @@ class WrongInformationDetector:
                     recovered=corrected,
                 )
             invented = [
-                m.group() for m in _IDENT.finditer(text) if not corpus.known_before(m.group().lstrip("#"), step.index)
+                m.group()
+                for m in (_IDENT.finditer(text) if has_digit else ())
+                if not corpus.known_before(m.group().lstrip("#"), step.index)
             ]
             if invented:
                 yield context.finding(

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 
-from ...model import AgentRun, AssistantMessage, JSONValue
+from ...model import AgentRun, JSONValue
 from ..engine import RunContext
 from ..findings import Finding
-from .text import REFUSAL
 
 # The environment failed, not the call: the agent is not to blame.
 _SYSTEM = re.compile(
@@ -78,10 +77,7 @@ class ToolErrorDetector:
                 confidence = 0.6 if write else 0.25
             # Without a fix, the agent still recovers by telling the user what went wrong instead of
             # pretending (a false success claim is the information detector's finding).
-            told = any(
-                isinstance(s, AssistantMessage) and s.index > call.step and s.content and REFUSAL.search(s.content)
-                for s in run.steps
-            )
+            told = any(r > call.step for r in facts.refusals)
             recovered = fixed is not None or (told and not retried)
             yield context.finding(
                 self.name,

@@ -6,13 +6,14 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ...model import AgentRun
+from ...model import AgentRun, ToolExecution
 from ..engine import RunContext
 from ..findings import Finding
 from .arguments import _leaves
 
 # Statuses that, on an object a tool returned, mean "cannot be had or acted on".
 _UNAVAILABLE = {"unavailable", "not available", "sold out", "sold_out", "out of stock", "out_of_stock"}
+_MAY_SAY_UNAVAILABLE = re.compile(r"false|unavailable|not available|sold.out|out.of.stock")
 
 
 def _objects(value: Any) -> Iterator[Mapping[str, Any]]:
@@ -36,9 +37,7 @@ def _unavailable(obj: Mapping[str, Any]) -> str | None:
 
 def _names(obj: Mapping[str, Any], value: str) -> bool:
     """Whether the object is the thing ``value`` identifies (an id-like field holding it)."""
-    return any(
-        v == value and (k.endswith("id") or k.endswith("_number") or k == "sku") for k, v in obj.items()
-    )
+    return any(v == value and (k.endswith("id") or k.endswith("_number") or k == "sku") for k, v in obj.items())
 
 
 # Arguments that name what a call acquires (not what it gives up): "new_item_ids", or every argument of a
@@ -53,7 +52,20 @@ class MisreadOutputDetector:
 
     def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
         facts = context.facts
-        results = facts.results_json
+        if not any(c.succeeded for c in facts.writes):
+            return
+        # What the tools showed as unavailable, found once: (step, object, why). Only results whose text can
+        # say so are walked.
+        texts = {s.index: (s.result or "").lower() for s in run.steps if isinstance(s, ToolExecution)}
+        unavailable = [
+            (step_index, obj, reason)
+            for step_index, value in facts.results_json.items()
+            if _MAY_SAY_UNAVAILABLE.search(texts.get(step_index, ""))
+            for obj in _objects(value)
+            if (reason := _unavailable(obj)) is not None
+        ]
+        if not unavailable:
+            return
         for call in facts.writes:
             if not call.succeeded or call.call.arguments is None:
                 continue
@@ -63,23 +75,19 @@ class MisreadOutputDetector:
                 for path, v in _leaves(call.call.arguments)
                 if isinstance(v, str) and len(v) >= 3 and (acquires_all or "new" in path.lower())
             }
-            for step_index, value in results.items():
+            for step_index, obj, reason in unavailable:
                 if step_index >= call.step:
                     break
-                for obj in _objects(value):
-                    reason = _unavailable(obj)
-                    if reason is None:
-                        continue
-                    hit = next((v for v in values if _names(obj, v)), None)
-                    if hit is None:
-                        continue
-                    yield context.finding(
-                        self.name,
-                        "misread_output",
-                        call.step,
-                        f"Read the tool result before acting: {hit} was shown as unavailable, so choose "
-                        "an available one or tell the user.",
-                        f"{call.name} used {hit!r}, which the result at step {step_index} showed with {reason}",
-                        confidence=0.7,
-                    )
-                    values.discard(hit)
+                hit = next((v for v in values if _names(obj, v)), None)
+                if hit is None:
+                    continue
+                yield context.finding(
+                    self.name,
+                    "misread_output",
+                    call.step,
+                    f"Read the tool result before acting: {hit} was shown as unavailable, so choose "
+                    "an available one or tell the user.",
+                    f"{call.name} used {hit!r}, which the result at step {step_index} showed with {reason}",
+                    confidence=0.7,
+                )
+                values.discard(hit)

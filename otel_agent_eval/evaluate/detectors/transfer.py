@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from ...model import AgentRun, AssistantMessage, UserMessage
+from ...model import AgentRun, UserMessage
 from ..engine import RunContext
 from ..findings import Finding
-from .text import REFUSAL
 
 _ASKED_FOR_HUMAN = re.compile(
     r"\b(human|real person|representative|supervisor|manager|live agent|someone else)\b", re.I
@@ -31,11 +30,7 @@ class TransferDetector:
                 if isinstance(s, UserMessage) and s.index < call.step
             )
             blocked = any(c.failed and context.policy.is_write(c.name) for c in facts.calls if c.step < call.step)
-            refused = any(
-                isinstance(s, AssistantMessage) and s.content and REFUSAL.search(s.content)
-                for s in run.steps
-                if s.index < call.step
-            )
+            refused = any(r < call.step for r in facts.refusals)
             if asked or blocked or refused:
                 # The user insisted after a refusal, or the tools could not do it: a transfer is what the
                 # policy asks for then, and nothing here says the request was in scope.

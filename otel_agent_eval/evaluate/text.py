@@ -29,6 +29,8 @@ def sentences(text: str) -> Iterator[str]:
 
 def plain_statements(text: str, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
     """Matches of ``pattern`` in sentences that are not hedged (conditional, negated or questions)."""
+    if not pattern.search(text):  # no match in the text, none in its sentences: skip the splitting
+        return
     for sentence in sentences(text):
         if HEDGE.search(sentence):
             continue
