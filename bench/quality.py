@@ -1,0 +1,548 @@
+"""How well the evaluator tells failed runs from successful ones, on every run file of the development data.
+
+Run from the repository root::
+
+    .venv/bin/python bench/quality.py                          # both modes, evaluated in this process
+    .venv/bin/python bench/quality.py --via-cli                # the same through `otel-agent-eval evaluate`
+    .venv/bin/python bench/quality.py --mode free --json out/quality.json
+
+Every run file under ``--data`` is evaluated: ``tau-bench/*.json`` lists of runs (not the ``*-tools.json``
+tool definitions) and ``tau2/*.json`` results. Each file gets the tool definitions of its domain
+(``tau-bench/<airline|retail>-tools.json``, the domain taken from the file name; τ² files carry none).
+
+Two modes, side by side:
+
+* ``free``: reference-free, ``Engine()`` (the built-in detectors and any installed plugins). What a deployed
+  agent's spans hold and nothing else: the runs are evaluated with their benchmark answers removed;
+* ``reference``: reference-based, ``Engine([ReferenceEvaluator()])``, against the expected actions and outputs.
+
+Ground truth is the benchmark's reward: ``reward == 0`` means the run failed. It is read only to score.
+A run counts as flagged when its outcome is ``terminal``; recall is on failed runs, specificity on
+successful ones, balanced accuracy their mean; AUROC ranks runs by ``failure_score`` (ties count half).
+In reference mode the agreement with the reward is the accuracy.
+
+The per-detector table (reference-free mode, all files pooled) counts, for each evaluator and failure mode,
+the failed and the successful runs with at least one *decisive* terminal finding from it (confidence at least
+``DECISIVE_CONFIDENCE``: the findings that make an outcome terminal), and the runs where it was the only
+decisive source (dropping it would turn that run's outcome). It is for tuning: a row with many successful
+runs is where the false alarms come from.
+
+``--via-cli`` runs ``otel-agent-eval evaluate FILE --tools TOOLS -o results.jsonl [--reference]`` for each file
+and mode, scores the JSON Lines (results matched back to runs by ``source.index``), and checks that every
+run's outcome, failure score and findings equal those of the in-process evaluation (exit status 1 if not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import otel_agent_eval
+from otel_agent_eval.errors import InputError
+from otel_agent_eval.evaluate import Engine
+from otel_agent_eval.evaluate.findings import DECISIVE_CONFIDENCE, Evaluation
+from otel_agent_eval.evaluate.reference import ReferenceEvaluator
+from otel_agent_eval.ingest.recorded import detect_format, load_runs, load_tools, read_json_or_jsonl
+from otel_agent_eval.model import AgentRun, ToolDefinition
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+MODES = ("free", "reference")
+MODE_TITLE = {"free": "reference-free (Engine())", "reference": "reference-based (Engine([ReferenceEvaluator()]))"}
+
+# Targets of the evaluator issue, on this data.
+TARGETS_FREE = (("balanced_accuracy", 0.80), ("auroc", 0.85), ("specificity", 0.90))
+TARGETS_REFERENCE = (("agreement", 0.97),)
+_DOMAIN = re.compile(r"(airline|retail)", re.IGNORECASE)
+
+
+# --- data --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataFile:
+    path: Path
+    label: str
+    """The path under the data directory."""
+    tools_path: Path
+    tools: tuple[ToolDefinition, ...]
+    runs: list[AgentRun] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Runs that could not be read (their messages)."""
+
+    def failed(self) -> dict[int, bool | None]:
+        """Ground truth by the run's 0-based position in its file: reward == 0 means failed (None: no reward)."""
+        out: dict[int, bool | None] = {}
+        for run in self.runs:
+            assert run.source is not None
+            reward = run.reference.reward if run.reference else None
+            out[run.source.index] = None if reward is None else reward == 0
+        return out
+
+
+def discover(data: Path) -> list[DataFile]:
+    """The run files under ``data``: τ-bench run lists and τ² results, each with its domain's tool definitions."""
+    candidates = [p for p in sorted((data / "tau-bench").glob("*.json")) if not p.name.endswith("-tools.json")]
+    candidates += sorted((data / "tau2").glob("*.json"))
+    files = []
+    for path in candidates:
+        label = path.relative_to(data).as_posix()
+        try:
+            fmt = detect_format(read_json_or_jsonl(path), file=str(path))
+        except InputError as exc:
+            print(f"note: {label} skipped: {exc}", file=sys.stderr)
+            continue
+        if fmt not in ("tau-bench", "tau2"):
+            print(f"note: {label} skipped: {fmt} file, not a run list", file=sys.stderr)
+            continue
+        domain = _DOMAIN.search(path.name)
+        tools_path = data / "tau-bench" / f"{domain.group(1).lower() if domain else '?'}-tools.json"
+        if domain is None or not tools_path.exists():
+            print(f"note: {label} skipped: no airline/retail tool definitions for it", file=sys.stderr)
+            continue
+        df = DataFile(path=path, label=label, tools_path=tools_path, tools=load_tools(tools_path))
+        for item in load_runs(path, tools=df.tools):
+            if isinstance(item, InputError):
+                df.skipped.append(str(item))
+            else:
+                df.runs.append(item)
+        files.append(df)
+    if not files:
+        raise SystemExit(f"no run files found under {data}")
+    return files
+
+
+# --- evaluation, in process or through the CLI --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One finding, as scored: who said what, where, how sure."""
+
+    evaluator: str
+    mode: str
+    step: int
+    outcome: str
+    confidence: float
+    counts: bool
+    """A failure of the agent (not an ``evaluator_error``)."""
+
+
+@dataclass
+class Result:
+    index: int
+    id: str | None
+    failed: bool | None
+    outcome: str
+    score: float
+    hits: tuple[Hit, ...]
+
+    @property
+    def terminal(self) -> bool:
+        return self.outcome == "terminal"
+
+    def decisive(self) -> set[tuple[str, str]]:
+        """(evaluator, mode) of the findings that make the outcome terminal."""
+        return {
+            (h.evaluator, h.mode)
+            for h in self.hits
+            if h.counts and h.outcome == "terminal" and h.confidence >= DECISIVE_CONFIDENCE
+        }
+
+    def key(self) -> tuple[Any, ...]:
+        """What must be equal between two evaluations of the same run."""
+        return (
+            self.outcome,
+            self.score,
+            sorted((h.evaluator, h.mode, h.step, h.outcome, h.confidence) for h in self.hits),
+        )
+
+
+def engine_for(mode: str) -> Engine:
+    return Engine() if mode == "free" else Engine([ReferenceEvaluator()])
+
+
+def in_process(df: DataFile, mode: str, engine: Engine) -> list[Result]:
+    truth = df.failed()
+    out = []
+    for run in df.runs:
+        assert run.source is not None
+        # Reference-free evaluation gets the run without its answers: the figures cannot depend on them.
+        evaluation: Evaluation = engine.evaluate(replace(run, reference=None) if mode == "free" else run)
+        hits = tuple(
+            Hit(f.evaluator, f.mode, f.step, f.outcome, round(f.confidence, 4), f.counts) for f in evaluation.findings
+        )
+        out.append(
+            Result(
+                run.source.index,
+                run.source.id,
+                truth[run.source.index],
+                evaluation.outcome,
+                evaluation.failure_score,
+                hits,
+            )
+        )
+    return out
+
+
+def cli_command() -> list[str]:
+    beside = Path(sys.executable).parent / "otel-agent-eval"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("otel-agent-eval")
+    return [found] if found else [sys.executable, "-m", "otel_agent_eval.cli"]
+
+
+def via_cli(df: DataFile, mode: str, command: Sequence[str]) -> list[Result]:
+    truth = df.failed()
+    with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
+        output = Path(tmp) / "results.jsonl"
+        cmd = [*command, "evaluate", str(df.path), "--tools", str(df.tools_path), "-o", str(output)]
+        if mode == "reference":
+            cmd.append("--reference")
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} exited with {proc.returncode}:\n{proc.stderr}")
+        lines = output.read_text(encoding="utf-8").splitlines()
+    out = []
+    seen: set[int] = set()
+    for line in lines:
+        obj = json.loads(line)
+        index = obj["source"]["index"]
+        if index not in truth:
+            raise SystemExit(f"{df.label}: the CLI returned a result for run {index}, which the file does not hold")
+        if index in seen:
+            raise SystemExit(f"{df.label}: the CLI returned two results for run {index}")
+        seen.add(index)
+        hits = tuple(
+            Hit(
+                f["evaluator"],
+                f["mode"],
+                int(f["step"]),
+                f["outcome"],
+                round(float(f["confidence"]), 4),
+                f.get("category") != "evaluator",
+            )
+            # Confident findings are "failures", weaker ones "suspicions" (each list absent when not written).
+            for f in [*obj.get("failures", ()), *obj.get("suspicions", ())]
+        )
+        out.append(
+            Result(index, obj["source"].get("id"), truth[index], obj["outcome"], float(obj["failure_score"]), hits)
+        )
+    missing = sorted(set(truth) - seen)
+    if missing:
+        raise SystemExit(f"{df.label}: the CLI returned no result for runs {missing[:10]}")
+    return sorted(out, key=lambda r: r.index)
+
+
+# --- scores --------------------------------------------------------------------------------------------------
+
+
+def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
+    """Area under the ROC curve: the chance that a failed run scores above a successful one (ties count half).
+
+    Mann-Whitney U with mid-ranks for ties.
+    """
+    n_pos = sum(positive)
+    n_neg = len(positive) - n_pos
+    if not n_pos or not n_neg:
+        return None
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    ranks = [0.0] * len(scores)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1  # the mean of ranks i+1 .. j+1
+        i = j + 1
+    rank_sum = sum(r for r, p in zip(ranks, positive, strict=True) if p)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def metrics(results: Sequence[Result]) -> dict[str, Any]:
+    scored = [r for r in results if r.failed is not None]
+    pos = [r for r in scored if r.failed]
+    neg = [r for r in scored if not r.failed]
+    tp = sum(r.terminal for r in pos)
+    tn = sum(not r.terminal for r in neg)
+    flagged = sum(r.terminal for r in scored)
+    recall = _ratio(tp, len(pos))
+    specificity = _ratio(tn, len(neg))
+    accuracy = _ratio(tp + tn, len(scored))
+    return {
+        "runs": len(results),
+        "scored": len(scored),
+        "failed": len(pos),
+        "flagged": flagged,
+        "outcomes": dict(Counter(r.outcome for r in results)),
+        "accuracy": accuracy,
+        "balanced_accuracy": (recall + specificity) / 2 if recall is not None and specificity is not None else None,
+        "recall": recall,
+        "specificity": specificity,
+        "precision": _ratio(tp, flagged),
+        "auroc": auroc([r.score for r in scored], [bool(r.failed) for r in scored]),
+        "agreement": accuracy,
+    }
+
+
+def detector_table(results: Iterable[Result]) -> list[dict[str, Any]]:
+    """Per (evaluator, mode): failed / successful runs with a decisive terminal finding from it, and more."""
+    rows: dict[tuple[str, str], dict[str, Any]] = defaultdict(
+        lambda: {
+            "failed": 0,
+            "successful": 0,
+            "sole_failed": 0,
+            "sole_successful": 0,
+            "any_failed": 0,
+            "any_successful": 0,
+        }
+    )
+    for r in results:
+        if r.failed is None:
+            continue
+        side = "failed" if r.failed else "successful"
+        decisive = r.decisive()
+        for key in decisive:
+            rows[key][side] += 1
+            if len({e for e, _ in decisive}) == 1:
+                rows[key][f"sole_{side}"] += 1
+        for key in {(h.evaluator, h.mode) for h in r.hits if h.counts}:
+            rows[key][f"any_{side}"] += 1
+    out = []
+    for (evaluator, mode), row in rows.items():
+        flagged = row["failed"] + row["successful"]
+        out.append({"evaluator": evaluator, "mode": mode, **row, "precision": _ratio(row["failed"], flagged)})
+    out.sort(key=lambda r: (-(r["failed"] + r["successful"]), -r["any_failed"], r["evaluator"], r["mode"]))
+    return out
+
+
+# --- printing ----------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def mode_table(mode: str, per_file: dict[str, dict[str, Any]], pooled: dict[str, Any]) -> str:
+    header = ["file", "runs", "failed", "terminal", "accuracy", "balanced acc.", "recall", "specificity", "precision"]
+    header += ["AUROC"] + (["agreement"] if mode == "reference" else [])
+    rows = []
+    for label, m in [*per_file.items(), ("**pooled**", pooled)]:
+        row = [label, str(m["runs"]), str(m["failed"]), str(m["flagged"])]
+        row += [fmt(m[k]) for k in ("accuracy", "balanced_accuracy", "recall", "specificity", "precision", "auroc")]
+        if mode == "reference":
+            row.append(fmt(m["agreement"]))
+        rows.append(row)
+    return table(header, rows, "l" + "r" * (len(header) - 1))
+
+
+def targets_table(modes: Sequence[str], numbers: dict[str, Any]) -> tuple[str, bool]:
+    targets = [
+        (mode, key, goal) for mode in modes for key, goal in (TARGETS_FREE if mode == "free" else TARGETS_REFERENCE)
+    ]
+    names = {
+        "balanced_accuracy": "balanced acc.",
+        "auroc": "AUROC",
+        "specificity": "specificity",
+        "agreement": "agreement",
+    }
+    header = ["file"] + [f"{'free' if m == 'free' else 'reference'} {names[k]} ≥ {g:.2f}" for m, k, g in targets]
+    rows = []
+    all_met = True
+    labels = list(numbers[modes[0]]["files"])
+    for label in [*labels, "**pooled**"]:
+        row = [label]
+        for mode, key, goal in targets:
+            m = numbers[mode]["pooled"] if label == "**pooled**" else numbers[mode]["files"][label]
+            value = m[key]
+            met = value is not None and value >= goal
+            all_met &= met
+            row.append(f"{fmt(value)} {'✓ met' if met else '✗ not met'}")
+        rows.append(row)
+    return table(header, rows, "l" + "r" * len(targets)), all_met
+
+
+def print_detectors(rows: list[dict[str, Any]], pooled: dict[str, Any]) -> None:
+    base = _ratio(pooled["failed"], pooled["scored"])
+    print(
+        f"\nPer detector, reference-free, all files pooled ({pooled['failed']} failed and "
+        f"{pooled['scored'] - pooled['failed']} successful runs; base rate of failure {fmt(base)}). "
+        f"*Decisive*: a terminal finding with confidence ≥ {DECISIVE_CONFIDENCE}, which alone makes the outcome "
+        "terminal. *Sole*: runs where this evaluator was the only decisive one (dropping it changes the outcome). "
+        "*Any*: runs with any finding of it (terminal or recovered, any confidence).\n"
+    )
+    header = ["evaluator", "mode", "decisive: failed", "decisive: successful", "precision", "sole: failed"]
+    header += ["sole: successful", "any: failed", "any: successful"]
+    body = [
+        [
+            r["evaluator"],
+            r["mode"],
+            str(r["failed"]),
+            str(r["successful"]),
+            fmt(r["precision"], 2),
+            str(r["sole_failed"]),
+            str(r["sole_successful"]),
+            str(r["any_failed"]),
+            str(r["any_successful"]),
+        ]
+        for r in rows
+    ]
+    print(table(header, body, "ll" + "r" * 7))
+
+
+def _disagreement(label: str, r: Result) -> str:
+    found = "; ".join(f"{h.mode} at step {h.step} ({h.outcome}, {h.confidence:g})" for h in r.hits) or "no findings"
+    reward = "0 (failed)" if r.failed else "1 (succeeded)"
+    return f"{label} run {r.index} (id {r.id}): reward {reward}, outcome {r.outcome}: {found}"
+
+
+# --- main --------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the data directory (default: %(default)s)")
+    parser.add_argument("--json", type=Path, default=None, help="also write every number to this JSON file")
+    parser.add_argument("--mode", choices=("free", "reference", "both"), default="both")
+    parser.add_argument(
+        "--via-cli",
+        action="store_true",
+        help="evaluate through `otel-agent-eval evaluate` (a subprocess per file and mode), and check that it "
+        "agrees run by run with the in-process evaluation",
+    )
+    args = parser.parse_args(argv)
+    modes = MODES if args.mode == "both" else (args.mode,)
+
+    files = discover(args.data.resolve())
+    command = cli_command() if args.via_cli else []
+    print(f"# Quality benchmark: otel-agent-eval {otel_agent_eval.__version__}")
+    given = list(argv if argv is not None else sys.argv[1:])
+    print(f"\ncommand: {' '.join(['.venv/bin/python', 'bench/quality.py', *given])}")
+    print(
+        f"data: {args.data}; evaluated {'through ' + ' '.join(command) + ' evaluate' if args.via_cli else 'in process'}"
+    )
+    for df in files:
+        skipped = f", {len(df.skipped)} unreadable (skipped)" if df.skipped else ""
+        print(f"- {df.label}: {len(df.runs)} runs{skipped}, tools {df.tools_path.name} ({len(df.tools)} tools)")
+        for message in df.skipped:
+            print(f"  skipped: {message}")
+
+    numbers: dict[str, Any] = {
+        "version": otel_agent_eval.__version__,
+        "data": str(args.data),
+        "via_cli": args.via_cli,
+        "decisive_confidence": DECISIVE_CONFIDENCE,
+    }
+    mismatches: list[str] = []
+    free_results: list[Result] = []
+    disagreements: list[str] = []
+    for mode in modes:
+        engine = engine_for(mode)
+        per_file: dict[str, dict[str, Any]] = {}
+        pooled_results: list[Result] = []
+        started = time.perf_counter()
+        cpu = time.process_time()
+        per_file_detectors = {}
+        by_file: dict[str, list[Result]] = {}
+        for df in files:
+            results = via_cli(df, mode, command) if args.via_cli else in_process(df, mode, engine)
+            if args.via_cli:
+                mine = {r.index: r for r in in_process(df, mode, engine)}
+                for r in results:
+                    if r.key() != mine[r.index].key():
+                        mismatches.append(
+                            f"{mode}: {df.label}: run {r.index}: CLI {r.key()} != in-process {mine[r.index].key()}"
+                        )
+            per_file[df.label] = metrics(results)
+            if mode == "free":
+                per_file_detectors[df.label] = detector_table(results)
+            pooled_results += results
+            by_file[df.label] = results
+        wall = time.perf_counter() - started
+        pooled = metrics(pooled_results)
+        numbers[mode] = {"files": per_file, "pooled": pooled, "seconds": round(wall, 2)}
+        evaluators = ", ".join(e.name for e in engine.evaluators)
+        print(f"\n## {MODE_TITLE[mode]}\n")
+        print(f"evaluators: {evaluators}")
+        how = (
+            "wall, with the CLI subprocesses and the in-process check"
+            if args.via_cli
+            else f"wall, {time.process_time() - cpu:.1f} s CPU"
+        )
+        print(f"{pooled['runs']} runs in {wall:.1f} s {how}\n")
+        print(mode_table(mode, per_file, pooled))
+        errors = sum(1 for r in pooled_results for h in r.hits if not h.counts)
+        if errors:
+            print(f"\n{errors} evaluator_error finding(s): a detector raised (see the results for which)")
+        if mode == "reference":
+            for label, results in by_file.items():
+                for r in results:
+                    if r.failed is not None and r.terminal != r.failed:
+                        disagreements.append(_disagreement(label, r))
+        if mode == "free":
+            free_results = pooled_results
+            numbers["free"]["detectors"] = detector_table(pooled_results)
+            numbers["free"]["detectors_by_file"] = per_file_detectors
+
+    print("\n## Targets (issue 3)\n")
+    print(
+        "reference-free: balanced accuracy ≥ 0.80, AUROC ≥ 0.85, specificity ≥ 0.90; "
+        "reference-based: agreement ≥ 0.97.\n"
+    )
+    tab, all_met = targets_table(modes, numbers)
+    print(tab)
+    print(f"\nall targets met: {'yes' if all_met else 'no'}")
+    numbers["all_targets_met"] = all_met
+
+    if free_results:
+        print_detectors(numbers["free"]["detectors"], numbers["free"]["pooled"])
+
+    if disagreements:
+        print(f"\nReference-based evaluation disagrees with the reward on {len(disagreements)} runs:\n")
+        for line in disagreements:
+            print(f"- {line}")
+    numbers["reference_disagreements"] = disagreements
+
+    if args.via_cli:
+        total = sum(numbers[m]["pooled"]["runs"] for m in modes)
+        print("\n## CLI against in-process evaluation\n")
+        if mismatches:
+            print(f"DIFFERENT on {len(mismatches)} of {total} run evaluations:")
+            for line in mismatches[:20]:
+                print(f"- {line}")
+        else:
+            print(f"identical on {total} of {total} run evaluations (outcome, failure score, every finding)")
+        numbers["cli_mismatches"] = mismatches
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(numbers, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"\nnumbers written to {args.json}")
+    return 1 if mismatches else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
