@@ -64,6 +64,7 @@ MODEL = "gpt-4.1"
 PROVIDER = "openai"
 ORDER_ID = "#W2378156"
 CALL_ID = "call_2xzbrH6DkKxcu4GnAB2Rdipb"
+CONVERSATION_ID = "c-1"
 TOOL_NAME = "get_order_details"
 USER_TEXT = (
     "Hi, I need to check the status of my order #W2378156, and I would also like to change the shipping "
@@ -129,6 +130,7 @@ def api_steps(run: AgentRunRecorder) -> dict[str, StepFn]:
             c.set_response(
                 content=PREFACE_TEXT,
                 tool_calls=[{"id": CALL_ID, "name": TOOL_NAME, "arguments": {"order_id": ORDER_ID}}],
+                finish_reason="tool_calls",
             )
 
     def tool(i: int) -> None:
@@ -137,7 +139,7 @@ def api_steps(run: AgentRunRecorder) -> dict[str, StepFn]:
 
     def answer(i: int) -> None:
         with run.chat(model=MODEL) as c:
-            c.set_response(content=FINAL_TEXT)
+            c.set_response(content=FINAL_TEXT, finish_reason="stop")
 
     return {"user": user, "chat": chat, "tool": tool, "answer": answer}
 
@@ -145,11 +147,12 @@ def api_steps(run: AgentRunRecorder) -> dict[str, StepFn]:
 def hand_steps(tracer: Tracer) -> dict[str, StepFn]:
     """The same steps as bare SDK spans, their attributes written by hand.
 
-    As with the API, what a model call or a tool produced is set when it is known, after the span started.
+    As with the API, what a model call or a tool produced is set when it is known, after the span started;
+    and with the same SDK calls: a user turn is a span started and ended at once, never made current.
     """
 
     def user(i: int) -> None:
-        with tracer.start_as_current_span(
+        tracer.start_span(
             "user_message",
             kind=SpanKind.INTERNAL,
             attributes={
@@ -159,8 +162,7 @@ def hand_steps(tracer: Tracer) -> dict[str, StepFn]:
                     [{"role": "user", "parts": [{"type": "text", "content": USER_TEXT}]}]
                 ),
             },
-        ):
-            pass
+        ).end()
 
     def chat(i: int) -> None:
         with tracer.start_as_current_span(
@@ -172,11 +174,12 @@ def hand_steps(tracer: Tracer) -> dict[str, StepFn]:
                 "gen_ai.operation.name": "chat",
                 "gen_ai.provider.name": PROVIDER,
                 "gen_ai.request.model": MODEL,
+                "gen_ai.conversation.id": CONVERSATION_ID,
             },
         ) as span:
             span.set_attributes(
                 {
-                    "gen_ai.response.finish_reasons": ["tool_call"],
+                    "gen_ai.response.finish_reasons": ["tool_calls"],
                     "gen_ai.output.messages": json.dumps(
                         [
                             {
@@ -208,6 +211,7 @@ def hand_steps(tracer: Tracer) -> dict[str, StepFn]:
                 "gen_ai.tool.name": TOOL_NAME,
                 "gen_ai.tool.type": "function",
                 "gen_ai.tool.call.id": CALL_ID,
+                "gen_ai.conversation.id": CONVERSATION_ID,
                 "gen_ai.tool.call.arguments": json.dumps({"order_id": ORDER_ID}),
             },
         ) as span:
@@ -223,6 +227,7 @@ def hand_steps(tracer: Tracer) -> dict[str, StepFn]:
                 "gen_ai.operation.name": "chat",
                 "gen_ai.provider.name": PROVIDER,
                 "gen_ai.request.model": MODEL,
+                "gen_ai.conversation.id": CONVERSATION_ID,
             },
         ) as span:
             span.set_attributes(
@@ -329,7 +334,7 @@ def make_variants(tracer: Tracer, provider: TracerProvider, writer: RunSpanWrite
     def api(names: Sequence[str]) -> Callable[[int], tuple[int, int]]:
         def measure(n: int) -> tuple[int, int]:
             with agent_run(
-                "bench", conversation_id="c-1", provider=PROVIDER, tracer_provider=provider, content=CONTENT
+                "bench", conversation_id=CONVERSATION_ID, provider=PROVIDER, tracer_provider=provider, content=CONTENT
             ) as run:
                 steps = api_steps(run)
                 return timed_loop([steps[name] for name in names], n), n
@@ -382,7 +387,9 @@ def check_same_attributes() -> None:
             hand[name](i)
     hand_spans = span_shapes(exporter.get_finished_spans()[:-1])
     exporter.clear()
-    with agent_run("bench", provider=PROVIDER, tracer_provider=provider, content=CONTENT) as run:
+    with agent_run(
+        "bench", conversation_id=CONVERSATION_ID, provider=PROVIDER, tracer_provider=provider, content=CONTENT
+    ) as run:
         api = api_steps(run)
         for i, name in enumerate(MIX):
             api[name](i)

@@ -37,6 +37,11 @@ GEN_AI_EVALUATION_SCORE_VALUE: Final = "gen_ai.evaluation.score.value"
 GEN_AI_EVALUATION_EXPLANATION: Final = "gen_ai.evaluation.explanation"
 EVENT_GEN_AI_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"
 ERROR_TYPE: Final = "error.type"
+# The exception event, written by hand (the SDK's record_exception would write the message and stack trace,
+# which are content): only the type, and the redacted message when content is captured.
+EVENT_EXCEPTION: Final = "exception"
+EXCEPTION_TYPE: Final = "exception.type"
+EXCEPTION_MESSAGE: Final = "exception.message"
 
 # gen_ai.operation.name values
 OP_CHAT: Final = "chat"
@@ -53,6 +58,11 @@ AGENT_EVAL_STEP_KIND: Final = "agent_eval.step.kind"  # "user" | "assistant" | "
 # The conventions have no operation for a user turn; a user message is its own span with this name.
 SPAN_NAME_USER_MESSAGE: Final = "user_message"
 AGENT_EVAL_TOOL_ERROR: Final = "agent_eval.tool.error"  # the tool's error message, when it failed
+# Who asked for a tool execution: "user" in dual-control settings (τ² telecom); absent means the assistant.
+AGENT_EVAL_TOOL_REQUESTED_BY: Final = "agent_eval.tool.requested_by"
+# On imported chat spans: "new" when gen_ai.input.messages holds only the messages new since the previous
+# answer (the whole history is the trace), not the full prompt.
+AGENT_EVAL_INPUT_MESSAGES_SCOPE: Final = "agent_eval.input_messages.scope"
 AGENT_EVAL_RUN_SUCCESS: Final = "agent_eval.run.success"  # what the application knows, when it knows it
 AGENT_EVAL_RUN_REWARD: Final = "agent_eval.run.reward"
 AGENT_EVAL_SOURCE_FILE: Final = "agent_eval.source.file"

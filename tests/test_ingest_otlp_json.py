@@ -95,11 +95,13 @@ def test_a_corrupt_otlp_line_costs_only_that_line(tmp_path: Path) -> None:
     other = "0af7651916cd43dd8448eb211c80319c"
     path.write_text("\n".join([line(TRACE), '{"resourceSpans": [', line("abc"), line(other)]) + "\n")
     items = list(read_runs(path))
+    # The bad lines are reported as they are read; the runs come once the whole file is read (a trace may
+    # span several lines).
     assert [str(i) if isinstance(i, InputError) else i.trace_id for i in items] == [
-        TRACE,
         f"{path}: line 2: not JSON: Expecting value at column 20",
         f"{path}: line 3: not an OTLP trace export request: {WHERE}.traceId: not a trace id (32 hex digits, "
         "or base64 of 16 bytes)",
+        TRACE,
         other,
     ]
     # read_otlp_json, for callers that need every request, stops at the first bad one.

@@ -46,7 +46,10 @@ def record_conversation(provider: TracerProvider, content: ContentPolicy | None 
     ) as run:
         run.user_message("I am ann@example.com")
         with run.chat(model="gpt-4o", input_messages=[{"role": "user", "parts": []}]) as call:
-            call.set_response(tool_calls=[ToolCall(id="c1", name="lookup", arguments={"email": "ann@example.com"})])
+            call.set_response(
+                tool_calls=[ToolCall(id="c1", name="lookup", arguments={"email": "ann@example.com"})],
+                finish_reason="tool_calls",  # OpenAI's spelling
+            )
         run.execute(call.tool_calls[0], lookup_account)
         with run.chat(model="gpt-4o") as call:
             call.set_response(content="Found you, ann@example.com.", finish_reason="stop")
@@ -80,7 +83,7 @@ def test_span_names_kinds_and_parenting(memory_spans: Pipeline) -> None:
     assert json.loads(str(root.attributes[sc.GEN_AI_TOOL_DEFINITIONS]))[0]["name"] == "lookup"
     chat = spans[1].attributes
     assert chat is not None and chat[sc.GEN_AI_REQUEST_MODEL] == "gpt-4o" and chat[sc.GEN_AI_PROVIDER_NAME] == "openai"
-    assert chat[sc.GEN_AI_RESPONSE_FINISH_REASONS] == ("tool_call",)
+    assert chat[sc.GEN_AI_RESPONSE_FINISH_REASONS] == ("tool_calls",)  # the provider's own value
     assert json.loads(str(chat[sc.GEN_AI_OUTPUT_MESSAGES])) == [
         {
             "role": "assistant",

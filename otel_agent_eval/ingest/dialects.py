@@ -35,8 +35,6 @@ T = TypeVar("T")
 
 SpanKindRead = Literal["agent", "model", "tool", "user", "other"]
 
-TOOL_REQUESTED_BY = "agent_eval.tool.requested_by"  # "user" when the user ran the tool (τ² dual control)
-
 
 @dataclass
 class SpanReading:
@@ -430,11 +428,11 @@ def _fill_tool(reading: SpanReading, span: SpanRecord, name: Any, call_id: Any, 
     if span.failed:
         error = error or span.status_message or span.attributes.get(sc.ERROR_TYPE) or "tool error"
     reading.tool_error = str(error) if error is not None else None
-    requested_by = span.attributes.get(TOOL_REQUESTED_BY)
+    requested_by = span.attributes.get(sc.AGENT_EVAL_TOOL_REQUESTED_BY)
     if requested_by == "user":
         reading.tool_requested_by = "user"
     elif requested_by not in (None, "assistant"):
-        reading.problems.append(f"{TOOL_REQUESTED_BY} is not 'user' or 'assistant'")
+        reading.problems.append(f"{sc.AGENT_EVAL_TOOL_REQUESTED_BY} is not 'user' or 'assistant'")
 
 
 def _stamp_outputs(

@@ -21,37 +21,48 @@
 >>> [s.name for s in exporter.get_finished_spans()]
 ['user_message', 'chat gpt-4o', 'execute_tool get_order', 'chat gpt-4o', 'invoke_agent support']
 
-A tool function decorated with :func:`tool` records an ``execute_tool`` span whenever it runs inside an
-:func:`agent_run`, and is a plain call outside one. Errors in the instrumentation itself are logged, never
-raised into the agent.
+A tool function decorated with :func:`~otel_agent_eval.instrument.tool` records an ``execute_tool`` span
+whenever it runs inside an :func:`agent_run`, and is a plain call outside one. Its span gets the call id of
+the latest model answer's unanswered call of that tool (in order), so that it links to the model's call.
+
+Errors in the instrumentation itself are logged (without content) and never raised into the agent; the
+agent's own exceptions propagate unchanged. Exceptions are recorded on the spans by hand, through the
+content policy, never with the SDK's message and stack trace.
+
+**Threads.** The current run is held in a context variable. A thread of a ``ThreadPoolExecutor`` does not
+inherit it: there, pass the run and call ``run.execute`` / ``run.tool`` (their spans are parented on the
+run's span even where no span is current), or submit ``contextvars.copy_context().run`` with the function,
+which carries the run (and the current span) so that ``@tool`` functions record their spans.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Any, ParamSpec, TypeVar, overload
+from contextvars import ContextVar, Token
+from typing import Any, Literal, TypeVar
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Tracer, TracerProvider
 
 from .. import __version__
-from .. import semconv as sc
-from ..ingest.messages import parse_tool_call
 from ..model import ApplicationOutcome, AssistantMessage, ToolCall, ToolDefinition, ToolExecution, UserMessage
 from . import attributes as attrs
+from . import guard
 from .content import ContentPolicy, default_policy
+from .recorders import ChatRecorder, ToolRecorder, parse_calls
 
-logger = logging.getLogger(__name__)
+__all__ = ["AgentRunRecorder", "ChatRecorder", "ToolRecorder", "agent_run", "current_run"]
 
-P = ParamSpec("P")
 R = TypeVar("R")
+Requester = Literal["assistant", "user"]
 
 _current_run: ContextVar[AgentRunRecorder | None] = ContextVar("otel_agent_eval_current_run", default=None)
+# The run whose tool is executing in this context: a @tool function called inside it is that same step, not a
+# second one. Keyed to the run, so that a sub-agent's run inside a tool still records its own tools.
+_tool_owner: ContextVar[AgentRunRecorder | None] = ContextVar("otel_agent_eval_tool_owner", default=None)
 
 
 def get_tracer(tracer_provider: TracerProvider | None = None) -> Tracer:
@@ -63,104 +74,98 @@ def current_run() -> AgentRunRecorder | None:
     return _current_run.get()
 
 
-def _stringify(value: Any) -> str:
-    return value if isinstance(value, str) else attrs.dumps(value)
+def _restore(var: ContextVar[AgentRunRecorder | None], token: Token[AgentRunRecorder | None]) -> None:
+    """Undo ``var.set``; never raises, since it runs while the application's own exception may be propagating."""
+    try:
+        var.reset(token)
+    except ValueError:  # the block was left in another context than it was entered in
+        var.set(None if token.old_value is Token.MISSING else token.old_value)
 
 
-class ChatRecorder:
-    """One model call. Call :meth:`set_response` with what the model answered."""
-
-    def __init__(self, span: Span, index: int, policy: ContentPolicy, model: str | None, provider: str | None):
-        self.span = span
-        self.index = index
-        self._policy = policy
-        self._model = model
-        self._provider = provider
-        self.tool_calls: tuple[ToolCall, ...] = ()
-        self.content: str | None = None
-
-    def set_response(
-        self,
-        content: str | None = None,
-        tool_calls: Sequence[ToolCall | Mapping[str, Any]] = (),
-        *,
-        finish_reason: str | None = None,
-        input_tokens: int | None = None,
-        output_tokens: int | None = None,
-        model: str | None = None,
-    ) -> None:
-        """Record the model's answer: text and/or tool calls (``ToolCall``, or OpenAI-style dicts)."""
-        try:
-            calls = tuple(
-                c if isinstance(c, ToolCall) else parse_tool_call(c, field=f"tool_calls[{i}]", strict=False)
-                for i, c in enumerate(tool_calls)
-            )
-            self.tool_calls, self.content = calls, content
-            step = AssistantMessage(
-                index=self.index,
-                content=content,
-                tool_calls=calls,
-                model=model or self._model,
-                provider=self._provider,
-                finish_reason=finish_reason,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-            )
-            self.span.set_attributes(attrs.response_attributes(step, self._policy))
-            if model and model != self._model:
-                self.span.set_attribute(sc.GEN_AI_RESPONSE_MODEL, model)
-        except Exception:  # never break the agent because of its telemetry
-            logger.exception("otel-agent-eval: could not record a model response")
-
-
-class ToolRecorder:
-    """One tool execution. Set its result with :meth:`set_result`, or a returned error with :meth:`set_error`."""
-
-    def __init__(self, span: Span, policy: ContentPolicy):
-        self.span = span
-        self._policy = policy
-
-    def set_result(self, result: Any) -> None:
-        try:
-            self.span.set_attributes(attrs.tool_result_attributes(_stringify(result), None, self._policy))
-        except Exception:
-            logger.exception("otel-agent-eval: could not record a tool result")
-
-    def set_error(self, message: str, result: Any = None) -> None:
-        """The tool answered with an error (without raising)."""
-        try:
-            text = None if result is None else _stringify(result)
-            self.span.set_attributes(attrs.tool_result_attributes(text, message, self._policy))
-            self.span.set_status(Status(StatusCode.ERROR, self._policy.text(message)))
-        except Exception:
-            logger.exception("otel-agent-eval: could not record a tool error")
+def _call_arguments(call: ToolCall) -> dict[str, Any]:
+    if call.arguments is None:
+        raw = call.raw_arguments or ""
+        detail = repr(raw[:200]) + ("..." if len(raw) > 200 else "")
+        raise ValueError(f"tool call {call.id or '(no id)'} {call.name}: arguments are not valid JSON: {detail}")
+    return dict(call.arguments)
 
 
 class AgentRunRecorder:
-    """The run being recorded: its root span, and the methods that record its steps."""
+    """The run being recorded: its root span, and the methods that record its steps.
 
-    def __init__(self, tracer: Tracer, span: Span, policy: ContentPolicy, provider: str | None):
+    Its methods may be called from several threads (tools run in a pool): step indices and the matching of
+    tool executions to the model's calls are kept under a lock.
+    """
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        span: Span,
+        policy: ContentPolicy,
+        provider: str | None,
+        conversation_id: str | None = None,
+    ):
         self.tracer = tracer
         self.span = span
+        self.conversation_id = conversation_id
         self._policy = policy
         self._provider = provider
+        self._trace_id = span.get_span_context().trace_id
+        self._lock = threading.Lock()
         self._next_index = 0
+        # The latest answer's tool calls (the model's, or the user's own) that no execution has claimed yet.
+        self._pending: list[tuple[ToolCall, Requester]] = []
 
     def _take_index(self) -> int:
-        index = self._next_index
-        self._next_index += 1
-        return index
+        with self._lock:
+            index = self._next_index
+            self._next_index += 1
+            return index
 
-    def user_message(self, content: str) -> None:
-        """Record a user turn (a short span of its own: the conventions have no operation for it)."""
+    def _expect_calls(self, calls: Sequence[ToolCall], requested_by: Requester) -> None:
+        with self._lock:
+            self._pending = [(c, requested_by) for c in calls]
+
+    def _claim(self, name: str, call_id: str | None) -> tuple[str | None, Requester | None]:
+        """The pending call this execution answers: by id if given, else the first of that tool's name."""
+        with self._lock:
+            for i, (call, requested_by) in enumerate(self._pending):
+                if (call.id == call_id) if call_id else (call.name == name):
+                    del self._pending[i]
+                    return call.id or None, requested_by
+        return call_id, None
+
+    def _parent(self) -> Context | None:
+        """The parent of a step span: the current span when it is in this run's trace, else the run's span.
+
+        A thread that did not inherit the context (a plain ``ThreadPoolExecutor`` worker) has no current span;
+        its steps would otherwise start traces of their own.
+        """
+        if _current_run.get() is self:  # inside this run's block (or a copy of its context): the usual case, cheap
+            return None
+        if trace.get_current_span().get_span_context().trace_id == self._trace_id:
+            return None
+        return trace.set_span_in_context(self.span)
+
+    def user_message(self, content: str | None, *, tool_calls: Sequence[ToolCall | Mapping[str, Any]] = ()) -> None:
+        """Record a user turn (a short span of its own: the conventions have no operation for it).
+
+        ``tool_calls`` (``ToolCall`` or OpenAI-style dicts) are tools the *user* runs on their side (dual
+        control, as in τ² telecom); executions of them (``run.execute``, ``run.tool``, ``@tool``) that follow
+        are recorded as requested by the user.
+        """
         try:
-            step = UserMessage(index=self._take_index(), content=content)
+            calls = parse_calls(tool_calls)
+            step = UserMessage(index=self._take_index(), content=content, tool_calls=calls)
+            if calls:
+                self._expect_calls(calls, "user")
+            attributes = guard.attributes("a user message", lambda p: attrs.user_attributes(step, p), self._policy)
             # Nothing runs inside a user turn's span, so it is never made current (which would cost more).
             self.tracer.start_span(
-                attrs.span_name(step), kind=SpanKind.INTERNAL, attributes=attrs.user_attributes(step, self._policy)
+                attrs.span_name(step), context=self._parent(), kind=SpanKind.INTERNAL, attributes=attributes
             ).end()
-        except Exception:
-            logger.exception("otel-agent-eval: could not record a user message")
+        except Exception as exc:
+            guard.log_failure("a user message", exc)
 
     @contextmanager
     def chat(
@@ -169,57 +174,113 @@ class AgentRunRecorder:
         *,
         provider: str | None = None,
         input_messages: Sequence[Mapping[str, Any]] | None = None,
-        tool_definitions: Sequence[ToolDefinition] = (),
+        tool_definitions: Sequence[ToolDefinition | Mapping[str, Any]] = (),
     ) -> Iterator[ChatRecorder]:
-        """Record a model call around the block; an exception marks the span as failed and propagates."""
+        """Record a model call around the block; an exception marks the span as failed and propagates.
+
+        ``input_messages`` (GenAI or OpenAI-style messages) are written through the content policy;
+        ``tool_definitions`` are ``ToolDefinition`` objects or OpenAI function dicts.
+        """
         index = self._take_index()
-        step = AssistantMessage(index=index, model=model, provider=provider or self._provider)
-        start_attrs = attrs.chat_request_attributes(
-            step, self._policy, input_messages=input_messages, tool_definitions=tool_definitions
-        )
+        provider = provider or self._provider
+        step = AssistantMessage(index=index, model=model, provider=provider)
+        tools = guard.tool_definitions(tool_definitions) if tool_definitions else ()
+
+        def build(policy: ContentPolicy) -> attrs.Attributes:
+            return attrs.chat_request_attributes(
+                step,
+                policy,
+                input_messages=input_messages,
+                tool_definitions=tools,
+                conversation_id=self.conversation_id,
+            )
+
         with self.tracer.start_as_current_span(
-            attrs.span_name(step), kind=SpanKind.CLIENT, attributes=start_attrs, record_exception=True
+            attrs.span_name(step),
+            context=self._parent(),
+            kind=SpanKind.CLIENT,
+            attributes=guard.attributes("a model call", build, self._policy),
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
-            yield ChatRecorder(span, index, self._policy, model, provider or self._provider)
+            try:
+                yield ChatRecorder(
+                    span, index, self._policy, model, provider, lambda calls: self._expect_calls(calls, "assistant")
+                )
+            except BaseException as exc:
+                guard.record_failure(span, exc, self._policy)
+                raise
 
     @contextmanager
     def tool(
-        self, name: str, *, call_id: str | None = None, arguments: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        *,
+        call_id: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
+        requested_by: Requester | None = None,
     ) -> Iterator[ToolRecorder]:
-        """Record a tool execution around the block; an exception is recorded as the tool's error and propagates."""
-        step = ToolExecution(index=self._take_index(), name=name, call_id=call_id, arguments=arguments)
+        """Record a tool execution around the block; an exception is recorded as the tool's error and propagates.
+
+        Without ``call_id``, the execution takes the id of the latest answer's first unanswered call of this
+        tool. ``requested_by`` defaults to whoever made that call (the model, or the user on their side).
+        """
+        call_id, requester = self._claim(name, call_id)
+        step = ToolExecution(
+            index=self._take_index(),
+            name=name,
+            call_id=call_id,
+            arguments=arguments,
+            requested_by=requested_by or requester or "assistant",
+        )
+        attributes = guard.attributes(
+            "a tool call",
+            lambda p: attrs.tool_attributes(step, p, conversation_id=self.conversation_id),
+            self._policy,
+        )
         with self.tracer.start_as_current_span(
             attrs.span_name(step),
+            context=self._parent(),
             kind=SpanKind.INTERNAL,
-            attributes=attrs.tool_attributes(step, self._policy),
-            record_exception=True,
-            set_status_on_exception=True,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
-            recorder = ToolRecorder(span, self._policy)
+            token = _tool_owner.set(self)
             try:
-                yield recorder
-            except Exception as exc:
-                span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
-                span.set_attribute(sc.AGENT_EVAL_TOOL_ERROR, self._policy.text(str(exc)) or "")
+                yield ToolRecorder(span, self._policy)
+            except BaseException as exc:
+                guard.record_failure(span, exc, self._policy, tool=True)
                 raise
-
-    def execute(self, call: ToolCall, fn: Callable[..., R]) -> R:
-        """Run ``fn(**call.arguments)`` as the execution of ``call``, recorded with its call id."""
-        with self.tool(call.name, call_id=call.id, arguments=call.arguments) as recorder:
-            token = _in_tool.set(True)  # a @tool-decorated fn must not record a second span
-            try:
-                result = fn(**dict(call.arguments or {}))
             finally:
-                _in_tool.reset(token)
-            recorder.set_result(result)
+                _restore(_tool_owner, token)
+
+    def execute(self, call: ToolCall, fn: Callable[..., R], *, requested_by: Requester | None = None) -> R:
+        """Run ``fn(**call.arguments)`` as the execution of ``call``, recorded with its call id.
+
+        A call whose arguments were not valid JSON is not run: the span records the error and a ``ValueError``
+        is raised.
+        """
+        with self.tool(call.name, call_id=call.id or None, arguments=call.arguments, requested_by=requested_by) as t:
+            result = fn(**_call_arguments(call))
+            t.set_result(result)
+            return result
+
+    async def aexecute(
+        self, call: ToolCall, fn: Callable[..., Awaitable[R]], *, requested_by: Requester | None = None
+    ) -> R:
+        """:meth:`execute` for an ``async`` tool function: the span covers the awaited call."""
+        with self.tool(call.name, call_id=call.id or None, arguments=call.arguments, requested_by=requested_by) as t:
+            result = await fn(**_call_arguments(call))
+            t.set_result(result)
             return result
 
     def set_outcome(self, success: bool, reward: float | None = None) -> None:
         """What the application knows of how the run ended (for example a resolved ticket, a user rating)."""
-        self.span.set_attributes(attrs.outcome_attributes(ApplicationOutcome(success=success, reward=reward)))
-
-
-_in_tool: ContextVar[bool] = ContextVar("otel_agent_eval_in_tool", default=False)
+        try:
+            self.span.set_attributes(attrs.outcome_attributes(ApplicationOutcome(success=success, reward=reward)))
+        except Exception as exc:
+            guard.log_failure("a run outcome", exc)
 
 
 @contextmanager
@@ -235,66 +296,37 @@ def agent_run(
 ) -> Iterator[AgentRunRecorder]:
     """Record one agent run as an ``invoke_agent`` span; the steps recorded inside are its children.
 
-    ``tool_definitions`` are :class:`~otel_agent_eval.model.ToolDefinition` objects or OpenAI function dicts.
-    ``content`` overrides the process-wide :class:`ContentPolicy` for this run.
+    ``tool_definitions`` are :class:`~otel_agent_eval.model.ToolDefinition` objects or OpenAI function dicts
+    (an invalid one is logged and left out). ``content`` overrides the process-wide :class:`ContentPolicy`
+    for this run.
     """
     policy = content or default_policy()
-    tools = tuple(t if isinstance(t, ToolDefinition) else ToolDefinition.from_openai(t) for t in tool_definitions)
     tracer = get_tracer(tracer_provider)
-    with tracer.start_as_current_span(
-        attrs.run_span_name(agent_name),
-        kind=SpanKind.INTERNAL,
-        attributes=attrs.run_attributes(
+    tools = guard.tool_definitions(tool_definitions) if tool_definitions else ()
+
+    def build(p: ContentPolicy) -> attrs.Attributes:
+        return attrs.run_attributes(
             agent_name=agent_name,
             conversation_id=conversation_id,
             system_instructions=system_instructions,
             tool_definitions=tools,
-            policy=policy,
+            policy=p,
             provider=provider,
-        ),
+        )
+
+    with tracer.start_as_current_span(
+        attrs.run_span_name(agent_name),
+        kind=SpanKind.INTERNAL,
+        attributes=guard.attributes("an agent run", build, policy),
+        record_exception=False,
+        set_status_on_exception=False,
     ) as span:
-        recorder = AgentRunRecorder(tracer, span, policy, provider)
+        recorder = AgentRunRecorder(tracer, span, policy, provider, conversation_id)
         token = _current_run.set(recorder)
         try:
             yield recorder
+        except BaseException as exc:
+            guard.record_failure(span, exc, policy)
+            raise
         finally:
-            _current_run.reset(token)
-
-
-@overload
-def tool(fn: Callable[P, R], /) -> Callable[P, R]: ...
-@overload
-def tool(*, name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
-def tool(fn: Callable[P, R] | None = None, /, *, name: str | None = None) -> Any:
-    """Decorate a plain tool function so that each call inside an :func:`agent_run` is an ``execute_tool`` span.
-
-    The arguments are recorded by parameter name; the return value is the result; an exception is the
-    tool's error (and propagates unchanged).
-    """
-
-    def decorate(func: Callable[P, R]) -> Callable[P, R]:
-        tool_name = name or func.__name__
-        signature = inspect.signature(func)
-
-        @functools.wraps(func)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            run = _current_run.get()
-            if run is None or _in_tool.get():
-                return func(*args, **kwargs)
-            try:
-                bound = signature.bind_partial(*args, **kwargs)
-                arguments: dict[str, Any] | None = dict(bound.arguments)
-            except TypeError:
-                arguments = None  # the call itself will raise the TypeError, recorded as the tool's error
-            with run.tool(tool_name, arguments=arguments) as recorder:
-                token = _in_tool.set(True)
-                try:
-                    result = func(*args, **kwargs)
-                finally:
-                    _in_tool.reset(token)
-                recorder.set_result(result)
-                return result
-
-        return wrapper
-
-    return decorate(fn) if fn is not None else decorate
+            _restore(_current_run, token)

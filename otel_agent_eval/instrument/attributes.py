@@ -8,22 +8,23 @@ step           span name                   attributes
 =============  ==========================  ==================================================================
 run            ``invoke_agent {agent}``    operation ``invoke_agent``, agent name, conversation id, system
                                            instructions, tool definitions, the application's outcome
-user message   ``user_message``            ``gen_ai.input.messages`` (the one user message)
+user message   ``user_message``            ``gen_ai.input.messages`` (the one user message; the user's own
+                                           tool calls are its ``tool_call`` parts)
 assistant      ``chat {model}``            operation ``chat``, model, provider, ``gen_ai.output.messages``,
                                            ``gen_ai.input.messages`` (see below), usage, finish reason
 tool           ``execute_tool {name}``     operation ``execute_tool``, tool name, call id, arguments, result;
-                                           span status ERROR and ``agent_eval.tool.error`` when it failed
+                                           span status ERROR and ``agent_eval.tool.error`` when it failed;
+                                           ``agent_eval.tool.requested_by=user`` for a tool the user ran
 =============  ==========================  ==================================================================
 
-Every step span also has ``agent_eval.step.index`` and ``agent_eval.step.kind``. Messages are JSON in the
-conventions' shapes: ``{"role", "parts": [{"type": "text", "content"}, {"type": "tool_call", "id", "name",
-"arguments"}, {"type": "tool_call_response", "id", "response"}]}``.
+Every step span also has ``agent_eval.step.index`` and ``agent_eval.step.kind``; model and tool spans of a run
+with a conversation id carry ``gen_ai.conversation.id`` too. Messages are JSON in the conventions' shapes
+(:mod:`.messages`).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.util.types import AttributeValue
@@ -35,68 +36,14 @@ from ..model import (
     AssistantMessage,
     Reference,
     Step,
-    ToolCall,
     ToolDefinition,
     ToolExecution,
     UserMessage,
 )
 from .content import ContentPolicy
+from .messages import dumps, redact_messages, step_message, tool_definitions_json
 
 Attributes = dict[str, AttributeValue]
-
-
-# One encoder for every attribute: json.dumps with options builds a new encoder on each call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
-
-
-def dumps(value: Any) -> str:
-    """JSON for an attribute; values JSON cannot hold are written as their ``str()`` rather than failing."""
-    return _ENCODER.encode(value)
-
-
-# --- messages in the conventions' shape ---------------------------------------------------------------------
-
-
-def text_parts(text: str | None, policy: ContentPolicy) -> list[dict[str, Any]]:
-    content = policy.text(text)
-    return [{"type": "text", "content": content}] if content else []
-
-
-def tool_call_part(call: ToolCall, policy: ContentPolicy) -> dict[str, Any]:
-    part: dict[str, Any] = {"type": "tool_call", "id": call.id, "name": call.name}
-    if policy.capture:
-        part["arguments"] = (
-            policy.json_value(dict(call.arguments)) if call.arguments is not None else policy.text(call.raw_arguments)
-        )
-    return part
-
-
-def step_message(step: Step, policy: ContentPolicy) -> dict[str, Any]:
-    """A step as one GenAI message."""
-    if isinstance(step, UserMessage):
-        return {"role": "user", "parts": text_parts(step.content, policy)}
-    if isinstance(step, AssistantMessage):
-        parts = text_parts(step.content, policy) + [tool_call_part(c, policy) for c in step.tool_calls]
-        message: dict[str, Any] = {"role": "assistant", "parts": parts}
-        message["finish_reason"] = step.finish_reason or ("tool_call" if step.tool_calls else "stop")
-        return message
-    response: dict[str, Any] = {"type": "tool_call_response", "id": step.call_id}
-    if policy.capture:
-        response["response"] = policy.text(step.result if step.result is not None else step.error)
-    return {"role": "tool", "parts": [response]}
-
-
-def tool_definitions_json(tools: Iterable[ToolDefinition]) -> str:
-    """Tool definitions in the conventions' flat shape ``{"type": "function", "name", "description", "parameters"}``."""
-    out = []
-    for tool in tools:
-        entry: dict[str, Any] = {"type": "function", "name": tool.name}
-        if tool.description is not None:
-            entry["description"] = tool.description
-        if tool.parameters is not None:
-            entry["parameters"] = tool.parameters
-        out.append(entry)
-    return dumps(out)
 
 
 # --- span attributes ----------------------------------------------------------------------------------------
@@ -119,28 +66,38 @@ def chat_request_attributes(
     *,
     input_messages: Sequence[Mapping[str, Any]] | None = None,
     tool_definitions: Sequence[ToolDefinition] = (),
+    conversation_id: str | None = None,
 ) -> Attributes:
-    """What is known of a model call when it starts; :func:`response_attributes` adds its answer."""
+    """What is known of a model call when it starts; :func:`response_attributes` adds its answer.
+
+    ``input_messages`` are the caller's own (GenAI or OpenAI-style): the policy is applied to their content.
+    """
     attrs = _step_common(step)
     attrs[sc.GEN_AI_OPERATION_NAME] = sc.OP_CHAT
     if step.provider:
         attrs[sc.GEN_AI_PROVIDER_NAME] = step.provider
     if step.model:
         attrs[sc.GEN_AI_REQUEST_MODEL] = step.model
+    if conversation_id:
+        attrs[sc.GEN_AI_CONVERSATION_ID] = conversation_id
     if policy.capture and input_messages is not None:
-        attrs[sc.GEN_AI_INPUT_MESSAGES] = dumps(list(input_messages))
+        attrs[sc.GEN_AI_INPUT_MESSAGES] = dumps(redact_messages(input_messages, policy))
     if tool_definitions:
         attrs[sc.GEN_AI_TOOL_DEFINITIONS] = tool_definitions_json(tool_definitions)
     return attrs
 
 
 def response_attributes(step: AssistantMessage, policy: ContentPolicy) -> Attributes:
-    """What a model call produced: the output message, usage, finish reason."""
+    """What a model call produced: the output message, usage, finish reason.
+
+    ``gen_ai.response.finish_reasons`` is the provider's own value, and absent when the caller gave none; the
+    output message carries it mapped to the conventions' enum (see :func:`.messages.finish_reason`).
+    """
     attrs: Attributes = {}
-    message = step_message(step, policy)
-    attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [message["finish_reason"]]
+    if step.finish_reason:
+        attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [step.finish_reason]
     if policy.capture:
-        attrs[sc.GEN_AI_OUTPUT_MESSAGES] = dumps([message])
+        attrs[sc.GEN_AI_OUTPUT_MESSAGES] = dumps([step_message(step, policy)])
     if any(c.arguments is None for c in step.tool_calls):
         attrs[sc.AGENT_EVAL_ARGUMENTS_INVALID] = True
     if step.input_tokens is not None:
@@ -150,13 +107,17 @@ def response_attributes(step: AssistantMessage, policy: ContentPolicy) -> Attrib
     return attrs
 
 
-def tool_attributes(step: ToolExecution, policy: ContentPolicy) -> Attributes:
+def tool_attributes(step: ToolExecution, policy: ContentPolicy, *, conversation_id: str | None = None) -> Attributes:
     attrs = _step_common(step)
     attrs[sc.GEN_AI_OPERATION_NAME] = sc.OP_EXECUTE_TOOL
     attrs[sc.GEN_AI_TOOL_NAME] = step.name
     attrs[sc.GEN_AI_TOOL_TYPE] = "function"
     if step.call_id:
         attrs[sc.GEN_AI_TOOL_CALL_ID] = step.call_id
+    if conversation_id:
+        attrs[sc.GEN_AI_CONVERSATION_ID] = conversation_id
+    if step.requested_by == "user":  # absent means the assistant, the usual case
+        attrs[sc.AGENT_EVAL_TOOL_REQUESTED_BY] = "user"
     if policy.capture and step.arguments is not None:
         attrs[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = dumps(policy.json_value(dict(step.arguments)))
     attrs.update(tool_result_attributes(step.result, step.error, policy))
@@ -205,15 +166,21 @@ def outcome_attributes(outcome: ApplicationOutcome) -> Attributes:
     return attrs
 
 
-def reference_attributes(reference: Reference) -> Attributes:
+def reference_attributes(reference: Reference, policy: ContentPolicy) -> Attributes:
+    """A benchmark's answers. Expected arguments and outputs are content: the policy applies to them."""
     attrs: Attributes = {}
     if reference.reward is not None:
         attrs[sc.AGENT_EVAL_REFERENCE_REWARD] = reference.reward
-    attrs[sc.AGENT_EVAL_REFERENCE_ACTIONS] = dumps(
-        [{"name": a.name, "arguments": dict(a.arguments)} for a in reference.actions]
-    )
-    if reference.outputs:
-        attrs[sc.AGENT_EVAL_REFERENCE_OUTPUTS] = list(reference.outputs)
+    actions: list[dict[str, Any]] = []
+    for action in reference.actions:
+        entry: dict[str, Any] = {"name": action.name}
+        if policy.capture:
+            entry["arguments"] = policy.json_value(dict(action.arguments))
+        actions.append(entry)
+    attrs[sc.AGENT_EVAL_REFERENCE_ACTIONS] = dumps(actions)
+    outputs = [text for text in (policy.text(o) for o in reference.outputs) if text is not None]
+    if outputs:
+        attrs[sc.AGENT_EVAL_REFERENCE_OUTPUTS] = outputs
     return attrs
 
 

@@ -4,11 +4,15 @@ Content capture follows ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``, 
 instrumentations. **The default here is on**, where theirs is off: an evaluator of agent failures reads what
 the agent said and what its tools returned, and cannot work on spans without it. Turn it off with ``false``
 (also ``no_content``); structure (roles, tool names, call ids, errors, token counts) is still recorded.
-The values ``true``, ``span_only``, ``span_and_event`` and ``event_only`` turn it on.
+The values ``true``, ``span_only`` and ``span_and_event`` turn it on. ``event_only`` means content in log
+events only, never on spans; this package writes no content events, so ``event_only`` records no content at
+all, like ``false``.
 
 Content that leaves the process can be redacted first: a redactor is a function from text to text, applied
 to every piece of content (message text, each string inside tool arguments, tool results, system
-instructions) before it is written to a span.
+instructions, the content fields of messages passed to ``run.chat``, exception messages, a benchmark's
+expected arguments and outputs) before it is written to a span. A redactor that raises is logged (without
+content) and the step's span is written without content.
 
 >>> import re
 >>> policy = ContentPolicy(capture=True, redact=lambda s: re.sub(r"\\S+@\\S+", "<email>", s))
@@ -34,8 +38,9 @@ logger = logging.getLogger(__name__)
 
 Redactor = Callable[[str], str]
 
-_ON = {"true", "1", "yes", "on", "span_only", "span_and_event", "event_only"}
-_OFF = {"false", "0", "no", "off", "no_content", "none"}
+_ON = {"true", "1", "yes", "on", "span_only", "span_and_event"}
+# event_only: content goes to events, not spans; we write no content events, so nothing is captured.
+_OFF = {"false", "0", "no", "off", "no_content", "none", "event_only"}
 
 
 def capture_from_env(default: bool = True) -> bool:

@@ -28,19 +28,31 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import __version__
+from .. import semconv as sc
 from ..model import AgentRun, AssistantMessage, Step, ToolExecution, UserMessage
 from . import attributes as attrs
 from .content import ContentPolicy
+from .messages import dumps, step_message
 
 STEP_SPACING_NS = 1_000_000
 
 
-def _messages_since_last_answer(steps: Sequence[Step], upto: int, policy: ContentPolicy) -> list[dict[str, object]]:
-    """The messages a model call saw that are new since the previous answer (the full history is the trace)."""
+def _new_input_attributes(steps: Sequence[Step], upto: int, policy: ContentPolicy) -> attrs.Attributes:
+    """The messages a model call saw that are new since the previous answer (the full history is the trace).
+
+    Marked with ``agent_eval.input_messages.scope="new"``, so that a reader does not take them for the whole
+    prompt. Built from steps here (not passed to ``chat_request_attributes`` as caller messages), so that the
+    policy is applied once.
+    """
+    if not policy.capture:
+        return {}
     start = upto
     while start > 0 and not isinstance(steps[start - 1], AssistantMessage):
         start -= 1
-    return [attrs.step_message(s, policy) for s in steps[start:upto]]
+    return {
+        sc.GEN_AI_INPUT_MESSAGES: dumps([step_message(s, policy) for s in steps[start:upto]]),
+        sc.AGENT_EVAL_INPUT_MESSAGES_SCOPE: "new",
+    }
 
 
 class _PresetTraceIds(RandomIdGenerator):
@@ -91,7 +103,7 @@ class RunSpanWriter:
         if run.outcome is not None:
             root_attrs.update(attrs.outcome_attributes(run.outcome))
         if run.reference is not None and self._include_reference:
-            root_attrs.update(attrs.reference_attributes(run.reference))
+            root_attrs.update(attrs.reference_attributes(run.reference, policy))
         root_start = min((t[0] for t in times), default=time.time_ns())
         root_end = max((t[1] for t in times), default=root_start)
         self._ids.next_trace_id = int(run.trace_id, 16) if run.trace_id else None
@@ -103,13 +115,13 @@ class RunSpanWriter:
             if isinstance(step, UserMessage):
                 step_attrs, kind = attrs.user_attributes(step, policy), SpanKind.INTERNAL
             elif isinstance(step, AssistantMessage):
-                step_attrs = attrs.chat_request_attributes(
-                    step, policy, input_messages=_messages_since_last_answer(run.steps, i, policy)
-                )
+                step_attrs = attrs.chat_request_attributes(step, policy, conversation_id=run.conversation_id)
+                step_attrs.update(_new_input_attributes(run.steps, i, policy))
                 step_attrs.update(attrs.response_attributes(step, policy))
                 kind = SpanKind.CLIENT
             else:
-                step_attrs, kind = attrs.tool_attributes(step, policy), SpanKind.INTERNAL
+                step_attrs = attrs.tool_attributes(step, policy, conversation_id=run.conversation_id)
+                kind = SpanKind.INTERNAL
             span = self._tracer.start_span(
                 attrs.span_name(step), context=context, kind=kind, attributes=step_attrs, start_time=times[i][0]
             )
