@@ -328,3 +328,58 @@ def test_clarification() -> None:
     assert found(ClarificationDetector(), again) == [("clarification_failure", 1, "recovered")]
     retry = run_of(user("I'm ann@example.com."), say("That email was not found; could you double-check your email?"))
     assert found(ClarificationDetector(), retry) == []
+
+
+AIRLINE = "# Airline Agent Policy\nAs an airline agent, you can help users book, modify, or cancel flight reservations."
+RESERVATION = {
+    "reservation_id": "R1",
+    "cabin": "basic_economy",
+    "flights": [{"flight_number": "HAT001", "date": "2024-05-20"}],
+    "total_baggages": 2,
+}
+
+
+def _airline_write(name: str, **args: Any) -> AgentRun:
+    return run_of(
+        user("Change reservation R1 please."),
+        ask(call("c1", "get_reservation_details", reservation_id="R1")),
+        result("c1", RESERVATION),
+        say("Shall I make this change to R1?"),
+        user("yes"),
+        ask(call("c2", name, reservation_id="R1", **args)),
+        result("c2", "ok"),
+        policy=AIRLINE,
+    )
+
+
+def test_preconditions_with_conditions_on_arguments() -> None:
+    changed = _airline_write(
+        "update_reservation_flights", cabin="basic_economy", flights=[{"flight_number": "HAT002", "date": "2024-05-20"}]
+    )
+    assert found(PreconditionDetector(), changed) == [("wrong_action", 5, "terminal")]
+    cabin_only = _airline_write(
+        "update_reservation_flights", cabin="economy", flights=[{"flight_number": "HAT001", "date": "2024-05-20"}]
+    )
+    assert found(PreconditionDetector(), cabin_only) == []  # a cabin change on the same flights is allowed
+    fewer_bags = _airline_write("update_reservation_baggages", total_baggages=1, nonfree_baggages=0)
+    assert found(PreconditionDetector(), fewer_bags) == [("wrong_action", 5, "terminal")]
+    more_bags = _airline_write("update_reservation_baggages", total_baggages=3, nonfree_baggages=1)
+    assert found(PreconditionDetector(), more_bags) == []
+
+
+def test_argument_rules_from_the_pack() -> None:
+    from otel_agent_eval.evaluate.detectors import ArgumentRuleDetector
+
+    def booking(*payments: str) -> AgentRun:
+        methods = [{"payment_id": p, "amount": 10} for p in payments]
+        return run_of(
+            user("Book it."),
+            ask(call("c1", "book_reservation", payment_methods=methods)),
+            result("c1", "ok"),
+            policy=AIRLINE,
+        )
+
+    assert found(ArgumentRuleDetector(), booking("certificate_1", "certificate_2")) == [
+        ("policy_violation", 1, "terminal")
+    ]
+    assert found(ArgumentRuleDetector(), booking("certificate_1", "credit_card_1", "gift_card_1")) == []

@@ -83,3 +83,16 @@ def test_extends_cycles_and_unknown_bases_are_errors() -> None:
         PackLibrary([generic, a, b])
     with pytest.raises(InputError, match="unknown pack 'nope'"):
         PackLibrary([generic, PolicyPack.from_mapping({"name": "c", "extends": "nope"})])
+
+
+def test_preconditions_need_a_field_or_conditions_and_argument_schemas_must_be_valid(tmp_path: Path) -> None:
+    pack = tmp_path / "p.yaml"
+    pack.write_text("name: x\nrules: {preconditions: [{tools: [a], target: id}]}\n")
+    with pytest.raises(InputError, match="rules/preconditions/0"):
+        PolicyPack.load(pack)
+    pack.write_text("name: x\nrules: {preconditions: [{tools: [a], target: id, when: [{state: s, nearly: 1}]}]}\n")
+    with pytest.raises(InputError, match="rules/preconditions/0/when/0"):
+        PolicyPack.load(pack)
+    pack.write_text("name: x\nrules: {argument_rules: [{tools: [a], schema: {type: 12}}]}\n")
+    with pytest.raises(InputError, match="rules/argument_rules/0/schema: not a valid JSON Schema"):
+        PolicyPack.load(pack)

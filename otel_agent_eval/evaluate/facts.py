@@ -184,12 +184,20 @@ class RunFacts:
                     continue
         return out
 
-    def state_before(self, id_field: str, target: Any, index: int) -> tuple[int, Mapping[str, Any]] | None:
-        """The latest tool-result object with ``id_field == target`` before step ``index``, and its step."""
+    def state_before(
+        self, id_field: str, target: Any, index: int, tools: frozenset[str] = frozenset()
+    ) -> tuple[int, Mapping[str, Any]] | None:
+        """The latest tool-result object with ``id_field == target`` before step ``index``, and its step.
+
+        With ``tools``, only results of those tools count (and of writes: they return the state they left).
+        """
+        names = {s.index: s.name for s in self.steps if isinstance(s, ToolExecution)} if tools else {}
         found = None
         for step_index, value in self.results_json.items():
             if step_index >= index:
                 break
+            if tools and names.get(step_index) not in tools and not self.policy.is_write(names.get(step_index, "")):
+                continue
             for obj in _objects(value):
                 if obj.get(id_field) == target:
                     found = (step_index, obj)

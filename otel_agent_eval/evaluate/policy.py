@@ -28,6 +28,7 @@ import jsonschema
 import yaml
 
 from ..errors import InputError
+from .conditions import CONDITION_SCHEMA, Condition
 
 _ROLE = {
     "type": "object",
@@ -84,14 +85,14 @@ PACK_SCHEMA: dict[str, Any] = {
                     "items": {
                         "type": "object",
                         "additionalProperties": False,
-                        "required": ["tools", "target", "source", "field"],
+                        "required": ["tools", "target"],
+                        "anyOf": [{"required": ["field"]}, {"required": ["when"]}],
                         "properties": {
                             "tools": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                             "target": {"type": "string"},
                             "source": {
                                 "type": "object",
                                 "additionalProperties": False,
-                                "required": ["tools"],
                                 "properties": {
                                     "tools": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                                     "id_field": {"type": "string"},
@@ -100,6 +101,21 @@ PACK_SCHEMA: dict[str, Any] = {
                             "field": {"type": "string"},
                             "allowed": {"type": "array"},
                             "forbidden": {"type": "array"},
+                            "when": {"type": "array", "items": CONDITION_SCHEMA, "minItems": 1},
+                            "critique": {"type": "string"},
+                        },
+                    },
+                },
+                "argument_rules": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["tools", "schema"],
+                        "properties": {
+                            "tools": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                            "schema": {"type": "object"},
+                            "mode": {"enum": ["policy_violation", "wrong_arguments", "wrong_action"]},
                             "critique": {"type": "string"},
                         },
                     },
@@ -149,15 +165,30 @@ class ToolRole:
 
 @dataclass(frozen=True)
 class Precondition:
-    """A write is allowed only when the state its latest read of the same target shows allows it."""
+    """A write forbidden by its target's state, as the latest tool result about the target shows it.
+
+    Forbidden when ``field`` is outside ``allowed`` (or inside ``forbidden``), and every ``when`` condition
+    (over the call's arguments and the state) holds; with no ``field``, when the conditions hold.
+    """
 
     tools: frozenset[str]
     target: str
     source_tools: frozenset[str]
     id_field: str | None
-    field: str
+    field: str | None
     allowed: tuple[Any, ...] | None
     forbidden: tuple[Any, ...]
+    when: tuple[Condition, ...]
+    critique: str | None
+
+
+@dataclass(frozen=True)
+class ArgumentRule:
+    """Constraints a policy puts on a call's arguments beyond its schema (a JSON Schema of their own)."""
+
+    tools: frozenset[str]
+    validator: jsonschema.protocols.Validator
+    mode: str
     critique: str | None
 
 
@@ -184,6 +215,7 @@ class ResolvedPolicy:
     one_tool_call_per_turn: bool = False
     no_message_with_tool_call: bool = False
     preconditions: tuple[Precondition, ...] = ()
+    argument_rules: tuple[ArgumentRule, ...] = ()
     once_per_target: tuple[OncePerTarget, ...] = ()
     critiques: Mapping[str, str] = field(default_factory=dict)
 
@@ -219,6 +251,13 @@ class PolicyPack:
             first = errors[0]
             where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
             raise InputError(f"not a valid policy pack: {first.message}", file=source, field=where)
+        for i, rule in enumerate((data.get("rules") or {}).get("argument_rules", ())):
+            try:
+                jsonschema.Draft202012Validator.check_schema(rule["schema"])
+            except jsonschema.SchemaError as exc:
+                raise InputError(
+                    f"not a valid JSON Schema: {exc.message}", file=source, field=f"rules/argument_rules/{i}/schema"
+                ) from None
         match = data.get("match") or {}
         return cls(
             name=data["name"],
@@ -291,14 +330,24 @@ class PolicyPack:
                 Precondition(
                     tools=frozenset(p["tools"]),
                     target=p["target"],
-                    source_tools=frozenset(p["source"]["tools"]),
-                    id_field=p["source"].get("id_field"),
-                    field=p["field"],
+                    source_tools=frozenset((p.get("source") or {}).get("tools", ())),
+                    id_field=(p.get("source") or {}).get("id_field"),
+                    field=p.get("field"),
                     allowed=tuple(p["allowed"]) if "allowed" in p else None,
                     forbidden=tuple(p.get("forbidden", ())),
+                    when=tuple(Condition.from_mapping(c) for c in p.get("when", ())),
                     critique=p.get("critique"),
                 )
                 for p in rules.get("preconditions", ())
+            ),
+            argument_rules=tuple(
+                ArgumentRule(
+                    tools=frozenset(a["tools"]),
+                    validator=jsonschema.Draft202012Validator(a["schema"]),
+                    mode=a.get("mode", "policy_violation"),
+                    critique=a.get("critique"),
+                )
+                for a in rules.get("argument_rules", ())
             ),
             once_per_target=tuple(
                 OncePerTarget(tools=frozenset(o["tools"]), target=o["target"], critique=o.get("critique"))

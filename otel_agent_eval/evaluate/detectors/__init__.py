@@ -10,6 +10,7 @@ from .completion import CompletionDetector
 from .information import WrongInformationDetector
 from .model_output import ModelOutputDetector
 from .policy_rules import (
+    ArgumentRuleDetector,
     ConfirmationDetector,
     IdentityDetector,
     OncePerTargetDetector,
@@ -30,6 +31,7 @@ BUILTIN_DETECTORS = (
     IdentityDetector,
     TurnShapeDetector,
     PreconditionDetector,
+    ArgumentRuleDetector,
     OncePerTargetDetector,
     MisreadOutputDetector,
     WrongInformationDetector,

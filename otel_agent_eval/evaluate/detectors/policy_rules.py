@@ -141,31 +141,69 @@ class PreconditionDetector:
                 if call.name not in rule.tools or rule.target not in args:
                     continue
                 target = args[rule.target]
-                seen = facts.state_before(rule.id_field or rule.target, target, call.step)
+                seen = facts.state_before(rule.id_field or rule.target, target, call.step, rule.source_tools)
                 if seen is None:
-                    yield context.finding(
-                        self.name,
-                        "policy_violation",
-                        call.step,
-                        rule.critique or f"Look up {target} and check its {rule.field} before calling {call.name}.",
-                        f"{call.name} on {rule.target}={target!r} with no earlier tool result showing its {rule.field}",
-                        confidence=0.35,
-                    )
+                    if rule.field:
+                        yield context.finding(
+                            self.name,
+                            "policy_violation",
+                            call.step,
+                            rule.critique or f"Look up {target} and check its {rule.field} before calling {call.name}.",
+                            f"{call.name} on {rule.target}={target!r} with no earlier tool result showing its "
+                            f"{rule.field}",
+                            confidence=0.35,
+                        )
                     continue
                 at, state = seen
-                value = state.get(rule.field)
-                allowed = rule.allowed is None or value in rule.allowed
-                if allowed and value not in rule.forbidden:
+                reasons = []
+                if rule.field:
+                    value = state.get(rule.field)
+                    if (rule.allowed is None or value in rule.allowed) and value not in rule.forbidden:
+                        continue
+                    expected = (
+                        f"one of {list(rule.allowed)}" if rule.allowed is not None else f"not {list(rule.forbidden)}"
+                    )
+                    reasons.append(f"its {rule.field} was {value!r}, the policy requires {expected}")
+                if not all(c.holds(args, state) for c in rule.when):
                     continue
-                expected = f"one of {list(rule.allowed)}" if rule.allowed is not None else f"not {list(rule.forbidden)}"
+                reasons += [c.describe(args, state) for c in rule.when]
                 yield context.finding(
                     self.name,
                     "wrong_action",
                     call.step,
-                    rule.critique or f"Do not call {call.name} on {target}: its {rule.field} forbids it.",
-                    f"{call.name} on {rule.target}={target!r} whose {rule.field} was {value!r} (step {at}); "
-                    f"the policy requires {expected}",
+                    rule.critique or f"Do not call {call.name} on {target}: its state forbids it.",
+                    f"{call.name} on {rule.target}={target!r} (state from step {at}): " + "; ".join(reasons),
                     confidence=0.8,
+                )
+
+
+class ArgumentRuleDetector:
+    """Arguments that break a constraint the policy pack puts on a tool beyond its schema."""
+
+    name = "argument_rules"
+
+    def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+        rules = context.policy.argument_rules
+        if not rules:
+            return
+        for call in context.facts.calls:
+            if call.call.arguments is None:
+                continue
+            for rule in rules:
+                if call.name not in rule.tools:
+                    continue
+                error = next(iter(rule.validator.iter_errors(dict(call.call.arguments))), None)
+                if error is None:
+                    continue
+                where = ".".join(str(p) for p in error.absolute_path) or "arguments"
+                yield context.finding(
+                    self.name,
+                    rule.mode,
+                    call.step,
+                    rule.critique or f"Fix {call.name}: {where}: {error.message}.",
+                    f"{call.name}({call.call.arguments_json()[:200]}) breaks a policy rule at {where}: {error.message}",
+                    confidence=0.7,
+                    recovered=call.failed,  # refused by the tool: nothing changed
                 )
 
 
