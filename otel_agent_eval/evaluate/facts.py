@@ -18,7 +18,7 @@ from typing import Any
 
 from ..model import AgentRun, AssistantMessage, Step, ToolCall, ToolDefinition, ToolExecution, UserMessage
 from .policy import ResolvedPolicy
-from .text import REFUSAL
+from .text import refuses
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +169,7 @@ class RunFacts:
     def refusals(self) -> frozenset[int]:
         """The assistant steps that refuse, apologise for a failure, or report one (shared by detectors)."""
         return frozenset(
-            s.index for s in self.steps if isinstance(s, AssistantMessage) and s.content and REFUSAL.search(s.content)
+            s.index for s in self.steps if isinstance(s, AssistantMessage) and s.content and refuses(s.content)
         )
 
     @cached_property

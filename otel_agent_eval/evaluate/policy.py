@@ -150,9 +150,14 @@ DEFAULT_CONFIRMATIONS = (
 class ToolRole:
     names: frozenset[str] = frozenset()
     patterns: tuple[re.Pattern[str], ...] = ()
+    _known: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def __contains__(self, tool: str) -> bool:
-        return tool in self.names or any(p.search(tool) for p in self.patterns)
+        # Asked for every call by several detectors: the answer per tool name is remembered.
+        known = self._known.get(tool)
+        if known is None:
+            known = self._known[tool] = tool in self.names or any(p.search(tool) for p in self.patterns)
+        return known
 
     @classmethod
     def from_mapping(cls, obj: Mapping[str, Any] | None) -> ToolRole:

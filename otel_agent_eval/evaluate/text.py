@@ -6,18 +6,23 @@ import re
 from collections.abc import Iterator
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
+# These patterns are lower-case and matched against lower-cased text: case-insensitive matching of long
+# alternations is over twice as slow, and they run on every message of every run.
 # A sentence that is conditional, hypothetical or a question does not state a fact or a commitment.
-HEDGE = re.compile(
+_HEDGE = re.compile(
     r"\b(if|once|when|whenever|after|before|unless|until|would you|do you|shall i|let me know|please confirm|"
-    r"could you|can you|cannot|can't|not|no longer|only)\b|\?",
-    re.IGNORECASE,
+    r"could you|can you|cannot|can't|not|no longer|only)\b|\?"
 )
-REFUSAL = re.compile(
+_REFUSAL = re.compile(
     r"\b(unable to|can(?:no|')t|not able to|not possible|not eligible|ineligible|against (our |the )?polic|"
     r"not allowed|not permitted|i(?:'m| am) sorry,? but|unfortunately|do not have the ability|"
-    r"outside (of )?(my|the) scope|not available|no longer available|failed|error)",
-    re.IGNORECASE,
+    r"outside (of )?(my|the) scope|not available|no longer available|failed|error)"
 )
+
+
+def refuses(text: str) -> bool:
+    """Whether a message refuses, apologises for a failure, or reports one."""
+    return _REFUSAL.search(text.lower()) is not None
 
 
 def sentences(text: str) -> Iterator[str]:
@@ -28,11 +33,13 @@ def sentences(text: str) -> Iterator[str]:
 
 
 def plain_statements(text: str, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
-    """Matches of ``pattern`` in sentences that are not hedged (conditional, negated or questions)."""
+    """Matches of a lower-case ``pattern`` in the sentences of ``text`` that are not hedged (conditional,
+    negated or questions). The text is lower-cased first, so the matches are lower-case too."""
+    text = text.lower()
     if not pattern.search(text):  # no match in the text, none in its sentences: skip the splitting
         return
     for sentence in sentences(text):
-        if HEDGE.search(sentence):
+        if _HEDGE.search(sentence):
             continue
         match = pattern.search(sentence)
         if match:

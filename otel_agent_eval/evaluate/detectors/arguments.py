@@ -81,7 +81,8 @@ class SchemaDetector:
             validator = _validator(tool)
             if validator is None:
                 continue
-            errors = list(validator.iter_errors(dict(call.call.arguments)))
+            arguments = dict(call.call.arguments)
+            errors = [] if validator.is_valid(arguments) else list(validator.iter_errors(arguments))
             if errors:
                 first = min(errors, key=lambda e: len(e.absolute_path))
                 where = ".".join(str(p) for p in first.absolute_path) or "arguments"

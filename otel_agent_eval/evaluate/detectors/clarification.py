@@ -16,6 +16,7 @@ _KINDS = {
     "zip code": (re.compile(r"\b(zip|postal) ?code\b", re.I), re.compile(r"\b\d{5}(?:-\d{4})?\b")),
     "phone number": (re.compile(r"\bphone\b", re.I), re.compile(r"\+?\d[\d ()-]{8,}\d")),
 }
+_DIGIT_OR_AT = re.compile(r"[\d@]")
 _ASK = re.compile(r"\?|\b(please (provide|share|confirm|give)|could you|can you|may i have)\b", re.I)
 # Asking for another value, or to check one that did not work, is not asking again.
 _ANOTHER = re.compile(
@@ -32,10 +33,19 @@ class ClarificationDetector:
         given: dict[str, int] = {}
         for step in run.steps:
             if isinstance(step, UserMessage):
+                text = step.content or ""
+                if not _DIGIT_OR_AT.search(text):  # every answer looked for has a digit or an @
+                    continue
                 for kind, (_, answer) in _KINDS.items():
-                    if kind not in given and answer.search(step.content or ""):
+                    if kind not in given and answer.search(text):
                         given[kind] = step.index
-            elif given and isinstance(step, AssistantMessage) and step.content and _ASK.search(step.content):
+            elif (
+                given
+                and isinstance(step, AssistantMessage)
+                and step.content
+                and _ASK.search(step.content)
+                and any(_KINDS[kind][0].search(step.content) for kind in given)
+            ):
                 for sentence in sentences(step.content):
                     if not _ASK.search(sentence) or _ANOTHER.search(sentence):
                         continue

@@ -14,7 +14,6 @@ from ..text import plain_statements
 _PROMISE = re.compile(
     r"\b(i will|i'll|let me|i am going to|i'm going to)\s+(now\s+)?(go ahead and\s+)?(proceed|cancel|modify|update|"
     r"change|book|process|return|exchange|refund|submit|place|issue|send|apply|make)\b",
-    re.IGNORECASE,
 )
 # Verbs a user uses to ask for a change, and the tool-name verbs that carry it out.
 _REQUEST_VERBS = {

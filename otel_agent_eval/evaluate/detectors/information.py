@@ -18,6 +18,7 @@ _AMOUNT = re.compile(
 )
 _DIGIT = re.compile(r"\d")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_LARGEST_AMOUNT = 10_000_000  # whole numbers from here up are identifiers (item ids), not amounts
 # Identifiers the agent quotes: mixed letters and digits (order #W123, HAT001, credit_card_12), e-mails.
 _IDENT = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b|#?\b(?=[A-Za-z_]*\d)(?=\d*[A-Za-z_])[A-Za-z0-9_]{5,}\b")
 _SUCCESS = re.compile(
@@ -25,7 +26,6 @@ _SUCCESS = re.compile(
     r"refunded|issued|sent|submitted|placed|created|removed|added|completed)\b|\bsuccessfully\b|"
     r"\bi (have|'ve) (now )?(cancel+ed|modified|updated|changed|booked|processed|submitted|issued|sent|placed|"
     r"initiated|completed)\b|\bis now (cancel+ed|updated|booked|confirmed)\b",
-    re.IGNORECASE,
 )
 _CORRECTION = re.compile(
     r"\b(correction|i made a mistake|i apologi[sz]e for the (error|confusion|mistake)|my mistake|"
@@ -47,7 +47,7 @@ def _numbers_in(text: str) -> tuple[float, ...]:
     out = []
     for match in _NUMBER.finditer(text):
         value = _to_float(match.group())
-        if value is not None:
+        if value is not None and abs(value) < _LARGEST_AMOUNT:
             out.append(abs(value))
     return tuple(out)
 
@@ -59,14 +59,15 @@ class _Numbers:
     """
 
     def __init__(self, run: AgentRun) -> None:
-        self.sources: list[tuple[int, tuple[float, ...]]] = []
+        # Texts first; their numbers are parsed only when an amount at a later step needs them.
+        self.sources: list[tuple[int, str]] = []
         if run.system_instructions:
-            self.sources.append((-1, _numbers_in(run.system_instructions)))
+            self.sources.append((-1, run.system_instructions))
         for step in run.steps:
             if isinstance(step, UserMessage) and step.content:
-                self.sources.append((step.index, _numbers_in(step.content)))
+                self.sources.append((step.index, step.content))
             elif isinstance(step, ToolExecution) and step.result:
-                self.sources.append((step.index, _numbers_in(step.result)))
+                self.sources.append((step.index, step.result))
         self._added = 0
         self.known: set[float] = set()
         self.totals: set[float] = set()
@@ -75,7 +76,7 @@ class _Numbers:
 
     def _advance(self, before: int) -> None:
         while self._added < len(self.sources) and self.sources[self._added][0] < before:
-            numbers = self.sources[self._added][1]
+            numbers = _numbers_in(self.sources[self._added][1])
             self.known.update(round(n, 2) for n in numbers)
             if 1 < len(numbers) <= 200:  # a result's total (an order's items, a bill)
                 self.totals.add(round(sum(numbers), 2))
@@ -120,15 +121,23 @@ class WrongInformationDetector:
         numbers: _Numbers | None = None
         corpus = facts.corpus
         steps = run.steps
-        last_correction = max(
-            (s.index for s in steps if isinstance(s, AssistantMessage) and s.content and _CORRECTION.search(s.content)),
-            default=-1,
-        )
+        corrections: list[int] | None = None
+
+        def corrected_after(index: int) -> bool:
+            """Whether the agent corrected itself later (worked out once, when first needed)."""
+            nonlocal corrections
+            if corrections is None:
+                corrections = [
+                    s.index
+                    for s in steps
+                    if isinstance(s, AssistantMessage) and s.content and _CORRECTION.search(s.content)
+                ]
+            return any(c > index for c in corrections)
+
         for step in steps:
             if not isinstance(step, AssistantMessage) or not step.content:
                 continue
             text = step.content
-            corrected = last_correction > step.index
             unsupported = []
             has_digit = _DIGIT.search(text) is not None
             for match in _AMOUNT.finditer(text) if has_digit else ():
@@ -148,7 +157,7 @@ class WrongInformationDetector:
                     f"amount(s) {', '.join(unsupported[:5])} not found in, nor computable from, earlier tool results "
                     "and user messages",
                     confidence=0.55,
-                    recovered=corrected,
+                    recovered=corrected_after(step.index),
                 )
             invented = [
                 m.group()
@@ -164,11 +173,11 @@ class WrongInformationDetector:
                     "result or user message.",
                     f"identifier(s) {', '.join(invented[:5])} appear in no earlier tool result or user message",
                     confidence=0.45,
-                    recovered=corrected,
+                    recovered=corrected_after(step.index),
                 )
             claim = next(plain_statements(text, _SUCCESS), None)
             if claim:
-                yield from self._check_claim(run, context, step, claim.group(), corrected)
+                yield from self._check_claim(run, context, step, claim.group(), corrected_after(step.index))
 
     def _check_claim(
         self, run: AgentRun, context: RunContext, step: AssistantMessage, claim: str, corrected: bool
