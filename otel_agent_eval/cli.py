@@ -28,6 +28,7 @@ from .instrument.recorded import RunSpanWriter
 from .model import AgentRun, ToolDefinition
 from .otlp_json import request_to_json
 from .output import BadInput, write_atomically
+from .processor.command import serve, show, traces
 from .report.command import report
 from .tree import render_trace
 
@@ -264,6 +265,9 @@ def _print_traces(records: list[SpanRecord], out: TextIO, width: int) -> None:
 
 
 main.add_command(report)
+main.add_command(serve)
+main.add_command(traces)
+main.add_command(show)
 
 
 if __name__ == "__main__":  # pragma: no cover

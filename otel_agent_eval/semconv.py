@@ -84,6 +84,8 @@ AGENT_EVAL_TRACE_OUTCOME: Final = "agent_eval.trace.outcome"
 AGENT_EVAL_TRACE_FAILURE_SCORE: Final = "agent_eval.trace.failure_score"
 AGENT_EVAL_TRACE_FAILURES: Final = "agent_eval.trace.failures"
 AGENT_EVAL_TRACE_TERMINAL_FAILURES: Final = "agent_eval.trace.terminal_failures"
+AGENT_EVAL_TRACE_SUSPICIONS: Final = "agent_eval.trace.suspicions"
+AGENT_EVAL_EVALUATION_ERROR: Final = "agent_eval.evaluation.error"  # the spans went on unevaluated: why
 
 # Content capture switch, as in the OpenTelemetry GenAI instrumentations.
 ENV_CAPTURE_MESSAGE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"

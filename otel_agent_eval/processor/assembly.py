@@ -1,0 +1,183 @@
+"""Trace assembly: spans grouped by trace id until the trace is complete enough to evaluate.
+
+A trace is *ready* when its root span (a span with no parent) has arrived and no span has arrived for the
+quiet period, or when its first span arrived longer ago than the maximum wait. Memory is bounded: when more
+traces are in flight than allowed, the oldest is released early; a trace that reaches the span limit is
+released at once. Both are counted, and an early release is still evaluated and forwarded: spans are never
+dropped. A span that arrives after its trace was released starts a new (partial) trace, which is evaluated
+and forwarded the same way.
+
+>>> from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+>>> clock = [0.0]
+>>> assembler = TraceAssembler(quiet_period=1.0, max_wait=30.0, clock=lambda: clock[0])
+>>> rs = ResourceSpans()
+>>> rs.scope_spans.add().spans.add(trace_id=b"t" * 16, span_id=b"r" * 8, name="invoke_agent")
+>>> assembler.add(ResourceSpansBatch.of([rs]))
+1
+>>> assembler.ready()
+[]
+>>> clock[0] = 2.0
+>>> [len(t.spans) for t in assembler.ready()]
+[1]
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+
+@dataclass(frozen=True, slots=True)
+class SpanEntry:
+    """A span with the resource and scope it was sent under (kept to forward it as it came)."""
+
+    resource: Resource
+    scope: InstrumentationScope
+    span: Span
+    resource_schema_url: str = ""
+    scope_schema_url: str = ""
+
+
+@dataclass
+class ResourceSpansBatch:
+    """The spans of one export request, flattened."""
+
+    entries: list[SpanEntry]
+    inbox_id: int | None = None
+    """Where the request is kept on disk until its traces are handed on."""
+
+    @classmethod
+    def of(cls, resource_spans: Iterable[ResourceSpans], inbox_id: int | None = None) -> ResourceSpansBatch:
+        entries = [
+            SpanEntry(rs.resource, ss.scope, span, rs.schema_url, ss.schema_url)
+            for rs in resource_spans
+            for ss in rs.scope_spans
+            for span in ss.spans
+        ]
+        return cls(entries, inbox_id)
+
+    def trace_ids(self) -> set[bytes]:
+        return {bytes(e.span.trace_id) for e in self.entries}
+
+
+ReleaseReason = str  # "complete" | "max_wait" | "trace_limit" | "span_limit" | "shutdown"
+
+
+@dataclass
+class PendingTrace:
+    trace_id: bytes
+    first_seen: float
+    last_seen: float
+    spans: list[SpanEntry] = field(default_factory=list)
+    inbox_ids: set[int] = field(default_factory=set)
+    root_seen: bool = False
+    reason: ReleaseReason = "complete"
+
+
+class TraceAssembler:
+    """Thread-safe buffer of traces in flight. ``add`` is cheap (the receive path); ``ready`` releases traces."""
+
+    def __init__(
+        self,
+        *,
+        quiet_period: float = 2.0,
+        max_wait: float = 30.0,
+        max_traces: int = 10_000,
+        max_spans_per_trace: int = 5_000,
+        clock: Callable[[], float] = time.monotonic,
+        on_limit: Callable[[ReleaseReason], None] | None = None,
+    ) -> None:
+        self.quiet_period = quiet_period
+        self.max_wait = max_wait
+        self.max_traces = max_traces
+        self.max_spans_per_trace = max_spans_per_trace
+        self._clock = clock
+        self._on_limit = on_limit
+        self._lock = threading.Lock()
+        self._traces: OrderedDict[bytes, PendingTrace] = OrderedDict()
+        self._released: list[PendingTrace] = []
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._traces)
+
+    def spans_in_flight(self) -> int:
+        with self._lock:
+            return sum(len(t.spans) for t in self._traces.values())
+
+    def add(self, batch: ResourceSpansBatch) -> int:
+        """Take a batch of spans; returns how many were taken (all of them, always)."""
+        now = self._clock()
+        with self._lock:
+            for entry in batch.entries:
+                trace_id = bytes(entry.span.trace_id)
+                pending = self._traces.get(trace_id)
+                if pending is None:
+                    pending = self._traces[trace_id] = PendingTrace(trace_id, now, now)
+                pending.spans.append(entry)
+                pending.last_seen = now
+                if batch.inbox_id is not None:
+                    pending.inbox_ids.add(batch.inbox_id)
+                if not entry.span.parent_span_id:
+                    pending.root_seen = True
+                if len(pending.spans) >= self.max_spans_per_trace:
+                    self._release(trace_id, "span_limit")
+            while len(self._traces) > self.max_traces:
+                oldest = next(iter(self._traces))
+                self._release(oldest, "trace_limit")
+        return len(batch.entries)
+
+    def _release(self, trace_id: bytes, reason: ReleaseReason) -> None:
+        pending = self._traces.pop(trace_id)
+        pending.reason = reason
+        self._released.append(pending)
+        if reason != "complete" and self._on_limit is not None:
+            self._on_limit(reason)
+
+    def ready(self) -> list[PendingTrace]:
+        """Traces to evaluate now: complete ones, ones waited on long enough, and ones released at a limit."""
+        now = self._clock()
+        with self._lock:
+            for trace_id, pending in list(self._traces.items()):
+                if pending.root_seen and now - pending.last_seen >= self.quiet_period:
+                    self._release(trace_id, "complete")
+                elif now - pending.first_seen >= self.max_wait:
+                    self._release(trace_id, "max_wait")
+            out, self._released = self._released, []
+        return out
+
+    def drain(self) -> list[PendingTrace]:
+        """Everything still buffered (on shutdown): released as it is."""
+        with self._lock:
+            for trace_id in list(self._traces):
+                self._release(trace_id, "shutdown")
+            out, self._released = self._released, []
+        return out
+
+
+def group_for_export(entries: Iterable[SpanEntry]) -> Iterator[ResourceSpans]:
+    """Spans regrouped under their resource and scope, as OTLP sends them."""
+    by_resource: dict[bytes, tuple[ResourceSpans, dict[bytes, ScopeSpans]]] = {}
+    for entry in entries:
+        resource_key = entry.resource.SerializeToString() + entry.resource_schema_url.encode()
+        if resource_key not in by_resource:
+            rs = ResourceSpans(schema_url=entry.resource_schema_url)
+            rs.resource.CopyFrom(entry.resource)
+            by_resource[resource_key] = (rs, {})
+        rs, scopes = by_resource[resource_key]
+        scope_key = entry.scope.SerializeToString() + entry.scope_schema_url.encode()
+        scope_spans = scopes.get(scope_key)
+        if scope_spans is None:
+            scope_spans = rs.scope_spans.add(schema_url=entry.scope_schema_url)
+            scope_spans.scope.CopyFrom(entry.scope)
+            scopes[scope_key] = scope_spans
+        scope_spans.spans.add().CopyFrom(entry.span)
+    for rs, _ in by_resource.values():
+        yield rs

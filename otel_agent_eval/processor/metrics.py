@@ -1,0 +1,65 @@
+"""The processor's own metrics, through the OpenTelemetry metrics SDK, read by Prometheus (and optionally OTLP).
+
+Prometheus names (the SDK's Prometheus exporter adds ``_total`` to counters and the unit to histograms):
+``agent_eval_traces_total{outcome,agent}``, ``agent_eval_failures_total{mode,category,outcome,agent}``,
+``agent_eval_evaluation_duration_seconds``, ``agent_eval_queue_depth``, ``agent_eval_export_failures_total``,
+``agent_eval_spans_received_total``, ``agent_eval_spans_exported_total``, ``agent_eval_traces_released_early_total
+{reason}``, ``agent_eval_evaluation_errors_total``. Labels stay low-cardinality: an agent's name, a failure mode,
+an outcome; never a trace id, a user or message text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+
+from .. import __version__
+from ..evaluate.findings import Evaluation
+
+
+class ProcessorMetrics:
+    def __init__(self, readers: Iterable[MetricReader] = (), queue_depth: Callable[[], int] = lambda: 0) -> None:
+        self.provider = MeterProvider(
+            metric_readers=list(readers), resource=Resource.create({"service.name": "otel-agent-eval"})
+        )
+        meter = self.provider.get_meter("otel_agent_eval.processor", __version__)
+        self.traces = meter.create_counter("agent_eval.traces", description="Evaluated agent runs, by outcome.")
+        self.failures = meter.create_counter("agent_eval.failures", description="Failures found, by mode.")
+        self.duration = meter.create_histogram(
+            "agent_eval.evaluation.duration", unit="s", description="Time to evaluate one trace."
+        )
+        self.spans_received = meter.create_counter("agent_eval.spans.received", description="Spans received.")
+        self.spans_exported = meter.create_counter("agent_eval.spans.exported", description="Spans handed on.")
+        self.export_failures = meter.create_counter(
+            "agent_eval.export.failures", description="Failed attempts to deliver to the downstream."
+        )
+        self.released_early = meter.create_counter(
+            "agent_eval.traces.released_early", description="Traces evaluated before complete, at a memory limit."
+        )
+        self.evaluation_errors = meter.create_counter(
+            "agent_eval.evaluation.errors", description="Traces forwarded unevaluated because evaluation failed."
+        )
+        self._queue_depth = queue_depth
+        meter.create_observable_gauge(
+            "agent_eval.queue.depth", callbacks=[self._observe_queue], description="Requests waiting on disk."
+        )
+
+    def _observe_queue(self, options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(self._queue_depth())
+
+    def record(self, evaluation: Evaluation, seconds: float) -> None:
+        agent = evaluation.run.agent_name or "unknown"
+        self.traces.add(1, {"outcome": evaluation.outcome, "agent": agent})
+        for finding in evaluation.failures:
+            if finding.counts:
+                self.failures.add(
+                    1, {"mode": finding.mode, "category": finding.category, "outcome": finding.outcome, "agent": agent}
+                )
+        self.duration.record(seconds)
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()

@@ -1,0 +1,145 @@
+"""Receive -> assemble -> evaluate -> label -> hand on: the processor's pipeline, without its network parts.
+
+Receiving never waits on evaluation: :meth:`Pipeline.receive` writes the request to the on-disk inbox and
+buffers its spans; a worker thread releases complete traces, evaluates them (with a time limit), labels the
+spans and hands them on (to the outbox for the downstream, or to the embedded trace store).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from ..evaluate import Engine
+from ..evaluate.findings import Evaluation
+from ..ingest.span_record import SpanRecord
+from ..ingest.spans import runs_from_records
+from .assembly import PendingTrace, ResourceSpansBatch, TraceAssembler, group_for_export
+from .labelling import label_spans, mark_unevaluated
+from .metrics import ProcessorMetrics
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+
+class EvaluationTimeout(Exception):
+    """Evaluating a trace took longer than allowed: it goes on unlabelled."""
+
+
+class Pipeline:
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        assembler: TraceAssembler,
+        metrics: ProcessorMetrics,
+        *,
+        downstream: bool,
+        evaluation_timeout: float = 5.0,
+        workers: int = 2,
+        tick: float = 0.05,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.assembler = assembler
+        self.metrics = metrics
+        self.downstream = downstream
+        self.evaluation_timeout = evaluation_timeout
+        self.tick = tick
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-eval-evaluate")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the receive path -------------------------------------------------------------------------------------
+
+    def receive(self, request: ExportTraceServiceRequest, payload: bytes | None = None) -> int:
+        """Take a request: kept on disk first (so it survives a crash), then buffered. Returns its span count."""
+        batch = ResourceSpansBatch.of(request.resource_spans)
+        if not batch.entries:
+            return 0
+        batch.inbox_id = self.store.inbox_add(payload or request.SerializeToString(), batch.trace_ids())
+        self.assembler.add(batch)
+        self.metrics.spans_received.add(len(batch.entries))
+        return len(batch.entries)
+
+    def recover(self) -> int:
+        """After a restart: buffer again what was received and not handed on. Returns the spans recovered."""
+        count = 0
+        for inbox_id, payload, open_traces in self.store.inbox_pending():
+            request = ExportTraceServiceRequest.FromString(payload)
+            batch = ResourceSpansBatch.of(request.resource_spans, inbox_id)
+            batch.entries = [e for e in batch.entries if bytes(e.span.trace_id) in open_traces]
+            self.assembler.add(batch)
+            count += len(batch.entries)
+        if count:
+            logger.info("recovered %d spans received before a restart", count)
+        return count
+
+    # --- the evaluation side ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="agent-eval-pipeline", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pending in self.assembler.ready():
+                self.process(pending)
+            self._stop.wait(self.tick)
+
+    def stop(self) -> None:
+        """Evaluate and hand on everything still buffered, then stop."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for pending in self.assembler.ready() + self.assembler.drain():
+            self.process(pending)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def process(self, pending: PendingTrace) -> None:
+        spans: dict[str, Span] = {entry.span.span_id.hex(): entry.span for entry in pending.spans}
+        evaluations: list[Evaluation] = []
+        try:
+            future = self._executor.submit(self._evaluate, pending)
+            try:
+                evaluations = future.result(timeout=self.evaluation_timeout)
+            except FutureTimeout:
+                raise EvaluationTimeout(f"evaluation took longer than {self.evaluation_timeout}s") from None
+            for evaluation in evaluations:
+                label_spans(spans, evaluation)
+        except Exception as exc:  # a slow or crashing evaluation must not cost a span: forward unlabelled
+            logger.warning("trace %s forwarded unevaluated: %s", pending.trace_id.hex(), type(exc).__name__)
+            self.metrics.evaluation_errors.add(1)
+            mark_unevaluated(list(spans.values()), exc)
+            evaluations = []
+        request = ExportTraceServiceRequest(resource_spans=list(group_for_export(pending.spans)))
+        payload = request.SerializeToString()
+        if self.downstream:
+            self.store.outbox_add(payload)
+        else:
+            self.store.save_trace(
+                pending.trace_id.hex(),
+                next((e.run.agent_name for e in evaluations if e.run.agent_name), None),
+                [e.to_dict() for e in evaluations],
+                payload,
+            )
+            self.metrics.spans_exported.add(len(pending.spans))
+        self.store.inbox_done(pending.trace_id, pending.inbox_ids)
+
+    def _evaluate(self, pending: PendingTrace) -> list[Evaluation]:
+        started = time.perf_counter()
+        records = [
+            SpanRecord.from_proto(e.span, {kv.key: kv.value.string_value for kv in e.resource.attributes})
+            for e in pending.spans
+        ]
+        evaluations = [self.engine.evaluate(run) for run in runs_from_records(records)]
+        seconds = time.perf_counter() - started
+        for evaluation in evaluations:
+            self.metrics.record(evaluation, seconds / max(len(evaluations), 1))
+        return evaluations

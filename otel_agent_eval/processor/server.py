@@ -1,0 +1,145 @@
+"""``otel-agent-eval serve``: the processor, assembled from its parts, started and stopped as one."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from ..evaluate import Engine, PackLibrary
+from .assembly import TraceAssembler
+from .export import OutboxExporter, sender_for
+from .metrics import ProcessorMetrics
+from .pipeline import Pipeline
+from .receivers import GrpcReceiver, HttpReceiver
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeConfig:
+    grpc_endpoint: str | None = "127.0.0.1:4317"
+    http_endpoint: str | None = "127.0.0.1:4318"
+    metrics_endpoint: str | None = "127.0.0.1:9464"
+    downstream: str | None = None
+    downstream_headers: dict[str, str] = field(default_factory=dict)
+    data_dir: Path = Path(".agent-eval")
+    quiet_period: float = 2.0
+    max_wait: float = 30.0
+    max_traces: int = 10_000
+    max_spans_per_trace: int = 5_000
+    evaluation_timeout: float = 5.0
+    workers: int = 2
+    max_payload_bytes: int = 16 * 1024 * 1024
+    bearer_token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    policy_packs: tuple[Path, ...] = ()
+    drain_seconds: float = 10.0
+
+
+def _host_port(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class Processor:
+    def __init__(self, config: ServeConfig, engine: Engine | None = None) -> None:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        self.config = config
+        self._ready = False
+        self.store = Store(config.data_dir / "agent-eval.sqlite")
+        self.registry = CollectorRegistry()  # one per processor: several can run in one process (tests)
+        self.metrics = ProcessorMetrics(
+            [PrometheusMetricReader(registry=self.registry)],
+            queue_depth=lambda: self.store.outbox_size() + self.store.inbox_size(),
+        )
+        self.assembler = TraceAssembler(
+            quiet_period=config.quiet_period,
+            max_wait=config.max_wait,
+            max_traces=config.max_traces,
+            max_spans_per_trace=config.max_spans_per_trace,
+            on_limit=lambda reason: self.metrics.released_early.add(1, {"reason": reason}),
+        )
+        self.engine = engine or Engine(packs=PackLibrary.with_builtins(config.policy_packs))
+        self.pipeline = Pipeline(
+            self.store,
+            self.engine,
+            self.assembler,
+            self.metrics,
+            downstream=config.downstream is not None,
+            evaluation_timeout=config.evaluation_timeout,
+            workers=config.workers,
+        )
+        self.exporter = (
+            OutboxExporter(self.store, sender_for(config.downstream, headers=config.downstream_headers), self.metrics)
+            if config.downstream
+            else None
+        )
+        tls = None
+        if config.tls_cert and config.tls_key:
+            tls = (config.tls_cert.read_bytes(), config.tls_key.read_bytes())
+        self.grpc = (
+            GrpcReceiver(
+                config.grpc_endpoint,
+                self.pipeline.receive,
+                max_bytes=config.max_payload_bytes,
+                bearer_token=config.bearer_token,
+                tls=tls,
+            )
+            if config.grpc_endpoint
+            else None
+        )
+        self.http = None
+        if config.http_endpoint:
+            host, port = _host_port(config.http_endpoint)
+            self.http = HttpReceiver(
+                host, port, self.pipeline.receive, max_bytes=config.max_payload_bytes, bearer_token=config.bearer_token
+            )
+        self.admin = None
+        if config.metrics_endpoint:
+            host, port = _host_port(config.metrics_endpoint)
+            self.admin = HttpReceiver(
+                host,
+                port,
+                None,
+                metrics=lambda: (generate_latest(self.registry), CONTENT_TYPE_LATEST),
+                ready=lambda: self._ready,
+            )
+
+    def start(self) -> None:
+        recovered = self.pipeline.recover()
+        self.pipeline.start()
+        if self.exporter is not None:
+            self.exporter.start()
+        for part in (self.grpc, self.http, self.admin):
+            if part is not None:
+                part.start()
+        self._ready = True
+        logger.info(
+            "serving: OTLP/gRPC %s, OTLP/HTTP %s, metrics %s; %s; %d spans recovered",
+            self.grpc.endpoint if self.grpc else "off",
+            f"port {self.http.port}" if self.http else "off",
+            f"port {self.admin.port}" if self.admin else "off",
+            f"downstream {self.config.downstream}" if self.config.downstream else f"store {self.store.path}",
+            recovered,
+        )
+
+    def stop(self) -> None:
+        """Stop receiving, evaluate what is buffered, try to deliver the outbox; what remains stays on disk."""
+        self._ready = False
+        if self.grpc is not None:
+            self.grpc.stop()
+        if self.http is not None:
+            self.http.stop()
+        self.pipeline.stop()
+        if self.exporter is not None:
+            self.exporter.stop(self.config.drain_seconds)
+        if self.admin is not None:
+            self.admin.stop()
+        self.metrics.shutdown()
+        self.store.close()

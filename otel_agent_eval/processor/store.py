@@ -1,0 +1,197 @@
+"""The processor's durable state, in one SQLite file.
+
+* ``inbox``: every export request as received, written before the receiver answers, and deleted once every
+  trace in it has been evaluated and handed on. After a crash (even ``kill -9``) the inbox is read again, so a
+  span acknowledged to a client is never lost.
+* ``outbox``: labelled requests waiting for the downstream; deleted only when the downstream accepted them,
+  so an outage or a restart loses nothing.
+* ``traces``: the embedded trace store used when there is no downstream: each evaluated trace with its outcome,
+  failure modes and labelled spans, for ``otel-agent-eval traces`` / ``show`` / ``report``.
+
+SQLite in WAL mode: one writer at a time (a lock here), readers never block it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (id INTEGER PRIMARY KEY, received REAL NOT NULL, payload BLOB NOT NULL,
+                                  open_traces INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS inbox_traces (inbox_id INTEGER NOT NULL, trace_id BLOB NOT NULL,
+                                         PRIMARY KEY (inbox_id, trace_id));
+CREATE INDEX IF NOT EXISTS inbox_traces_by_trace ON inbox_traces (trace_id);
+CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, queued REAL NOT NULL, payload BLOB NOT NULL,
+                                   attempts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS traces (trace_id TEXT PRIMARY KEY, evaluated REAL NOT NULL, agent TEXT,
+                                   outcome TEXT, failure_score REAL, failures INTEGER, modes TEXT,
+                                   result TEXT NOT NULL, spans BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS traces_by_time ON traces (evaluated);
+"""
+
+
+@dataclass(frozen=True)
+class StoredTrace:
+    trace_id: str
+    evaluated: float
+    agent: str | None
+    outcome: str | None
+    failure_score: float | None
+    failures: int
+    modes: list[str]
+    results: list[dict[str, Any]]
+    spans: bytes  # an ExportTraceServiceRequest, serialized
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- inbox ---------------------------------------------------------------------------------------------
+
+    def inbox_add(self, payload: bytes, trace_ids: set[bytes]) -> int:
+        with self._lock:
+            self._db.execute("BEGIN")
+            cur = self._db.execute(
+                "INSERT INTO inbox (received, payload, open_traces) VALUES (?, ?, ?)",
+                (time.time(), payload, len(trace_ids)),
+            )
+            inbox_id = int(cur.lastrowid or 0)
+            self._db.executemany(
+                "INSERT OR IGNORE INTO inbox_traces (inbox_id, trace_id) VALUES (?, ?)",
+                [(inbox_id, t) for t in trace_ids],
+            )
+            self._db.execute("COMMIT")
+            return inbox_id
+
+    def inbox_done(self, trace_id: bytes, inbox_ids: set[int]) -> None:
+        """The spans of ``trace_id`` that came in these requests were handed on; a request all of whose traces
+        are done leaves the inbox (later requests with more spans of the same trace stay until theirs are)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            for inbox_id in inbox_ids:
+                cur = self._db.execute(
+                    "DELETE FROM inbox_traces WHERE inbox_id = ? AND trace_id = ?", (inbox_id, trace_id)
+                )
+                if cur.rowcount:
+                    self._db.execute("UPDATE inbox SET open_traces = open_traces - 1 WHERE id = ?", (inbox_id,))
+            self._db.execute("DELETE FROM inbox WHERE open_traces <= 0")
+            self._db.execute("COMMIT")
+
+    def inbox_pending(self) -> Iterator[tuple[int, bytes, set[bytes]]]:
+        """Requests received but not handed on, with the traces still open in each (after a restart: to be
+        assembled again)."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, payload FROM inbox ORDER BY id").fetchall()
+            open_traces = self._db.execute("SELECT inbox_id, trace_id FROM inbox_traces").fetchall()
+        by_request: dict[int, set[bytes]] = {}
+        for inbox_id, trace_id in open_traces:
+            by_request.setdefault(int(inbox_id), set()).add(bytes(trace_id))
+        for inbox_id, payload in rows:
+            yield int(inbox_id), bytes(payload), by_request.get(int(inbox_id), set())
+
+    def inbox_size(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM inbox").fetchone()[0])
+
+    # --- outbox --------------------------------------------------------------------------------------------
+
+    def outbox_add(self, payload: bytes) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO outbox (queued, payload) VALUES (?, ?)", (time.time(), payload))
+
+    def outbox_peek(self, limit: int) -> list[tuple[int, bytes]]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, payload FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+        return [(int(i), bytes(p)) for i, p in rows]
+
+    def outbox_done(self, ids: list[int]) -> None:
+        with self._lock:
+            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    def outbox_failed(self, ids: list[int]) -> None:
+        with self._lock:
+            self._db.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in ids])
+
+    def outbox_size(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    # --- the embedded trace store ----------------------------------------------------------------------------
+
+    def save_trace(self, trace_id: str, agent: str | None, results: list[dict[str, Any]], spans: bytes) -> None:
+        outcome = _worst((r.get("outcome") for r in results), ("terminal", "recovered", "success"))
+        score = max((float(r.get("failure_score") or 0.0) for r in results), default=None)
+        failures = [f for r in results for f in r.get("failures", ()) if f.get("category") != "evaluator"]
+        modes = sorted({f"{f['outcome']}:{f['category']}.{f['mode']}" for f in failures})
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO traces (trace_id, evaluated, agent, outcome, failure_score, failures, modes, "
+                "result, spans) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    trace_id,
+                    time.time(),
+                    agent,
+                    outcome,
+                    score,
+                    len(failures),
+                    json.dumps(modes),
+                    json.dumps(results),
+                    spans,
+                ),
+            )
+
+    def recent_traces(self, limit: int = 20, outcome: str | None = None) -> list[StoredTrace]:
+        query = "SELECT * FROM traces" + (" WHERE outcome = ?" if outcome else "") + " ORDER BY evaluated DESC LIMIT ?"
+        args: tuple[Any, ...] = (outcome, limit) if outcome else (limit,)
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return [_stored(row) for row in rows]
+
+    def get_trace(self, trace_id: str) -> StoredTrace | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM traces WHERE trace_id = ?", (trace_id.lower(),)).fetchone()
+        return _stored(row) if row else None
+
+    def all_results(self) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT result FROM traces ORDER BY evaluated").fetchall()
+        for (result,) in rows:
+            yield from json.loads(result)
+
+
+def _worst(values: Any, order: tuple[str, ...]) -> str | None:
+    present = set(values)
+    return next((v for v in order if v in present), None)
+
+
+def _stored(row: tuple[Any, ...]) -> StoredTrace:
+    trace_id, evaluated, agent, outcome, score, failures, modes, result, spans = row
+    return StoredTrace(
+        trace_id=trace_id,
+        evaluated=evaluated,
+        agent=agent,
+        outcome=outcome,
+        failure_score=score,
+        failures=failures or 0,
+        modes=json.loads(modes or "[]"),
+        results=json.loads(result),
+        spans=bytes(spans),
+    )
