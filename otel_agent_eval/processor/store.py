@@ -137,6 +137,14 @@ class Store:
     # --- the embedded trace store ----------------------------------------------------------------------------
 
     def save_trace(self, trace_id: str, agent: str | None, results: list[dict[str, Any]], spans: bytes) -> None:
+        """Keep an evaluated trace. Spans of a trace that arrive after it was evaluated come as a second part:
+        it is added to the first (spans and results), never replacing it."""
+        with self._lock:
+            row = self._db.execute("SELECT agent, result, spans FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
+        if row is not None:
+            agent = agent or row[0]
+            results = json.loads(row[1]) + results
+            spans = bytes(row[2]) + spans  # concatenated protobuf messages merge their repeated fields
         outcome = _worst((r.get("outcome") for r in results), ("terminal", "recovered", "success"))
         score = max((float(r.get("failure_score") or 0.0) for r in results), default=None)
         failures = [f for r in results for f in r.get("failures", ()) if f.get("category") != "evaluator"]

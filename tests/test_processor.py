@@ -1,0 +1,309 @@
+"""The processor end to end on loopback: the real OTLP exporter in, labelled spans out, nothing lost."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from otlp_receiver import OtlpReceiver
+
+from otel_agent_eval.evaluate import Engine
+from otel_agent_eval.ingest.span_record import SpanRecord, records_from_request
+from otel_agent_eval.instrument import agent_run
+from otel_agent_eval.model import AgentRun
+from otel_agent_eval.processor import Processor, ServeConfig
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "cancel_order",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string"}, "reason": {"enum": ["no longer needed"]}},
+                "required": ["order_id", "reason"],
+            },
+        },
+    }
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for something the processor does in the background (a bound on waiting, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def config(tmp_path: Path, **overrides: Any) -> ServeConfig:
+    values: dict[str, Any] = {
+        "grpc_endpoint": "127.0.0.1:0",
+        "http_endpoint": f"127.0.0.1:{free_port()}",
+        "metrics_endpoint": f"127.0.0.1:{free_port()}",
+        "data_dir": tmp_path / "data",
+        "quiet_period": 0.2,
+        "drain_seconds": 5.0,
+    }
+    values.update(overrides)
+    return ServeConfig(**values)
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[..., Processor]]:
+    started: list[Processor] = []
+
+    def start(cfg: ServeConfig, engine: Engine | None = None) -> Processor:
+        processor = Processor(cfg, engine)
+        processor.start()
+        started.append(processor)
+        return processor
+
+    yield start
+    for processor in started:
+        if processor._ready:
+            processor.stop()
+
+
+def send_runs(endpoint: str, runs: int = 3) -> int:
+    """Agent runs through the real SDK and OTLP/gRPC exporter; each has a planted failure. Returns spans sent."""
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
+    spans = 0
+    for i in range(runs):
+        with agent_run("shop", conversation_id=f"c{i}", tool_definitions=TOOLS, tracer_provider=provider) as run:
+            run.user_message(f"Cancel order #{i}, I no longer need it.")
+            with run.chat(model="m") as call:  # "because" is not one of the reasons the schema allows
+                call.set_response(
+                    tool_calls=[
+                        {"id": "c1", "name": "cancel_order", "arguments": {"order_id": f"#{i}", "reason": "because"}}
+                    ]
+                )
+            with run.tool("cancel_order", call_id="c1", arguments={"order_id": f"#{i}", "reason": "because"}) as t:
+                t.set_result("ok")
+            with run.chat(model="m") as call:
+                call.set_response(content="Done.")
+        spans += 5
+    provider.shutdown()
+    return spans
+
+
+def received_records(receiver: OtlpReceiver) -> list[SpanRecord]:
+    with receiver.lock:
+        return [r for request in receiver.requests for r in records_from_request(request)]
+
+
+def test_labels_reach_the_downstream(tmp_path: Path, running: Callable[..., Processor]) -> None:
+    with OtlpReceiver() as downstream:
+        processor = running(config(tmp_path, downstream=f"grpc://{downstream.endpoint}"))
+        sent = send_runs(processor.grpc.endpoint)  # type: ignore[union-attr]
+        wait_for(lambda: downstream.span_count() == sent)
+        records = received_records(downstream)
+    assert len({r.span_id for r in records}) == sent  # every span, each once
+    roots = [r for r in records if r.parent_span_id is None]
+    assert len(roots) == 3
+    for root in roots:
+        assert root.attributes["agent_eval.trace.outcome"] == "terminal"
+        assert root.attributes["agent_eval.trace.terminal_failures"] >= 1
+        assert 0 < root.attributes["agent_eval.trace.failure_score"] <= 1
+    labelled = [r for r in records if r.attributes.get("agent_eval.failure.mode") == "wrong_arguments"]
+    assert len(labelled) == 3 and all(r.name == "chat m" for r in labelled)
+    event = next(e for e in labelled[0].events if e.name == "gen_ai.evaluation.result")
+    assert event.attributes["gen_ai.evaluation.name"] == "wrong_arguments"
+    assert event.attributes["gen_ai.evaluation.score.label"] == "fail"
+    assert "reason" in labelled[0].attributes["agent_eval.failure.critique"]
+
+
+def test_embedded_store_and_commands(tmp_path: Path, running: Callable[..., Processor]) -> None:
+    from click.testing import CliRunner
+
+    from otel_agent_eval.cli import main
+
+    processor = running(config(tmp_path))
+    send_runs(processor.grpc.endpoint, runs=2)  # type: ignore[union-attr]
+    wait_for(lambda: len(processor.store.recent_traces()) == 2)
+    processor.stop()
+    data = str(tmp_path / "data")
+    listed = CliRunner().invoke(main, ["traces", "--data-dir", data])
+    rows = listed.stdout.splitlines()[1:]
+    assert listed.exit_code == 0 and len(rows) == 2 and all(row.split()[4] == "terminal" for row in rows)
+    assert "terminal:tool.wrong_arguments" in listed.stdout
+    trace_id = listed.stdout.splitlines()[1].split()[0]
+    shown = CliRunner().invoke(main, ["show", trace_id, "--data-dir", data])
+    assert shown.exit_code == 0, shown.stderr
+    assert "[terminal wrong_arguments]" in shown.stdout and "outcome terminal" in shown.stdout
+    missing = CliRunner().invoke(main, ["show", "0" * 32, "--data-dir", data])
+    assert missing.exit_code == 2 and "no trace" in missing.stderr
+
+
+def test_metrics_and_health(tmp_path: Path, running: Callable[..., Processor]) -> None:
+    cfg = config(tmp_path)
+    processor = running(cfg)
+    send_runs(processor.grpc.endpoint, runs=2)  # type: ignore[union-attr]
+    wait_for(lambda: len(processor.store.recent_traces()) == 2)
+    base = f"http://{cfg.metrics_endpoint}"
+    assert urllib.request.urlopen(base + "/healthz").read() == b"ok\n"
+    assert urllib.request.urlopen(base + "/readyz").status == 200
+    text = urllib.request.urlopen(base + "/metrics").read().decode()
+    assert 'agent_eval_traces_total{agent="shop"' in text and 'outcome="terminal"' in text
+    assert 'agent_eval_failures_total{agent="shop",category="tool",mode="wrong_arguments"' in text
+    assert "agent_eval_spans_received_total" in text and "agent_eval_evaluation_duration_seconds_bucket" in text
+    assert "agent_eval_queue_depth" in text
+
+
+def _post(url: str, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type, **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def _request_bytes() -> bytes:
+    request = ExportTraceServiceRequest()
+    span = (
+        request.resource_spans.add()
+        .scope_spans.add()
+        .spans.add(
+            trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="GET /", start_time_unix_nano=1, end_time_unix_nano=2
+        )
+    )
+    span.attributes.add(key="http.method").value.string_value = "GET"
+    return request.SerializeToString()
+
+
+def test_http_receiver_and_bad_input(tmp_path: Path, running: Callable[..., Processor]) -> None:
+    cfg = config(tmp_path, max_payload_bytes=4096)
+    processor = running(cfg)
+    url = f"http://{cfg.http_endpoint}/v1/traces"
+    assert _post(url, _request_bytes(), "application/x-protobuf")[0] == 200
+    gz = gzip.compress(_request_bytes())
+    assert _post(url, gz, "application/x-protobuf", {"Content-Encoding": "gzip"})[0] == 200
+    as_json = json.dumps(
+        {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "03" * 16, "spanId": "04" * 8, "name": "x"}]}]}]}
+    ).encode()
+    assert _post(url, as_json, "application/json")[0] == 200
+    code, body = _post(url, b"\xff\xfe not protobuf", "application/x-protobuf")
+    assert code == 400 and b"not an OTLP ExportTraceServiceRequest" in body
+    code, body = _post(url, b'{"resourceSpans": 7}', "application/json")
+    assert code == 400
+    code, body = _post(url, _request_bytes(), "text/plain")
+    assert code == 415 and b"Content-Type" in body
+    code, body = _post(url, b"x" * 5000, "application/x-protobuf")
+    assert code == 413 and b"over the limit" in body
+    # Non-agent spans are forwarded (stored) untouched: two traces (the first two requests are one), no runs.
+    wait_for(
+        lambda: (
+            sum(
+                len(list(records_from_request(ExportTraceServiceRequest.FromString(t.spans))))
+                for t in processor.store.recent_traces()
+            )
+            == 3
+        )
+    )
+    assert len(processor.store.recent_traces()) == 2
+    assert all(t.outcome is None for t in processor.store.recent_traces())
+
+
+def test_grpc_bad_input_and_token(tmp_path: Path, running: Callable[..., Processor]) -> None:
+    processor = running(config(tmp_path, bearer_token="s3cret", max_payload_bytes=4096))
+    channel = grpc.insecure_channel(processor.grpc.endpoint)  # type: ignore[union-attr]
+    export = channel.unary_unary(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    auth = (("authorization", "Bearer s3cret"),)
+    assert export(_request_bytes(), metadata=auth, timeout=10) == b""
+    with pytest.raises(grpc.RpcError) as bad:
+        export(b"\xff\xfe not protobuf", metadata=auth, timeout=10)
+    assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "not an OTLP ExportTraceServiceRequest" in (bad.value.details() or "")
+    with pytest.raises(grpc.RpcError) as big:
+        export(b"\x00" * 5000, metadata=auth, timeout=10)
+    assert big.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.RpcError) as anonymous:
+        export(_request_bytes(), timeout=10)
+    assert anonymous.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert export(_request_bytes(), metadata=auth, timeout=10) == b""  # other clients unaffected
+    channel.close()
+
+
+def test_downstream_outage_then_recovery(tmp_path: Path, running: Callable[..., Processor]) -> None:
+    port = free_port()  # nothing listens there yet
+    processor = running(config(tmp_path, downstream=f"grpc://127.0.0.1:{port}"))
+    sent = send_runs(processor.grpc.endpoint, runs=4)  # type: ignore[union-attr]
+    wait_for(lambda: processor.store.outbox_size() == 4)  # evaluated, waiting on disk
+    downstream = OtlpReceiver()
+    downstream.server.add_insecure_port(f"127.0.0.1:{port}")
+    with downstream:
+        wait_for(lambda: downstream.span_count() == sent, timeout=60)
+        records = received_records(downstream)
+    assert len(records) == len({r.span_id for r in records}) == sent  # every span, each once
+    assert processor.store.outbox_size() == 0
+
+
+class Slow:
+    name = "slow"
+
+    def evaluate(self, run: AgentRun, context: Any) -> list[Any]:
+        time.sleep(2.0)
+        return []
+
+
+class Crashing(Engine):
+    def evaluate(self, run: AgentRun, *, complete: bool = True) -> Any:
+        raise RuntimeError("evaluator bug")
+
+
+@pytest.mark.parametrize("engine", [Engine([Slow()]), Crashing([])], ids=["slow", "crashing"])
+def test_unevaluable_traces_are_forwarded_unlabelled(
+    tmp_path: Path, running: Callable[..., Processor], engine: Engine
+) -> None:
+    with OtlpReceiver() as downstream:
+        processor = running(
+            config(tmp_path, downstream=f"grpc://{downstream.endpoint}", evaluation_timeout=0.5), engine
+        )
+        sent = send_runs(processor.grpc.endpoint, runs=1)  # type: ignore[union-attr]
+        wait_for(lambda: downstream.span_count() == sent)
+        records = received_records(downstream)
+    assert all("agent_eval.evaluation.error" in r.attributes for r in records)
+    assert not any("agent_eval.failure.mode" in r.attributes for r in records)
+
+
+def test_store_adds_late_parts_of_a_trace(tmp_path: Path) -> None:
+    from otel_agent_eval.processor.store import Store
+
+    store = Store(tmp_path / "s.sqlite")
+    first, second = ExportTraceServiceRequest(), ExportTraceServiceRequest()
+    first.resource_spans.add().scope_spans.add().spans.add(trace_id=b"\x01" * 16, span_id=b"\x01" * 8)
+    second.resource_spans.add().scope_spans.add().spans.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8)
+    store.save_trace("01" * 16, "a", [{"outcome": "success", "failures": []}], first.SerializeToString())
+    store.save_trace("01" * 16, None, [{"outcome": "terminal", "failures": []}], second.SerializeToString())
+    [kept] = store.recent_traces()
+    assert kept.outcome == "terminal" and kept.agent == "a" and len(kept.results) == 2
+    assert len(list(records_from_request(ExportTraceServiceRequest.FromString(kept.spans)))) == 2
+    store.close()
