@@ -307,3 +307,68 @@ def test_store_adds_late_parts_of_a_trace(tmp_path: Path) -> None:
     assert kept.outcome == "terminal" and kept.agent == "a" and len(kept.results) == 2
     assert len(list(records_from_request(ExportTraceServiceRequest.FromString(kept.spans)))) == 2
     store.close()
+
+
+def _serve(data_dir: Path, grpc_port: int, quiet: float, downstream: str | None = None) -> Any:
+    import subprocess
+    import sys
+
+    args = [
+        sys.executable,
+        "-m",
+        "otel_agent_eval.cli",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--grpc-endpoint",
+        f"127.0.0.1:{grpc_port}",
+        "--http-endpoint",
+        "",
+        "--metrics-endpoint",
+        "",
+        "--quiet-period",
+        str(quiet),
+        "--max-wait",
+        str(quiet * 2),
+    ]
+    if downstream:
+        args += ["--downstream", downstream]
+    return subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_listening(port: int) -> None:
+    def up() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(up)
+
+
+def test_kill_9_mid_stream_loses_nothing(tmp_path: Path) -> None:
+    import signal
+
+    from otel_agent_eval.processor.store import Store
+
+    port, data = free_port(), tmp_path / "data"
+    first = _serve(data, port, quiet=300.0)  # nothing gets evaluated before the kill
+    try:
+        _wait_listening(port)
+        sent = send_runs(f"127.0.0.1:{port}", runs=3)
+        probe = Store(data / "agent-eval.sqlite")
+        wait_for(lambda: probe.inbox_size() > 0)
+        probe.close()
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert first.returncode == -signal.SIGKILL
+    with OtlpReceiver() as downstream:
+        second = _serve(data, port, quiet=0.2, downstream=f"grpc://{downstream.endpoint}")
+        try:
+            wait_for(lambda: downstream.span_count() == sent, timeout=60)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=60)
+        records = received_records(downstream)
+    assert second.returncode == 0, second.stderr.read() if second.stderr else ""
+    assert len({r.span_id for r in records}) == len(records) == sent
+    assert sum(r.attributes.get("agent_eval.trace.outcome") == "terminal" for r in records) == 3
