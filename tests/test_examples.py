@@ -11,16 +11,27 @@ from conftest import ROOT
 
 
 def test_main_job_script(tmp_path: Path) -> None:
-    env = {**os.environ, "OUT": str(tmp_path)}
+    env = {**os.environ, "OUT": str(tmp_path), "AGENT_EVAL_DEMO_PORT": str(free_port())}
     done = subprocess.run(["bash", "scripts/run.sh"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr
+    out = done.stdout
     assert f"imported 2 runs -> {tmp_path}/airline.json" in done.stderr
-    assert done.stdout.count("\ntrace ") + done.stdout.startswith("trace ") == 6
-    assert "execute_tool cancel_order  ✗ Error: order 2077 not found" in done.stdout
-    assert f"evaluated 6 runs -> {tmp_path}/results.jsonl" in done.stderr
-    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 6
-    assert "6 runs evaluated" in done.stdout and "Failure modes" in done.stdout
+    assert "execute_tool cancel_order  ✗ Error: order 2077 not found" in out  # the span trees
+    assert done.stderr.count("sent 2 runs -> 127.0.0.1:") == 3  # replayed into serve
+    listing = out[out.index("trace id  ") :].splitlines()
+    assert sum(1 for line in listing[1:8] if len(line.split()[0]) == 32) == 7  # 6 recorded runs + the example agent
+    assert "shop-agent" in out
+    assert "[terminal wrong_arguments]" in out and "outcome terminal" in out  # one trace shown with its labels
+    assert "7 runs evaluated" in out and "Failure modes" in out
     assert (tmp_path / "report.html").stat().st_size > 100_000  # the page, with its chart library inlined
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_manual_agent_example() -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
 from ..errors import InputError
 from ..output import BadInput, write_atomically
-from .load import load_results
+from ..processor.store import Store
+from .load import load_results, parse_result
 from .summary import summarize
 from .text import render_text
 
@@ -24,7 +26,13 @@ def _colour(stream: object) -> bool:
 
 
 @click.command("report")
-@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("results", nargs=-1, type=click.Path(dir_okay=False))
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report on the traces in a processor's embedded store (`serve --data-dir`) instead of results files.",
+)
 @click.option(
     "--html",
     "html_file",
@@ -33,17 +41,31 @@ def _colour(stream: object) -> bool:
     help="Also write the report as one self-contained HTML page with charts (needs the 'report' extra).",
 )
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=0), help="Critiques shown.")
-def report(results: tuple[str, ...], html_file: str | None, top: int) -> None:
+def report(results: tuple[str, ...], data_dir: Path | None, html_file: str | None, top: int) -> None:
     """Report on evaluated runs (the evaluator's results.jsonl): failure modes terminal / recovered by
     category and mode, run outcomes, the most frequent critiques.
 
     The text goes to stdout; --html FILE also writes the page, with the charts.
     """
+    if bool(results) == (data_dir is not None):
+        raise BadInput("give results files, or --data-dir, but not both")
     try:
-        runs = load_results(results)
+        if data_dir is not None:
+            store_file = data_dir / "agent-eval.sqlite"
+            if not store_file.exists():
+                raise InputError(
+                    "no trace store here (start `otel-agent-eval serve --data-dir` first)", file=str(store_file)
+                )
+            store = Store(store_file)
+            runs = [parse_result(obj, file=str(store_file), line=i) for i, obj in enumerate(store.all_results(), 1)]
+            store.close()
+            sources: tuple[str, ...] = (str(store_file),)
+        else:
+            runs = load_results(results)
+            sources = results
     except InputError as exc:
         raise BadInput(str(exc)) from None
-    summary = summarize(runs, top=top, results_files=results)
+    summary = summarize(runs, top=top, results_files=sources)
     page = None
     if html_file is not None:
         from .html import MissingPlotly, render_html

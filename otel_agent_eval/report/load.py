@@ -47,7 +47,8 @@ class RunResult:
     """The evaluation of one agent run, as one line of ``results.jsonl``."""
 
     source_file: str
-    source_index: int
+    """The file the run came from; for live traffic (spans received by ``serve``), ``LIVE``."""
+    source_index: int | None
     source_id: str | None
     trace_id: str | None
     outcome: RunOutcome
@@ -153,6 +154,9 @@ def _failure(fields: _Fields) -> FailureRecord:
     )
 
 
+LIVE = "(live traffic)"
+
+
 def parse_result(obj: Any, *, file: str, line: int) -> RunResult:
     """One decoded line of ``results.jsonl`` as a :class:`RunResult`; bad fields raise InputError."""
     if not isinstance(obj, Mapping):
@@ -165,8 +169,8 @@ def parse_result(obj: Any, *, file: str, line: int) -> RunResult:
             raise top.error(f"failures[{i}]", f"expected an object, got {_kind(item)}")
         failures.append(_failure(_Fields(item, f"failures[{i}].", file, line)))
     return RunResult(
-        source_file=cast(str, source.string("file")),
-        source_index=cast(int, source.integer("index")),
+        source_file=source.string("file", required=False, nullable=True) or LIVE,
+        source_index=source.integer("index", required=False, nullable=True),
         source_id=source.string("id", required=False, nullable=True),
         trace_id=top.string("trace_id", required=False, nullable=True),
         outcome=cast(RunOutcome, top.choice("outcome", RUN_OUTCOMES)),
