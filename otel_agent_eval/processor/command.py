@@ -143,6 +143,16 @@ def _downstream_default() -> str | None:
     default=10.0,
     help="On SIGTERM, how long to keep delivering the outbox (the rest stays on disk for the next start).",
 )
+@click.option(
+    "--evaluate/--no-evaluate",
+    default=True,
+    help="--no-evaluate: forward traces unchanged (a durable relay; the throughput benchmark's baseline).",
+)
+@click.option(
+    "--metrics-otlp-endpoint",
+    default=None,
+    help="Also push the processor's metrics over OTLP/gRPC to HOST:PORT (every 15 s).",
+)
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def serve(log_level: str, downstream_headers: tuple[str, ...], **settings: Any) -> None:
     """Receive OTLP traces, evaluate each agent run, label its spans, and hand them on.

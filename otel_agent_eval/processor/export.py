@@ -103,24 +103,28 @@ class OutboxExporter:
                 backoff = min(backoff * 2, self.max_backoff)
 
     def flush_once(self) -> bool:
-        """Send what is queued, oldest first; False at the first request the downstream does not take."""
-        for row_id, payload in self.store.outbox_peek(self.batch):
-            try:
-                self.send(payload)
-            except (grpc.RpcError, urllib.error.URLError, OSError, ValueError) as exc:
-                self.metrics.export_failures.add(1)
-                self.store.outbox_failed([row_id])
-                logger.warning(
-                    "downstream refused or unreachable (%s); %d requests wait on disk",
-                    type(exc).__name__,
-                    self.store.outbox_size(),
-                )
-                return False
-            self.store.outbox_done([row_id])
-            request = ExportTraceServiceRequest.FromString(payload)
-            self.metrics.spans_exported.add(
-                sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        """Send what is queued, oldest first, up to ``batch`` requests in one export; False when the downstream
+        does not take it (the requests stay queued)."""
+        rows = self.store.outbox_peek(self.batch)
+        if not rows:
+            return True
+        ids = [row_id for row_id, _ in rows]
+        # Serialized requests concatenated are one request with all their spans (protobuf merges repeated fields).
+        payload = b"".join(payload for _, payload in rows)
+        try:
+            self.send(payload)
+        except (grpc.RpcError, urllib.error.URLError, OSError, ValueError) as exc:
+            self.metrics.export_failures.add(1)
+            self.store.outbox_failed(ids)
+            logger.warning(
+                "downstream refused or unreachable (%s); %d requests wait on disk",
+                type(exc).__name__,
+                self.store.outbox_size(),
             )
+            return False
+        self.store.outbox_done(ids)
+        request = ExportTraceServiceRequest.FromString(payload)
+        self.metrics.spans_exported.add(sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans))
         return True
 
     def stop(self, drain_seconds: float = 10.0) -> None:

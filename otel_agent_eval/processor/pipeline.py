@@ -32,6 +32,10 @@ class EvaluationTimeout(Exception):
     """Evaluating a trace took longer than allowed: it goes on unlabelled."""
 
 
+class _PassThrough(Exception):
+    """Evaluation is turned off: the trace goes on as it came."""
+
+
 class Pipeline:
     def __init__(
         self,
@@ -44,6 +48,7 @@ class Pipeline:
         evaluation_timeout: float = 5.0,
         workers: int = 2,
         tick: float = 0.05,
+        evaluate: bool = True,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -52,6 +57,7 @@ class Pipeline:
         self.downstream = downstream
         self.evaluation_timeout = evaluation_timeout
         self.tick = tick
+        self.evaluate = evaluate  # off: a durable pass-through (the baseline of the throughput benchmark)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-eval-evaluate")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -106,6 +112,8 @@ class Pipeline:
         spans: dict[str, Span] = {entry.span.span_id.hex(): entry.span for entry in pending.spans}
         evaluations: list[Evaluation] = []
         try:
+            if not self.evaluate:
+                raise _PassThrough
             future = self._executor.submit(self._evaluate, pending)
             try:
                 evaluations = future.result(timeout=self.evaluation_timeout)
@@ -113,6 +121,8 @@ class Pipeline:
                 raise EvaluationTimeout(f"evaluation took longer than {self.evaluation_timeout}s") from None
             for evaluation in evaluations:
                 label_spans(spans, evaluation)
+        except _PassThrough:
+            pass
         except Exception as exc:  # a slow or crashing evaluation must not cost a span: forward unlabelled
             logger.warning("trace %s forwarded unevaluated: %s", pending.trace_id.hex(), type(exc).__name__)
             self.metrics.evaluation_errors.add(1)

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..evaluate import Engine, PackLibrary
@@ -39,6 +40,8 @@ class ServeConfig:
     tls_key: Path | None = None
     policy_packs: tuple[Path, ...] = ()
     drain_seconds: float = 10.0
+    evaluate: bool = True
+    metrics_otlp_endpoint: str | None = None
 
 
 def _host_port(endpoint: str) -> tuple[str, int]:
@@ -54,8 +57,14 @@ class Processor:
         self._ready = False
         self.store = Store(config.data_dir / "agent-eval.sqlite")
         self.registry = CollectorRegistry()  # one per processor: several can run in one process (tests)
+        readers: list[MetricReader] = [PrometheusMetricReader(registry=self.registry)]
+        if config.metrics_otlp_endpoint:
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+            exporter = OTLPMetricExporter(endpoint=config.metrics_otlp_endpoint, insecure=True)
+            readers.append(PeriodicExportingMetricReader(exporter, export_interval_millis=15_000))
         self.metrics = ProcessorMetrics(
-            [PrometheusMetricReader(registry=self.registry)],
+            readers,
             queue_depth=lambda: self.store.outbox_size() + self.store.inbox_size(),
         )
         self.assembler = TraceAssembler(
@@ -74,6 +83,7 @@ class Processor:
             downstream=config.downstream is not None,
             evaluation_timeout=config.evaluation_timeout,
             workers=config.workers,
+            evaluate=config.evaluate,
         )
         self.exporter = (
             OutboxExporter(self.store, sender_for(config.downstream, headers=config.downstream_headers), self.metrics)
