@@ -11,7 +11,7 @@ and forwarded the same way.
 >>> clock = [0.0]
 >>> assembler = TraceAssembler(quiet_period=1.0, max_wait=30.0, clock=lambda: clock[0])
 >>> rs = ResourceSpans()
->>> rs.scope_spans.add().spans.add(trace_id=b"t" * 16, span_id=b"r" * 8, name="invoke_agent")
+>>> _ = rs.scope_spans.add().spans.add(trace_id=b"t" * 16, span_id=b"r" * 8, name="invoke_agent")
 >>> assembler.add(ResourceSpansBatch.of([rs]))
 1
 >>> assembler.ready()
