@@ -138,6 +138,13 @@ set +e
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ] || [ ! -x "$src/$name" ]; then
+    if grep -qE '403 Forbidden|404 Not Found|not available|unknown revision' "$log"; then
+        say "the Go module proxy does not serve a module version that this manifest needs (see the lines above);"
+        say "move all components to a release the proxy serves, or pin the missing dependency with a"
+        say "'replaces:' line in $manifest"
+    elif grep -qE 'dial tcp|no such host|connection refused|i/o timeout|TLS handshake' "$log"; then
+        say "the Go module proxy could not be reached (GOPROXY=$("$GO" env GOPROXY)); check the network or GOPROXY"
+    fi
     die "ocb failed (exit $status); the full log is in $log"
 fi
 
