@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_agent_eval.evaluate import Engine
+from otel_agent_eval.processor import Processor, ServeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("AGENT_EVAL_DATA", ROOT.parent / "shared" / "data"))
@@ -33,3 +36,20 @@ def memory_spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield provider, exporter
     provider.shutdown()
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[..., Processor]]:
+    """Start processors (``running(config, engine=None)``); each is stopped at the end of the test."""
+    started: list[Processor] = []
+
+    def start(cfg: ServeConfig, engine: Engine | None = None) -> Processor:
+        processor = Processor(cfg, engine)
+        processor.start()
+        started.append(processor)
+        return processor
+
+    yield start
+    for processor in started:
+        if processor._ready:
+            processor.stop()

@@ -8,7 +8,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,22 +67,6 @@ def config(tmp_path: Path, **overrides: Any) -> ServeConfig:
     }
     values.update(overrides)
     return ServeConfig(**values)
-
-
-@pytest.fixture
-def running() -> Iterator[Callable[..., Processor]]:
-    started: list[Processor] = []
-
-    def start(cfg: ServeConfig, engine: Engine | None = None) -> Processor:
-        processor = Processor(cfg, engine)
-        processor.start()
-        started.append(processor)
-        return processor
-
-    yield start
-    for processor in started:
-        if processor._ready:
-            processor.stop()
 
 
 def send_runs(endpoint: str, runs: int = 3) -> int:
