@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -18,7 +18,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from ..evaluate import Engine
 from ..evaluate.findings import Evaluation
-from ..ingest.span_record import SpanRecord
+from ..ingest.span_record import SpanRecord, attributes_from_proto
 from ..ingest.spans import runs_from_records
 from .assembly import PendingTrace, ResourceSpansBatch, TraceAssembler, group_for_export
 from .labelling import label_spans, mark_unevaluated
@@ -30,10 +30,6 @@ logger = logging.getLogger(__name__)
 
 class EvaluationTimeout(Exception):
     """Evaluating a trace took longer than allowed: it goes on unlabelled."""
-
-
-class _PassThrough(Exception):
-    """Evaluation is turned off: the trace goes on as it came."""
 
 
 class Pipeline:
@@ -95,8 +91,7 @@ class Pipeline:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for pending in self.assembler.ready():
-                self.process(pending)
+            self.process_all(self.assembler.ready())
             self._stop.wait(self.tick)
 
     def stop(self) -> None:
@@ -104,25 +99,29 @@ class Pipeline:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        for pending in self.assembler.ready() + self.assembler.drain():
-            self.process(pending)
+        self.process_all(self.assembler.ready() + self.assembler.drain())
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def process_all(self, pendings: list[PendingTrace]) -> None:
+        """Evaluate the traces side by side (``workers`` at a time), then label and hand each on, in order."""
+        futures = [(p, self._executor.submit(self._evaluate, p) if self.evaluate else None) for p in pendings]
+        for pending, future in futures:
+            self._hand_on(pending, future)
+
     def process(self, pending: PendingTrace) -> None:
+        self.process_all([pending])
+
+    def _hand_on(self, pending: PendingTrace, future: Future[list[Evaluation]] | None) -> None:
         spans: dict[str, Span] = {entry.span.span_id.hex(): entry.span for entry in pending.spans}
         evaluations: list[Evaluation] = []
         try:
-            if not self.evaluate:
-                raise _PassThrough
-            future = self._executor.submit(self._evaluate, pending)
-            try:
-                evaluations = future.result(timeout=self.evaluation_timeout)
-            except FutureTimeout:
-                raise EvaluationTimeout(f"evaluation took longer than {self.evaluation_timeout}s") from None
-            for evaluation in evaluations:
-                label_spans(spans, evaluation)
-        except _PassThrough:
-            pass
+            if future is not None:
+                try:
+                    evaluations = future.result(timeout=self.evaluation_timeout)
+                except FutureTimeout:
+                    raise EvaluationTimeout(f"evaluation took longer than {self.evaluation_timeout}s") from None
+                for evaluation in evaluations:
+                    label_spans(spans, evaluation)
         except Exception as exc:  # a slow or crashing evaluation must not cost a span: forward unlabelled
             logger.warning("trace %s forwarded unevaluated: %s", pending.trace_id.hex(), type(exc).__name__)
             self.metrics.evaluation_errors.add(1)
@@ -144,10 +143,7 @@ class Pipeline:
 
     def _evaluate(self, pending: PendingTrace) -> list[Evaluation]:
         started = time.perf_counter()
-        records = [
-            SpanRecord.from_proto(e.span, {kv.key: kv.value.string_value for kv in e.resource.attributes})
-            for e in pending.spans
-        ]
+        records = [SpanRecord.from_proto(e.span, attributes_from_proto(e.resource.attributes)) for e in pending.spans]
         evaluations = [self.engine.evaluate(run) for run in runs_from_records(records)]
         seconds = time.perf_counter() - started
         for evaluation in evaluations:
