@@ -1,0 +1,117 @@
+"""The Prometheus rules in alerts/: valid (`promtool check rules`), and their unit tests pass (`promtool test rules`).
+
+promtool comes from Debian's `prometheus` package, which scripts/install-system-deps.sh installs; without it these
+tests fail (they do not skip), so CI cannot pass with the alert rules untested.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+ALERTS = ROOT / "alerts"
+RULES = ALERTS / "agent-eval-rules.yaml"
+RULE_TESTS = ALERTS / "agent-eval-rules.test.yaml"
+
+# The metrics the processor exposes (issue 4, item 6; docs/processor.md): the rules may read these and nothing else.
+CONTRACT_METRICS = {
+    "agent_eval_traces_total",
+    "agent_eval_failures_total",
+    "agent_eval_evaluation_duration_seconds_bucket",
+    "agent_eval_evaluation_duration_seconds_sum",
+    "agent_eval_evaluation_duration_seconds_count",
+    "agent_eval_export_failures_total",
+    "agent_eval_spans_received_total",
+    "agent_eval_spans_exported_total",
+    "agent_eval_queue_depth",
+    "agent_eval_evaluation_errors_total",
+    "agent_eval_traces_released_early_total",
+}
+EXPECTED_ALERTS = {
+    "AgentTerminalFailureSpike",
+    "AgentFailureModeSpike",
+    "AgentEvalExportFailing",
+    "AgentEvalNotEvaluating",
+}
+# Labels an alert may carry: low-cardinality only (never a trace id, a user or message text).
+ALLOWED_ALERT_LABELS = {"agent", "mode", "category", "job", "instance", "severity"}
+
+
+def _promtool() -> str:
+    found = shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None)
+    if found is None:
+        pytest.fail(
+            "promtool is missing: run `bash scripts/install-system-deps.sh` (as root) to install Debian's "
+            "`prometheus` package, which provides it"
+        )
+    return found
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([_promtool(), *args], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+
+
+def _rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def test_promtool_check_rules() -> None:
+    result = _run("check", "rules", "--lint=all", "--lint-fatal", str(RULES.relative_to(ROOT)))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"promtool check rules failed:\n{output}"
+    assert "SUCCESS" in output, output
+
+
+def test_promtool_test_rules() -> None:
+    result = _run("test", "rules", str(RULE_TESTS.relative_to(ROOT)))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"promtool test rules failed:\n{output}"
+    assert "SUCCESS" in output, output
+
+
+def test_rules_read_only_the_processor_metrics() -> None:
+    used: set[str] = set()
+    for rule in _rules():
+        # raw metric names only: not the recording rules' level:metric:operation names
+        used |= set(re.findall(r"(?<![\w:])agent_eval_\w+", rule["expr"]))
+    assert used, "no agent_eval_* metric read"
+    assert used <= CONTRACT_METRICS, f"metrics outside the processor's contract: {sorted(used - CONTRACT_METRICS)}"
+
+
+def test_every_alert_has_severity_annotations_and_low_cardinality_labels() -> None:
+    alerts = [rule for rule in _rules() if "alert" in rule]
+    assert {rule["alert"] for rule in alerts} == EXPECTED_ALERTS
+    for rule in alerts:
+        name = rule["alert"]
+        assert rule.get("labels", {}).get("severity") in {"critical", "warning"}, name
+        annotations = rule.get("annotations", {})
+        assert annotations.get("summary") and annotations.get("description"), name
+        if name.startswith("Agent") and not name.startswith("AgentEval"):
+            assert "$labels.agent" in annotations["summary"], name
+    # every aggregation, in alerts and recording rules, keeps only allowed labels: nothing else reaches an alert
+    for rule in _rules():
+        for clause in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", rule["expr"]):
+            labels = {label.strip() for label in clause.split(",") if label.strip()}
+            assert labels <= ALLOWED_ALERT_LABELS, f"{rule}: {sorted(labels - ALLOWED_ALERT_LABELS)}"
+    mode_spike = next(rule for rule in alerts if rule["alert"] == "AgentFailureModeSpike")
+    assert "$labels.mode" in mode_spike["annotations"]["summary"]
+
+
+def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
+    doc = yaml.safe_load(RULE_TESTS.read_text(encoding="utf-8"))
+    assert doc["rule_files"] == [RULES.name]
+    fires: set[str] = set()
+    quiet: set[str] = set()
+    for test in doc["tests"]:
+        for case in test.get("alert_rule_test", []):
+            (fires if case.get("exp_alerts") else quiet).add(case["alertname"])
+    assert fires == EXPECTED_ALERTS, f"never seen firing: {sorted(EXPECTED_ALERTS - fires)}"
+    assert quiet == EXPECTED_ALERTS, f"never seen quiet: {sorted(EXPECTED_ALERTS - quiet)}"
