@@ -19,6 +19,7 @@ from opentelemetry.sdk.resources import Resource
 
 from .. import __version__
 from ..evaluate.findings import Evaluation
+from ..evaluate.taxonomy import TAXONOMY
 
 
 class ProcessorMetrics:
@@ -44,6 +45,7 @@ class ProcessorMetrics:
             "agent_eval.evaluation.errors", description="Traces forwarded unevaluated because evaluation failed."
         )
         self._queue_depth = queue_depth
+        self._agents: set[str] = set()
         meter.create_observable_gauge(
             "agent_eval.queue.depth", callbacks=[self._observe_queue], description="Requests waiting on disk."
         )
@@ -51,8 +53,24 @@ class ProcessorMetrics:
     def _observe_queue(self, options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(self._queue_depth())
 
+    def _first_sight(self, agent: str) -> None:
+        """Every series of a new agent starts at 0, so that the first failures count as an increase:
+        Prometheus' rate() sees nothing in a series whose first sample already holds them."""
+        if agent in self._agents:
+            return
+        self._agents.add(agent)
+        for outcome in ("success", "recovered", "terminal"):
+            self.traces.add(0, {"outcome": outcome, "agent": agent})
+        for mode in TAXONOMY:
+            if mode.category != "evaluator":
+                for outcome in ("terminal", "recovered"):
+                    self.failures.add(
+                        0, {"mode": mode.mode, "category": mode.category, "outcome": outcome, "agent": agent}
+                    )
+
     def record(self, evaluation: Evaluation, seconds: float) -> None:
         agent = evaluation.run.agent_name or "unknown"
+        self._first_sight(agent)
         self.traces.add(1, {"outcome": evaluation.outcome, "agent": agent})
         for finding in evaluation.failures:
             if finding.counts:
