@@ -356,3 +356,25 @@ def test_kill_9_mid_stream_loses_nothing(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr.read() if second.stderr else ""
     assert len({r.span_id for r in records}) == len(records) == sent
     assert sum(r.attributes.get("agent_eval.trace.outcome") == "terminal" for r in records) == 3
+
+
+def test_overload_is_refused_retryably(tmp_path: Path, running: Callable[..., Processor]) -> None:
+    cfg = config(tmp_path, max_spans_in_flight=2, quiet_period=300.0)
+    processor = running(cfg)
+    url = f"http://{cfg.http_endpoint}/v1/traces"
+    assert _post(url, _request_bytes(), "application/x-protobuf")[0] == 200  # one span waits
+    request = ExportTraceServiceRequest.FromString(_request_bytes())
+    request.resource_spans[0].scope_spans[0].spans.add(trace_id=b"\x05" * 16, span_id=b"\x06" * 8, name="y")
+    code, body = _post(url, request.SerializeToString(), "application/x-protobuf")
+    assert code == 503 and b"retry later" in body
+    channel = grpc.insecure_channel(processor.grpc.endpoint)  # type: ignore[union-attr]
+    export = channel.unary_unary(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        export(request.SerializeToString(), timeout=10)
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    channel.close()
+    assert processor.store.inbox_size() == 1  # the refused requests were not kept: the client still has them

@@ -407,11 +407,25 @@ def _instructions(value: Any) -> str | None:
 def _tool_definitions_json(value: Any, reading: SpanReading) -> tuple[ToolDefinition, ...]:
     if value is None:
         return ()
+    if isinstance(value, str):
+        cached = _definitions_by_text.get(value)
+        if cached is not None:
+            return cached
     try:
-        return ToolDefinition.parse_list(_json_list(value, reading, sc.GEN_AI_TOOL_DEFINITIONS))
+        tools = ToolDefinition.parse_list(_json_list(value, reading, sc.GEN_AI_TOOL_DEFINITIONS))
     except ValueError as exc:
         reading.problems.append(f"{sc.GEN_AI_TOOL_DEFINITIONS}{exc}" if str(exc).startswith("[") else str(exc))
         return ()
+    if isinstance(value, str) and tools:
+        # Every trace of an agent carries the same definitions: parse them once, and hand out the same objects
+        # (the schema validators are cached per definition object).
+        if len(_definitions_by_text) > 256:
+            _definitions_by_text.clear()
+        _definitions_by_text[value] = tools
+    return tools
+
+
+_definitions_by_text: dict[str, tuple[ToolDefinition, ...]] = {}
 
 
 def _fill_tool(reading: SpanReading, span: SpanRecord, name: Any, call_id: Any, arguments: Any, result: Any) -> None:

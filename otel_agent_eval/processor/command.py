@@ -115,6 +115,13 @@ def _downstream_default() -> str | None:
     help="Spans buffered per trace at most; a trace reaching it is evaluated at once (counted).",
 )
 @click.option(
+    "--max-spans-in-flight",
+    type=int,
+    default=200_000,
+    help="Spans waiting for evaluation at most; beyond, requests are refused, retryable (gRPC UNAVAILABLE, "
+    "HTTP 503): memory stays bounded under overload and nothing is dropped.",
+)
+@click.option(
     "--evaluation-timeout",
     type=float,
     default=5.0,

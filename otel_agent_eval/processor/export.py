@@ -15,8 +15,6 @@ from collections.abc import Callable
 from urllib.parse import urlparse
 
 import grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
 from .metrics import ProcessorMetrics
 from .store import Store
@@ -36,11 +34,16 @@ def sender_for(
             if url.scheme == "grpcs"
             else grpc.insecure_channel(target)
         )
-        stub = TraceServiceStub(channel)  # type: ignore[no-untyped-call]
+        # The payload is already a serialized request: sent as it is, not parsed and serialized again.
+        export = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            request_serializer=lambda raw: raw,
+            response_deserializer=lambda raw: raw,
+        )
         metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
 
         def send_grpc(payload: bytes) -> None:
-            stub.Export(ExportTraceServiceRequest.FromString(payload), timeout=timeout, metadata=metadata)
+            export(payload, timeout=timeout, metadata=metadata)
 
         return send_grpc
     if url.scheme in ("http", "https"):
@@ -108,9 +111,9 @@ class OutboxExporter:
         rows = self.store.outbox_peek(self.batch)
         if not rows:
             return True
-        ids = [row_id for row_id, _ in rows]
+        ids = [row_id for row_id, _, _ in rows]
         # Serialized requests concatenated are one request with all their spans (protobuf merges repeated fields).
-        payload = b"".join(payload for _, payload in rows)
+        payload = b"".join(payload for _, payload, _ in rows)
         try:
             self.send(payload)
         except (grpc.RpcError, urllib.error.URLError, OSError, ValueError) as exc:
@@ -123,8 +126,7 @@ class OutboxExporter:
             )
             return False
         self.store.outbox_done(ids)
-        request = ExportTraceServiceRequest.FromString(payload)
-        self.metrics.spans_exported.add(sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans))
+        self.metrics.spans_exported.add(sum(spans for _, _, spans in rows))
         return True
 
     def stop(self, drain_seconds: float = 10.0) -> None:

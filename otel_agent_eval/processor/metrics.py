@@ -41,6 +41,9 @@ class ProcessorMetrics:
         self.released_early = meter.create_counter(
             "agent_eval.traces.released_early", description="Traces evaluated before complete, at a memory limit."
         )
+        self.refused = meter.create_counter(
+            "agent_eval.spans.refused", description="Spans refused (retryable) because too many wait for evaluation."
+        )
         self.evaluation_errors = meter.create_counter(
             "agent_eval.evaluation.errors", description="Traces forwarded unevaluated because evaluation failed."
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -26,6 +27,10 @@ from .metrics import ProcessorMetrics
 from .store import Store
 
 logger = logging.getLogger(__name__)
+
+
+class Backpressure(Exception):
+    """Too many spans wait for evaluation: the request is refused, retryable (OTLP clients retry with backoff)."""
 
 
 class EvaluationTimeout(Exception):
@@ -45,6 +50,8 @@ class Pipeline:
         workers: int = 2,
         tick: float = 0.05,
         evaluate: bool = True,
+        notify: Callable[[], None] = lambda: None,
+        max_spans_in_flight: int = 200_000,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -54,6 +61,8 @@ class Pipeline:
         self.evaluation_timeout = evaluation_timeout
         self.tick = tick
         self.evaluate = evaluate  # off: a durable pass-through (the baseline of the throughput benchmark)
+        self.notify = notify  # called when a trace is queued for the downstream (wakes the exporter)
+        self.max_spans_in_flight = max_spans_in_flight
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-eval-evaluate")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -65,6 +74,10 @@ class Pipeline:
         batch = ResourceSpansBatch.of(request.resource_spans)
         if not batch.entries:
             return 0
+        if self.assembler.spans_in_flight() + len(batch.entries) > self.max_spans_in_flight:
+            # Memory stays bounded under overload: refuse (retryable) rather than buffer without end.
+            self.metrics.refused.add(len(batch.entries))
+            raise Backpressure(f"{self.max_spans_in_flight} spans are waiting for evaluation; retry later")
         batch.inbox_id = self.store.inbox_add(payload or request.SerializeToString(), batch.trace_ids())
         self.assembler.add(batch)
         self.metrics.spans_received.add(len(batch.entries))
@@ -130,7 +143,8 @@ class Pipeline:
         request = ExportTraceServiceRequest(resource_spans=list(group_for_export(pending.spans)))
         payload = request.SerializeToString()
         if self.downstream:
-            self.store.outbox_add(payload)
+            self.store.outbox_add(payload, len(pending.spans))
+            self.notify()
         else:
             self.store.save_trace(
                 pending.trace_id.hex(),

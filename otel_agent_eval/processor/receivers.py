@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from ..otlp_json import request_from_json
+from .pipeline import Backpressure
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class GrpcReceiver:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an OTLP ExportTraceServiceRequest: {exc}")
         try:
             self._receive(request, raw)
+        except Backpressure as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except Exception:
             logger.exception("could not take an export request")
             context.abort(grpc.StatusCode.UNAVAILABLE, "the processor could not store the request; retry")
@@ -170,6 +173,14 @@ class HttpReceiver:
                     return
                 try:
                     receive(request, payload)
+                except Backpressure as exc:
+                    self.send_response(503)
+                    body = f"{exc}\n".encode()
+                    self.send_header("Retry-After", "1")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 except Exception:
                     logger.exception("could not take an export request")
                     self._send(503, b"the processor could not store the request; retry\n")

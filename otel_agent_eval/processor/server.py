@@ -32,6 +32,7 @@ class ServeConfig:
     max_wait: float = 30.0
     max_traces: int = 10_000
     max_spans_per_trace: int = 5_000
+    max_spans_in_flight: int = 200_000
     evaluation_timeout: float = 5.0
     workers: int = 2
     max_payload_bytes: int = 16 * 1024 * 1024
@@ -84,6 +85,8 @@ class Processor:
             evaluation_timeout=config.evaluation_timeout,
             workers=config.workers,
             evaluate=config.evaluate,
+            notify=lambda: self.exporter.wake() if self.exporter is not None else None,
+            max_spans_in_flight=config.max_spans_in_flight,
         )
         self.exporter = (
             OutboxExporter(self.store, sender_for(config.downstream, headers=config.downstream_headers), self.metrics)

@@ -28,8 +28,8 @@ CREATE TABLE IF NOT EXISTS inbox (id INTEGER PRIMARY KEY, received REAL NOT NULL
 CREATE TABLE IF NOT EXISTS inbox_traces (inbox_id INTEGER NOT NULL, trace_id BLOB NOT NULL,
                                          PRIMARY KEY (inbox_id, trace_id));
 CREATE INDEX IF NOT EXISTS inbox_traces_by_trace ON inbox_traces (trace_id);
-CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, queued REAL NOT NULL, payload BLOB NOT NULL,
-                                   attempts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, queued REAL NOT NULL, spans INTEGER NOT NULL,
+                                   attempts INTEGER NOT NULL DEFAULT 0, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS traces (trace_id TEXT PRIMARY KEY, evaluated REAL NOT NULL, agent TEXT,
                                    outcome TEXT, failure_score REAL, failures INTEGER, modes TEXT,
                                    result TEXT NOT NULL, spans BLOB NOT NULL);
@@ -92,7 +92,8 @@ class Store:
                 )
                 if cur.rowcount:
                     self._db.execute("UPDATE inbox SET open_traces = open_traces - 1 WHERE id = ?", (inbox_id,))
-            self._db.execute("DELETE FROM inbox WHERE open_traces <= 0")
+                    # By id: a scan of the whole inbox would read every payload and grow with the backlog.
+                    self._db.execute("DELETE FROM inbox WHERE id = ? AND open_traces <= 0", (inbox_id,))
             self._db.execute("COMMIT")
 
     def inbox_pending(self) -> Iterator[tuple[int, bytes, set[bytes]]]:
@@ -113,14 +114,17 @@ class Store:
 
     # --- outbox --------------------------------------------------------------------------------------------
 
-    def outbox_add(self, payload: bytes) -> None:
+    def outbox_add(self, payload: bytes, spans: int) -> None:
         with self._lock:
-            self._db.execute("INSERT INTO outbox (queued, payload) VALUES (?, ?)", (time.time(), payload))
+            self._db.execute(
+                "INSERT INTO outbox (queued, spans, payload) VALUES (?, ?, ?)", (time.time(), spans, payload)
+            )
 
-    def outbox_peek(self, limit: int) -> list[tuple[int, bytes]]:
+    def outbox_peek(self, limit: int) -> list[tuple[int, bytes, int]]:
+        """The oldest queued requests: (row id, serialized request, its span count)."""
         with self._lock:
-            rows = self._db.execute("SELECT id, payload FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
-        return [(int(i), bytes(p)) for i, p in rows]
+            rows = self._db.execute("SELECT id, payload, spans FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+        return [(int(i), bytes(p), int(n)) for i, p, n in rows]
 
     def outbox_done(self, ids: list[int]) -> None:
         with self._lock:
