@@ -9,8 +9,8 @@ from pathlib import Path
 from ..errors import InputError
 from ..model import RunSource, ToolDefinition
 from .jsonfile import read_json_or_jsonl
-from .otlp import otlp_json_items
-from .recorded import Format, LoadedItem, detect_format, load_runs
+from .otlp import otlp_items_from_data
+from .recorded import Format, LoadedItem, detect_format, runs_from_data
 from .span_record import SpanRecord, records_from_request
 from .spans import runs_from_records
 
@@ -28,14 +28,15 @@ def read_runs(
     traces keep the source their spans name (when they were imported from a recorded run); otherwise their
     source is this file, their position in it and their trace id.
     """
-    fmt = format or file_format(path)
+    data = read_json_or_jsonl(Path(path))  # read and decoded once, whatever the format turns out to be
+    fmt = format or detect_format(data, file=str(path))
     if fmt != "otlp-json":
-        yield from load_runs(path, format=fmt, tools=tools)
+        yield from runs_from_data(data, str(path), format=fmt, tools=tools)
         return
     # A trace may be spread over several export requests (lines, as batch exporters write them): the spans
     # of the whole file are read first and the runs assembled from all of them.
     records: list[SpanRecord] = []
-    for request in otlp_json_items(path):
+    for request in otlp_items_from_data(data, str(path)):
         if isinstance(request, InputError):  # one line that cannot be read; the rest of the file still counts
             yield request
             continue

@@ -28,8 +28,11 @@ def read_otlp_json(path: str | Path) -> Iterator[ExportTraceServiceRequest]:
 def otlp_json_items(path: str | Path) -> Iterator[ExportTraceServiceRequest | InputError]:
     """Every export request in an OTLP JSON file, or an :class:`InputError` for one that cannot be read (a
     corrupt line of a JSON Lines file costs only that line)."""
-    file = str(path)
-    data = read_json_or_jsonl(path)
+    yield from otlp_items_from_data(read_json_or_jsonl(path), str(path))
+
+
+def otlp_items_from_data(data: Any, file: str) -> Iterator[ExportTraceServiceRequest | InputError]:
+    """:func:`otlp_json_items` on a file already decoded (``read_json_or_jsonl``), so that it is read once."""
     if isinstance(data, JsonLines):
         for number, value in data.numbered():
             yield value if isinstance(value, InputError) else _request(value, file, f"line {number}")

@@ -88,8 +88,15 @@ def load_runs(
     ``tools`` are given to runs that carry no tool definitions of their own.
     """
     path = Path(path)
-    data = read_json_or_jsonl(path)
-    fmt = format or detect_format(data, file=str(path))
+    yield from runs_from_data(read_json_or_jsonl(path), str(path), format=format, tools=tools)
+
+
+def runs_from_data(
+    data: Any, file: str, *, format: Format | None = None, tools: Sequence[ToolDefinition] = ()
+) -> Iterator[LoadedItem]:
+    """:func:`load_runs` on a file already decoded (``read_json_or_jsonl``), so that it is read once."""
+    path = Path(file)
+    fmt = format or detect_format(data, file=file)
     if fmt == "otlp-json":
         raise InputError(
             "holds OTLP JSON traces, not recorded runs; read it with otel_agent_eval.ingest.otlp", file=str(path)
