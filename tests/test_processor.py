@@ -378,3 +378,38 @@ def test_overload_is_refused_retryably(tmp_path: Path, running: Callable[..., Pr
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
     channel.close()
     assert processor.store.inbox_size() == 1  # the refused requests were not kept: the client still has them
+
+
+def test_failures_of_an_open_trace_are_counted_as_they_happen(
+    tmp_path: Path, running: Callable[..., Processor]
+) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    processor = running(config(tmp_path, early_evaluation_interval=0.1, quiet_period=0.2))
+
+    def early(mode: str) -> float:
+        return sum(
+            sample.value
+            for metric in processor.registry.collect()
+            for sample in metric.samples
+            if sample.name == "agent_eval_early_failures_total" and sample.labels.get("mode") == mode
+        )
+
+    provider = TracerProvider()  # each span sent as it ends: the steps arrive while the run is still open
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=processor.grpc.endpoint, insecure=True)))  # type: ignore[union-attr]
+    with agent_run("desk", tool_definitions=TOOLS, tracer_provider=provider) as run:
+        run.user_message("Cancel order #1.")
+        # The run's own span (which carries its tool definitions) arrives last; the model call states them too.
+        with run.chat(model="m", tool_definitions=TOOLS) as call:
+            call.set_response(
+                tool_calls=[{"id": "c1", "name": "cancel_order", "arguments": {"order_id": "#1", "reason": "because"}}]
+            )
+        wait_for(lambda: early("wrong_arguments") == 1)  # counted before the conversation is over
+        assert len(processor.store.recent_traces()) == 0
+        with run.chat(model="m") as call:
+            call.set_response(content="Anything else?")
+    wait_for(lambda: len(processor.store.recent_traces()) == 1)
+    assert early("wrong_arguments") == 1  # counted once, however many looks it got
+    [stored] = processor.store.recent_traces()
+    assert stored.outcome == "terminal"
+    provider.shutdown()

@@ -79,6 +79,11 @@ class PendingTrace:
     inbox_ids: set[int] = field(default_factory=set)
     root_seen: bool = False
     reason: ReleaseReason = "complete"
+    early_spans: int = 0
+    """How many spans the trace had when it was last evaluated while still open (0: never)."""
+    early_at: float = 0.0
+    early_findings: set[tuple[str, str, int]] = field(default_factory=set)
+    """(evaluator, mode, step) of the failures already reported while the trace was open."""
 
 
 class TraceAssembler:
@@ -140,6 +145,18 @@ class TraceAssembler:
         self._released.append(pending)
         if reason != "complete" and self._on_limit is not None:
             self._on_limit(reason)
+
+    def open_for_early_evaluation(self, interval: float) -> list[tuple[PendingTrace, list[SpanEntry]]]:
+        """Traces still open that received spans since their last early evaluation, at most every ``interval``
+        seconds each, with a snapshot of their spans so far (marked as evaluated now)."""
+        now = self._clock()
+        due = []
+        with self._lock:
+            for pending in self._traces.values():
+                if len(pending.spans) > pending.early_spans and now - pending.early_at >= interval:
+                    pending.early_spans, pending.early_at = len(pending.spans), now
+                    due.append((pending, list(pending.spans)))
+        return due
 
     def ready(self) -> list[PendingTrace]:
         """Traces to evaluate now: complete ones, ones waited on long enough, and ones released at a limit."""

@@ -115,6 +115,13 @@ def _downstream_default() -> str | None:
     help="Spans buffered per trace at most; a trace reaching it is evaluated at once (counted).",
 )
 @click.option(
+    "--early-evaluation-interval",
+    type=float,
+    default=5.0,
+    help="Seconds between evaluations of a trace that is still open (a long conversation): its failures are "
+    "counted in agent_eval_early_failures_total as they happen (0 turns it off).",
+)
+@click.option(
     "--max-spans-in-flight",
     type=int,
     default=200_000,

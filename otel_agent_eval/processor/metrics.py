@@ -41,6 +41,10 @@ class ProcessorMetrics:
         self.released_early = meter.create_counter(
             "agent_eval.traces.released_early", description="Traces evaluated before complete, at a memory limit."
         )
+        self.early_failures = meter.create_counter(
+            "agent_eval.early_failures",
+            description="Failures found in traces still open (long conversations), each once, as they happen.",
+        )
         self.refused = meter.create_counter(
             "agent_eval.spans.refused", description="Spans refused (retryable) because too many wait for evaluation."
         )

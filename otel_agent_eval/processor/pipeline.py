@@ -21,7 +21,7 @@ from ..evaluate import Engine
 from ..evaluate.findings import Evaluation
 from ..ingest.span_record import SpanRecord, attributes_from_proto
 from ..ingest.spans import runs_from_records
-from .assembly import PendingTrace, ResourceSpansBatch, TraceAssembler, group_for_export
+from .assembly import PendingTrace, ResourceSpansBatch, SpanEntry, TraceAssembler, group_for_export
 from .labelling import label_spans, mark_unevaluated
 from .metrics import ProcessorMetrics
 from .store import Store
@@ -52,6 +52,7 @@ class Pipeline:
         evaluate: bool = True,
         notify: Callable[[], None] = lambda: None,
         max_spans_in_flight: int = 200_000,
+        early_interval: float = 0.0,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -63,6 +64,9 @@ class Pipeline:
         self.evaluate = evaluate  # off: a durable pass-through (the baseline of the throughput benchmark)
         self.notify = notify  # called when a trace is queued for the downstream (wakes the exporter)
         self.max_spans_in_flight = max_spans_in_flight
+        # Seconds between looks at a trace that is still open (0: none). Long conversations get their failures
+        # counted as they happen, not when the conversation ends.
+        self.early_interval = early_interval
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-eval-evaluate")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -103,9 +107,38 @@ class Pipeline:
         self._thread.start()
 
     def _run(self) -> None:
+        early: list[tuple[PendingTrace, Future[list[Evaluation]]]] = []
         while not self._stop.is_set():
             self.process_all(self.assembler.ready())
+            if self.early_interval > 0:
+                early = self._collect_early(early)
+                for pending, spans in self.assembler.open_for_early_evaluation(self.early_interval):
+                    early.append((pending, self._executor.submit(self._evaluate_open, spans)))
             self._stop.wait(self.tick)
+
+    def _collect_early(
+        self, early: list[tuple[PendingTrace, Future[list[Evaluation]]]]
+    ) -> list[tuple[PendingTrace, Future[list[Evaluation]]]]:
+        """Report the failures found in open traces (each once), as they are found; keep the unfinished."""
+        waiting = []
+        for pending, future in early:
+            if not future.done():
+                waiting.append((pending, future))
+                continue
+            try:
+                evaluations = future.result()
+            except Exception:  # an early look that fails costs nothing: the final evaluation still happens
+                continue
+            for evaluation in evaluations:
+                agent = evaluation.run.agent_name or "unknown"
+                for finding in evaluation.failures:
+                    key = (finding.evaluator, finding.mode, finding.step)
+                    if finding.counts and key not in pending.early_findings:
+                        pending.early_findings.add(key)
+                        self.metrics.early_failures.add(
+                            1, {"mode": finding.mode, "category": finding.category, "agent": agent}
+                        )
+        return waiting
 
     def stop(self) -> None:
         """Evaluate and hand on everything still buffered, then stop."""
@@ -154,6 +187,12 @@ class Pipeline:
             )
             self.metrics.spans_exported.add(len(pending.spans))
         self.store.inbox_done(pending.trace_id, pending.inbox_ids)
+
+    def _evaluate_open(self, spans: list[SpanEntry]) -> list[Evaluation]:
+        """The runs of a trace that is still open, as far as they went (``complete=False``: rules about how a
+        run ends stay quiet)."""
+        records = [SpanRecord.from_proto(e.span, attributes_from_proto(e.resource.attributes)) for e in spans]
+        return [self.engine.evaluate(run, complete=False) for run in runs_from_records(records)]
 
     def _evaluate(self, pending: PendingTrace) -> list[Evaluation]:
         started = time.perf_counter()

@@ -33,6 +33,7 @@ class ServeConfig:
     max_traces: int = 10_000
     max_spans_per_trace: int = 5_000
     max_spans_in_flight: int = 200_000
+    early_evaluation_interval: float = 5.0
     evaluation_timeout: float = 5.0
     workers: int = 2
     max_payload_bytes: int = 16 * 1024 * 1024
@@ -87,6 +88,7 @@ class Processor:
             evaluate=config.evaluate,
             notify=lambda: self.exporter.wake() if self.exporter is not None else None,
             max_spans_in_flight=config.max_spans_in_flight,
+            early_interval=config.early_evaluation_interval,
         )
         self.exporter = (
             OutboxExporter(self.store, sender_for(config.downstream, headers=config.downstream_headers), self.metrics)
