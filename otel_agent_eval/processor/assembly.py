@@ -147,13 +147,16 @@ class TraceAssembler:
             self._on_limit(reason)
 
     def open_for_early_evaluation(self, interval: float) -> list[tuple[PendingTrace, list[SpanEntry]]]:
-        """Traces still open that received spans since their last early evaluation, at most every ``interval``
-        seconds each, with a snapshot of their spans so far (marked as evaluated now)."""
+        """Traces open for ``interval`` seconds or more that received spans since their last early evaluation
+        (at most one every ``interval`` seconds each), with a snapshot of their spans so far."""
         now = self._clock()
         due = []
         with self._lock:
             for pending in self._traces.values():
-                if len(pending.spans) > pending.early_spans and now - pending.early_at >= interval:
+                # The first look only once the trace is `interval` old: short traces are released (and evaluated)
+                # before that, and never cost an extra evaluation.
+                last = max(pending.early_at, pending.first_seen)
+                if len(pending.spans) > pending.early_spans and now - last >= interval:
                     pending.early_spans, pending.early_at = len(pending.spans), now
                     due.append((pending, list(pending.spans)))
         return due
