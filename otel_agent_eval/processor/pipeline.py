@@ -109,10 +109,14 @@ class Pipeline:
     def _run(self) -> None:
         early: list[tuple[PendingTrace, Future[list[Evaluation]]]] = []
         while not self._stop.is_set():
-            self.process_all(self.assembler.ready())
+            ready = self.assembler.ready()
+            self.process_all(ready)
             if self.early_interval > 0:
                 early = self._collect_early(early)
-                for pending, spans in self.assembler.open_for_early_evaluation(self.early_interval):
+                # Early looks only on a tick with no trace to finish: under load they would take the capacity
+                # that complete traces need.
+                due = self.assembler.open_for_early_evaluation(self.early_interval) if not ready else []
+                for pending, spans in due:
                     early.append((pending, self._executor.submit(self._evaluate_open, spans)))
             self._stop.wait(self.tick)
 
