@@ -21,6 +21,8 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _LARGEST_AMOUNT = 10_000_000  # whole numbers from here up are identifiers (item ids), not amounts
 # Identifiers the agent quotes: mixed letters and digits (order #W123, HAT001, credit_card_12), e-mails.
 _IDENT = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b|#?\b(?=[A-Za-z_]*\d)(?=\d*[A-Za-z_])[A-Za-z0-9_]{5,}\b")
+# The same without the e-mail alternative, for text with no "@": trying it at every word is the costly part.
+_IDENT_NO_EMAIL = re.compile(r"#?\b(?=[A-Za-z_]*\d)(?=\d*[A-Za-z_])[A-Za-z0-9_]{5,}\b")
 _SUCCESS = re.compile(
     r"\b(has|have) been (successfully )?(cancel+ed|modified|updated|changed|booked|processed|returned|exchanged|"
     r"refunded|issued|sent|submitted|placed|created|removed|added|completed)\b|\bsuccessfully\b|"
@@ -161,7 +163,7 @@ class WrongInformationDetector:
                 )
             invented = [
                 m.group()
-                for m in (_IDENT.finditer(text) if has_digit else ())
+                for m in ((_IDENT if "@" in text else _IDENT_NO_EMAIL).finditer(text) if has_digit else ())
                 if not corpus.known_before(m.group().lstrip("#"), step.index)
             ]
             if invented:
