@@ -8,3 +8,12 @@ The public API:
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # `from otel_agent_eval import Guard` without importing the evaluator for every user of the package.
+    if name in ("Guard", "Verdict"):
+        from . import hook
+
+        return getattr(hook, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,118 @@
+"""In-loop correction: judge a step before it takes effect, and hand the critique back to the agent.
+
+>>> from otel_agent_eval import Guard
+>>> tools = [{"type": "function", "function": {"name": "cancel_order", "parameters": {
+...     "type": "object", "properties": {"order_id": {"type": "string"},
+...     "reason": {"enum": ["no longer needed", "ordered by mistake"]}}, "required": ["order_id", "reason"]}}}]
+>>> guard = Guard(tools=tools)
+>>> history = [{"role": "user", "content": "Cancel order #W1, I no longer need it."}]
+>>> proposed = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+...     "function": {"name": "cancel_order", "arguments": '{"order_id": "#W1", "reason": "because"}'}}]}
+>>> verdict = guard.check(history, proposed)
+>>> verdict.action, verdict.findings[0].mode
+('revise', 'wrong_arguments')
+>>> guard.check(history, {**proposed, "tool_calls": [{"id": "c1", "type": "function", "function": {
+...     "name": "cancel_order", "arguments": '{"order_id": "#W1", "reason": "no longer needed"}'}}]}).action
+'allow'
+
+The same evaluators as the processor judge the proposed step (``Engine.check``): a step is sent back for
+revision when a finding about it is terminal and at least ``min_confidence`` sure. Each verdict is an event
+(``agent_eval.guard.verdict``) on the span that is current when ``check`` is called.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from opentelemetry import trace
+
+from ..evaluate import Engine, Finding, PackLibrary
+from ..ingest.messages import messages_to_steps, parse_openai_message
+from ..model import AgentRun, AssistantMessage, Step, ToolDefinition
+
+Action = Literal["allow", "revise"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the guard says of a proposed step: ``allow`` it, or send it back to ``revise`` with a critique."""
+
+    action: Action
+    findings: tuple[Finding, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def allowed(self) -> bool:
+        return self.action == "allow"
+
+    @property
+    def critique(self) -> str:
+        """The findings' critiques, for the agent: what went wrong and what to do instead."""
+        return " ".join(dict.fromkeys(f.critique for f in self.findings if f.outcome == "terminal"))
+
+
+@dataclass
+class Guard:
+    """Checks proposed steps against the history, in process.
+
+    ``tools`` (OpenAI function dicts or ``ToolDefinition``) and ``policy`` (the agent's written policy, its
+    system instructions) are used for histories that do not carry their own.
+    """
+
+    tools: Sequence[ToolDefinition | Mapping[str, Any]] = ()
+    policy: str | None = None
+    engine: Engine | None = None
+    min_confidence: float = 0.5
+    _tools: tuple[ToolDefinition, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        self._tools = ToolDefinition.parse_list(list(self.tools))
+        if self.engine is None:
+            self.engine = Engine(packs=PackLibrary.with_builtins())
+
+    def check(self, history: AgentRun | Sequence[Mapping[str, Any]], proposed: Step | Mapping[str, Any]) -> Verdict:
+        """The verdict on ``proposed`` (a step, or an OpenAI-style assistant message) after ``history`` (a run,
+        or OpenAI-style messages)."""
+        started = time.perf_counter()
+        run = self._run(history)
+        step = proposed if not isinstance(proposed, Mapping) else self._step(proposed, len(run.steps))
+        assert self.engine is not None
+        findings = tuple(self.engine.check(run, step))
+        blocking = [f for f in findings if f.outcome == "terminal" and f.confidence >= self.min_confidence]
+        verdict = Verdict("revise" if blocking else "allow", tuple(blocking), time.perf_counter() - started)
+        _record(verdict)
+        return verdict
+
+    def _run(self, history: AgentRun | Sequence[Mapping[str, Any]]) -> AgentRun:
+        if isinstance(history, AgentRun):
+            run = history
+        else:
+            messages = [parse_openai_message(m, field=f"history[{i}]", strict=False) for i, m in enumerate(history)]
+            system, steps = messages_to_steps(messages)
+            run = AgentRun(steps=tuple(steps), system_instructions=system)
+        if run.system_instructions is None and self.policy is not None:
+            run = replace(run, system_instructions=self.policy)
+        return run.with_tools(self._tools)
+
+    @staticmethod
+    def _step(message: Mapping[str, Any], index: int) -> Step:
+        parsed = parse_openai_message({"role": "assistant", **message}, field="proposed", strict=False)
+        return AssistantMessage(index=index, content=parsed.content, tool_calls=parsed.tool_calls)
+
+
+def _record(verdict: Verdict) -> None:
+    """The verdict as an event on the current span (the loop shows in traces)."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    attributes: dict[str, Any] = {
+        "agent_eval.guard.action": verdict.action,
+        "agent_eval.guard.findings": len(verdict.findings),
+    }
+    if verdict.findings:
+        attributes["agent_eval.guard.modes"] = [f.mode for f in verdict.findings]
+        attributes["agent_eval.guard.critique"] = verdict.critique
+    span.add_event("agent_eval.guard.verdict", attributes)

@@ -1,0 +1,78 @@
+"""The in-process guard and the OpenAI-loop helper (work in progress of the in-loop correction issue)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_agent_eval import Guard
+from otel_agent_eval.hook.loops import GuardStopped, OpenAILoopGuard, RetryPolicy
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "cancel_order",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string"}, "reason": {"enum": ["no longer needed"]}},
+                "required": ["order_id", "reason"],
+            },
+        },
+    }
+]
+HISTORY = [{"role": "user", "content": "Cancel order #W1, I no longer need it."}]
+
+
+def proposal(reason: str) -> dict[str, Any]:
+    arguments = json.dumps({"order_id": "#W1", "reason": reason})
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "cancel_order", "arguments": arguments}}],
+    }
+
+
+def test_guard_sends_a_wrong_call_back_with_a_critique() -> None:
+    guard = Guard(tools=TOOLS)
+    verdict = guard.check(HISTORY, proposal("because"))
+    assert verdict.action == "revise" and not verdict.allowed
+    assert [f.mode for f in verdict.findings] == ["wrong_arguments"] and verdict.findings[0].step == 1
+    assert "reason" in verdict.critique
+    assert guard.check(HISTORY, proposal("no longer needed")).allowed
+
+
+def test_unknown_tool_is_a_finding_not_a_crash() -> None:
+    bad = {
+        "role": "assistant",
+        "tool_calls": [{"id": "c9", "type": "function", "function": {"name": "delete_everything", "arguments": "{}"}}],
+    }
+    verdict = Guard(tools=TOOLS).check(HISTORY, bad)
+    assert verdict.action == "revise" and verdict.findings[0].mode == "wrong_tool"
+
+
+def test_verdicts_are_events_on_the_current_span(memory_spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = memory_spans
+    with provider.get_tracer("t").start_as_current_span("chat m"):
+        Guard(tools=TOOLS).check(HISTORY, proposal("because"))
+    [span] = exporter.get_finished_spans()
+    [event] = span.events
+    assert event.name == "agent_eval.guard.verdict" and event.attributes is not None
+    assert event.attributes["agent_eval.guard.action"] == "revise"
+    assert list(event.attributes["agent_eval.guard.modes"]) == ["wrong_arguments"]  # type: ignore[arg-type]
+
+
+def test_loop_helper_revises_then_lets_through_or_stops() -> None:
+    loop = OpenAILoopGuard(Guard(tools=TOOLS), RetryPolicy(max_revisions=1, then="allow"))
+    answers = loop.review(HISTORY, proposal("because"))
+    assert answers is not None and answers[0]["tool_call_id"] == "c1" and "Not executed" in answers[0]["content"]
+    assert loop.review(HISTORY, proposal("because")) is None  # revised once already: let through
+    assert loop.review(HISTORY, proposal("no longer needed")) is None
+    strict = OpenAILoopGuard(Guard(tools=TOOLS), RetryPolicy(max_revisions=0, then="stop"))
+    with pytest.raises(GuardStopped):
+        strict.review(HISTORY, proposal("because"))
+    assert strict.review(HISTORY, {"role": "assistant", "content": "Hello"}) is None  # no call: nothing to check
