@@ -45,3 +45,24 @@ def test_manual_agent_example() -> None:
         '├── [2] execute_tool get_order  ← {"order_id": "#1042", "status": "pending", "total": 59.9}',
         '└── [3] chat scripted-model  "Order #1042 is pending (59.90). Shall I cancel it?"',
     ]
+
+
+def test_customer_service_agent_fails_without_the_guard_and_recovers_with_it() -> None:
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "examples/customer_service_agent.py", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_EXPORTER"))},
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    without = run("--no-guard")
+    assert "order status: pending" in without and "outcome: terminal" in without
+    assert "terminal user_interaction.wrong_information" in without
+    with_guard = run()
+    assert "revisions: 1" in with_guard and "order status: cancelled" in with_guard
+    assert "outcome: recovered" in with_guard and "recovered tool.wrong_arguments" in with_guard
