@@ -413,3 +413,53 @@ def test_failures_of_an_open_trace_are_counted_as_they_happen(
     [stored] = processor.store.recent_traces()
     assert stored.outcome == "terminal"
     provider.shutdown()
+
+
+def test_failures_the_guard_turned_into_recoveries_are_counted(
+    tmp_path: Path, running: Callable[..., Processor]
+) -> None:
+    from otel_agent_eval.hook import Guard
+
+    processor = running(config(tmp_path))
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=processor.grpc.endpoint, insecure=True)))  # type: ignore[union-attr]
+    guard = Guard(tools=TOOLS)
+    history = [{"role": "user", "content": "Cancel order #1, I no longer need it."}]
+    wrong = {"id": "c1", "name": "cancel_order", "arguments": {"order_id": "#1", "reason": "because"}}
+    with agent_run("desk", tool_definitions=TOOLS, tracer_provider=provider) as run:
+        run.user_message(history[0]["content"])
+        with run.chat(model="m") as call:
+            call.set_response(tool_calls=[wrong])
+            verdict = guard.check(
+                history,
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "cancel_order", "arguments": json.dumps(wrong["arguments"])},
+                        }
+                    ],
+                },
+            )
+        assert verdict.action == "revise"
+        with run.tool("cancel_order", call_id="c1", arguments=wrong["arguments"]) as t:
+            t.set_error(f"Not executed: {verdict.critique}")
+        with run.chat(model="m") as call:
+            call.set_response(
+                tool_calls=[{**wrong, "id": "c2", "arguments": {"order_id": "#1", "reason": "no longer needed"}}]
+            )
+        run.execute(call.tool_calls[0], lambda order_id, reason: {"status": "cancelled"})
+        with run.chat(model="m") as call:
+            call.set_response(content="Done: order #1 is cancelled.")
+    provider.shutdown()
+    wait_for(lambda: len(processor.store.recent_traces()) == 1)
+    assert processor.store.recent_traces()[0].outcome == "recovered"
+    counted = sum(
+        s.value
+        for m in processor.registry.collect()
+        for s in m.samples
+        if s.name == "agent_eval_guard_recoveries_total"
+    )
+    assert counted >= 1

@@ -45,6 +45,10 @@ class ProcessorMetrics:
             "agent_eval.early_failures",
             description="Failures found in traces still open (long conversations), each once, as they happen.",
         )
+        self.guard_recoveries = meter.create_counter(
+            "agent_eval.guard.recoveries",
+            description="Recovered failures at steps the in-loop guard sent back: failures the hook turned around.",
+        )
         self.refused = meter.create_counter(
             "agent_eval.spans.refused", description="Spans refused (retryable) because too many wait for evaluation."
         )

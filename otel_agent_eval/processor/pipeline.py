@@ -172,6 +172,7 @@ class Pipeline:
                     raise EvaluationTimeout(f"evaluation took longer than {self.evaluation_timeout}s") from None
                 for evaluation in evaluations:
                     label_spans(spans, evaluation)
+                    self._count_guard_recoveries(spans, evaluation)
         except Exception as exc:  # a slow or crashing evaluation must not cost a span: forward unlabelled
             logger.warning("trace %s forwarded unevaluated: %s", pending.trace_id.hex(), type(exc).__name__)
             self.metrics.evaluation_errors.add(1)
@@ -191,6 +192,23 @@ class Pipeline:
             )
             self.metrics.spans_exported.add(len(pending.spans))
         self.store.inbox_done(pending.trace_id, pending.inbox_ids)
+
+    def _count_guard_recoveries(self, spans: dict[str, Span], evaluation: Evaluation) -> None:
+        """Recovered failures at a step the in-loop guard had sent back: the failures the hook turned into
+        recoveries (``agent_eval_guard_recoveries_total``)."""
+        agent = evaluation.run.agent_name or "unknown"
+        for finding in evaluation.failures:
+            span = spans.get(finding.span_id or "")
+            if finding.outcome != "recovered" or span is None:
+                continue
+            if any(
+                event.name == "agent_eval.guard.verdict"
+                and any(
+                    kv.key == "agent_eval.guard.action" and kv.value.string_value == "revise" for kv in event.attributes
+                )
+                for event in span.events
+            ):
+                self.metrics.guard_recoveries.add(1, {"mode": finding.mode, "agent": agent})
 
     def _evaluate_open(self, spans: list[SpanEntry]) -> list[Evaluation]:
         """The runs of a trace that is still open, as far as they went (``complete=False``: rules about how a
