@@ -44,12 +44,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import otel_agent_eval  # noqa: E402
-from otel_agent_eval.evaluate import Engine, PackLibrary  # noqa: E402
-from otel_agent_eval.evaluate.reference import same_arguments  # noqa: E402
-from otel_agent_eval.hook.guard import Guard  # noqa: E402
-from otel_agent_eval.model import AgentRun, AssistantMessage  # noqa: E402
-from quality import DEFAULT_DATA, DataFile, discover, fmt, table  # noqa: E402
+from quality import DEFAULT_DATA, DataFile, discover, fmt, table
+
+import otel_agent_eval
+from otel_agent_eval.evaluate import Engine, PackLibrary
+from otel_agent_eval.evaluate.reference import same_arguments
+from otel_agent_eval.hook.guard import Guard
+from otel_agent_eval.model import AgentRun, AssistantMessage
 
 GOAL_CAUGHT = 0.60
 GOAL_FALSE_ALARMS = 0.10
