@@ -109,6 +109,13 @@ class Processor:
             if config.grpc_endpoint
             else None
         )
+        if self.grpc is not None:
+            # The in-loop evaluation service (otel_agent_eval.v1.EvaluationService) on the same port, judging
+            # with the same engine and policy packs as the processor.
+            from ..hook import Guard
+            from ..hook.service import add_evaluation_service
+
+            add_evaluation_service(self.grpc.server, Guard(engine=self.engine))
         self.http = None
         if config.http_endpoint:
             host, port = _host_port(config.http_endpoint)
