@@ -19,11 +19,15 @@ default: the guard never locks an agent up) or the loop is stopped (``then="stop
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from .guard import Guard, Verdict
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,61 @@ class OpenAILoopGuard:
             {"role": "tool", "tool_call_id": call.get("id"), "content": f"Not executed: {verdict.critique}"}
             for call in calls
         ]
+
+
+class GuardRejected(Exception):
+    """A tool call the guard sent back; ``str(exc)`` is the critique, for the model."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.critique)
+        self.verdict = verdict
+
+
+def guarded(
+    guard: Guard, history: Callable[[], Sequence[Mapping[str, Any]]], *, name: str | None = None
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Decorate a plain tool function so that each call is checked first; a call the guard sends back raises
+    :class:`GuardRejected` (its message is the critique) instead of running.
+
+    ``history`` returns the conversation so far (OpenAI-style messages), whatever the agent keeps it in.
+
+    >>> from otel_agent_eval.hook import Guard
+    >>> tools = [{"type": "function", "function": {"name": "refund", "parameters": {"type": "object",
+    ...     "properties": {"amount": {"type": "number"}}, "required": ["amount"]}}}]
+    >>> conversation = [{"role": "user", "content": "Refund me 20."}]
+    >>> @guarded(Guard(tools=tools), lambda: conversation)
+    ... def refund(amount=None):
+    ...     return "refunded"
+    >>> refund(amount=20)
+    'refunded'
+    >>> try:
+    ...     refund()
+    ... except GuardRejected as exc:
+    ...     print(exc.verdict.action)
+    revise
+    """
+
+    def decorate(fn: Callable[..., R]) -> Callable[..., R]:
+        tool_name = name or fn.__name__
+
+        @functools.wraps(fn)
+        def wrapper(**arguments: Any) -> R:
+            proposed = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"guarded-{tool_name}",
+                        "type": "function",
+                        "function": {"name": tool_name, "arguments": json.dumps(arguments, default=str)},
+                    }
+                ],
+            }
+            verdict = guard.check(history(), proposed)
+            if not verdict.allowed:
+                raise GuardRejected(verdict)
+            return fn(**arguments)
+
+        return wrapper
+
+    return decorate
