@@ -48,6 +48,13 @@ class RunContext:
     run: AgentRun
     policy: ResolvedPolicy
     complete: bool = True
+    focus: int | None = None
+    """Only findings at this step are wanted (an in-loop check of a proposed step): detectors may skip the
+    per-step work for other steps. ``None``: every step."""
+
+    def concerns(self, step: int) -> bool:
+        """Whether findings at ``step`` are wanted."""
+        return self.focus is None or step == self.focus
 
     @cached_property
     def facts(self) -> RunFacts:
@@ -137,11 +144,13 @@ class Engine:
         self.evaluators = list(evaluators)
         self.packs = packs or PackLibrary.with_builtins()
 
-    def context(self, run: AgentRun, *, complete: bool = True) -> RunContext:
-        return RunContext(run=run, policy=self.packs.policy_for(run.system_instructions), complete=complete)
+    def context(self, run: AgentRun, *, complete: bool = True, focus: int | None = None) -> RunContext:
+        return RunContext(
+            run=run, policy=self.packs.policy_for(run.system_instructions), complete=complete, focus=focus
+        )
 
-    def findings(self, run: AgentRun, *, complete: bool = True) -> list[Finding]:
-        context = self.context(run, complete=complete)
+    def findings(self, run: AgentRun, *, complete: bool = True, focus: int | None = None) -> list[Finding]:
+        context = self.context(run, complete=complete, focus=focus)
         out: list[Finding] = []
         for evaluator in self.evaluators:
             try:
@@ -174,4 +183,4 @@ class Engine:
         )
         step = replace(proposed, index=index)
         run = replace(history, steps=(*history.steps, step))
-        return [f for f in self.findings(run, complete=False) if f.step == index]
+        return [f for f in self.findings(run, complete=False, focus=index) if f.step == index]

@@ -51,6 +51,8 @@ class SchemaDetector:
         tools = {t.name: t for t in run.tool_definitions}
         calls = context.facts.calls
         for call in calls:
+            if not context.concerns(call.step):
+                continue
             tool = tools.get(call.name)
             fixed = _fixed_later(call, calls)
             if tool is None:
@@ -166,7 +168,7 @@ class GroundingDetector:
         corpus = facts.corpus
         calls = facts.calls
         for call in calls:
-            if call.call.arguments is None or context.policy.is_transfer(call.name):
+            if not context.concerns(call.step) or call.call.arguments is None or context.policy.is_transfer(call.name):
                 continue
             missing = []
             for path, value in _leaves(call.call.arguments):

@@ -41,6 +41,7 @@ class ClarificationDetector:
                         given[kind] = step.index
             elif (
                 given
+                and context.concerns(step.index)
                 and isinstance(step, AssistantMessage)
                 and step.content
                 and _ASK.search(step.content)

@@ -137,7 +137,7 @@ class WrongInformationDetector:
             return any(c > index for c in corrections)
 
         for step in steps:
-            if not isinstance(step, AssistantMessage) or not step.content:
+            if not isinstance(step, AssistantMessage) or not step.content or not context.concerns(step.index):
                 continue
             text = step.content
             unsupported = []

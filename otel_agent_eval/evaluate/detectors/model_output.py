@@ -19,7 +19,7 @@ class ModelOutputDetector:
     def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
         steps = run.steps
         for i, step in enumerate(steps):
-            if not isinstance(step, AssistantMessage):
+            if not isinstance(step, AssistantMessage) or not context.concerns(step.index):
                 continue
             later_ok = any(
                 isinstance(s, AssistantMessage) and (s.tool_calls or (s.content or "").strip()) for s in steps[i + 1 :]

@@ -26,6 +26,8 @@ class ConfirmationDetector:
             return
         facts = context.facts
         for call in facts.writes:
+            if not context.concerns(call.step):
+                continue
             user = facts.last_user_message_before(call.step)
             asked = None
             if user is not None:
@@ -98,7 +100,7 @@ class TurnShapeDetector:
     def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
         policy = context.policy
         for step in run.steps:
-            if not isinstance(step, AssistantMessage) or not step.tool_calls:
+            if not isinstance(step, AssistantMessage) or not step.tool_calls or not context.concerns(step.index):
                 continue
             if policy.one_tool_call_per_turn and len(step.tool_calls) > 1:
                 yield context.finding(
@@ -134,8 +136,8 @@ class PreconditionDetector:
             return
         facts = context.facts
         for call in facts.writes:
-            if call.failed:
-                continue  # the tool refused it itself: reported by the tool-error detector
+            if call.failed or not context.concerns(call.step):
+                continue  # a refused call is the tool-error detector's
             args = call.call.arguments or {}
             for rule in policy.preconditions:
                 if call.name not in rule.tools or rule.target not in args:
@@ -187,7 +189,7 @@ class ArgumentRuleDetector:
         if not rules:
             return
         for call in context.facts.calls:
-            if call.call.arguments is None:
+            if call.call.arguments is None or not context.concerns(call.step):
                 continue
             for rule in rules:
                 if call.name not in rule.tools:

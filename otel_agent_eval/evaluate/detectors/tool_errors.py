@@ -32,7 +32,7 @@ class ToolErrorDetector:
         facts = context.facts
         calls = facts.calls
         for call in calls:
-            if not call.failed or call.execution is None:
+            if not call.failed or call.execution is None or not context.concerns(call.step):
                 continue
             write = context.policy.is_write(call.name)
             error = call.execution.error or ""

@@ -67,7 +67,7 @@ class MisreadOutputDetector:
         if not unavailable:
             return
         for call in facts.writes:
-            if not call.succeeded or call.call.arguments is None:
+            if not call.succeeded or call.call.arguments is None or not context.concerns(call.step):
                 continue
             acquires_all = _ACQUIRES.search(call.name) is not None
             values = {
