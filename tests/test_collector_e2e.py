@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from test_processor import config, free_port, send_runs, wait_for
+from test_processor import config, free_port, metric_total, send_runs, wait_for
 
 from otel_agent_eval.ingest.otlp import read_otlp_json
 from otel_agent_eval.ingest.span_record import records_from_request
@@ -103,16 +103,5 @@ def test_two_replicas_behind_the_load_balancer(
     assert sum(s.attributes.get("agent_eval.failure.mode") == "wrong_arguments" for s in spans) == 12
     # Each trace was judged whole by one replica: had a trace been split, both halves would be evaluated, and
     # the replicas would count more than 12 runs between them. Both replicas had a share.
-    evaluated = [_runs_evaluated(p) for p in replicas]
+    evaluated = [int(metric_total(p, "agent_eval_traces_total")) for p in replicas]
     assert sum(evaluated) == 12 and all(n > 0 for n in evaluated), evaluated
-
-
-def _runs_evaluated(processor: Processor) -> int:
-    return int(
-        sum(
-            sample.value
-            for metric in processor.registry.collect()
-            for sample in metric.samples
-            if sample.name == "agent_eval_traces_total"
-        )
-    )

@@ -69,6 +69,16 @@ def config(tmp_path: Path, **overrides: Any) -> ServeConfig:
     return ServeConfig(**values)
 
 
+def metric_total(processor: Processor, name: str, **labels: str) -> float:
+    """The sum of a processor metric's samples, over the series with these labels."""
+    return sum(
+        sample.value
+        for metric in processor.registry.collect()
+        for sample in metric.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
 def send_runs(endpoint: str, runs: int = 3) -> int:
     """Agent runs through the real SDK and OTLP/gRPC exporter; each has a planted failure. Returns spans sent."""
     provider = TracerProvider()
@@ -388,12 +398,7 @@ def test_failures_of_an_open_trace_are_counted_as_they_happen(
     processor = running(config(tmp_path, early_evaluation_interval=0.1, quiet_period=0.2))
 
     def early(mode: str) -> float:
-        return sum(
-            sample.value
-            for metric in processor.registry.collect()
-            for sample in metric.samples
-            if sample.name == "agent_eval_early_failures_total" and sample.labels.get("mode") == mode
-        )
+        return metric_total(processor, "agent_eval_early_failures_total", mode=mode)
 
     provider = TracerProvider()  # each span sent as it ends: the steps arrive while the run is still open
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=processor.grpc.endpoint, insecure=True)))  # type: ignore[union-attr]
@@ -456,10 +461,4 @@ def test_failures_the_guard_turned_into_recoveries_are_counted(
     provider.shutdown()
     wait_for(lambda: len(processor.store.recent_traces()) == 1)
     assert processor.store.recent_traces()[0].outcome == "recovered"
-    counted = sum(
-        s.value
-        for m in processor.registry.collect()
-        for s in m.samples
-        if s.name == "agent_eval_guard_recoveries_total"
-    )
-    assert counted >= 1
+    assert metric_total(processor, "agent_eval_guard_recoveries_total") >= 1

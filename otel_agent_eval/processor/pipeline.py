@@ -213,14 +213,26 @@ class Pipeline:
     def _evaluate_open(self, spans: list[SpanEntry]) -> list[Evaluation]:
         """The runs of a trace that is still open, as far as they went (``complete=False``: rules about how a
         run ends stay quiet)."""
-        records = [SpanRecord.from_proto(e.span, attributes_from_proto(e.resource.attributes)) for e in spans]
+        records = _records(spans)
         return [self.engine.evaluate(run, complete=False) for run in runs_from_records(records)]
 
     def _evaluate(self, pending: PendingTrace) -> list[Evaluation]:
         started = time.perf_counter()
-        records = [SpanRecord.from_proto(e.span, attributes_from_proto(e.resource.attributes)) for e in pending.spans]
+        records = _records(pending.spans)
         evaluations = [self.engine.evaluate(run) for run in runs_from_records(records)]
         seconds = time.perf_counter() - started
         for evaluation in evaluations:
             self.metrics.record(evaluation, seconds / max(len(evaluations), 1))
         return evaluations
+
+
+def _records(entries: list[SpanEntry]) -> list[SpanRecord]:
+    """The spans as records; a request's spans share their resource, so its attributes are decoded once."""
+    resources: dict[int, dict[str, object]] = {}
+    records = []
+    for entry in entries:
+        resource = resources.get(id(entry.resource))
+        if resource is None:
+            resource = resources[id(entry.resource)] = attributes_from_proto(entry.resource.attributes)
+        records.append(SpanRecord.from_proto(entry.span, resource))
+    return records

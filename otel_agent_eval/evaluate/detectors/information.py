@@ -191,7 +191,7 @@ class WrongInformationDetector:
             evidence = f"{claim!r} but no state-changing tool was called before"
         elif not any(c.succeeded for c in writes):
             evidence = f"{claim!r} but every state-changing call before it failed"
-        elif writes[-1].failed and not any(c.succeeded for c in writes if c.step > self._last_user(run, step)):
+        elif writes[-1].failed and not any(c.succeeded for c in writes if c.step > _index(context, step)):
             error = writes[-1].execution.error if writes[-1].execution else ""
             evidence = f"{claim!r} but the latest attempt, {writes[-1].name}, failed: {error}"
         else:
@@ -207,12 +207,8 @@ class WrongInformationDetector:
             recovered=corrected,
         )
 
-    @staticmethod
-    def _last_user(run: AgentRun, step: AssistantMessage) -> int:
-        last = -1
-        for s in run.steps:
-            if s.index >= step.index:
-                break
-            if isinstance(s, UserMessage):
-                last = s.index
-        return last
+
+def _index(context: RunContext, step: AssistantMessage) -> int:
+    """The index of the user's last message before ``step`` (-1 when there is none)."""
+    last = context.facts.last_user_message_before(step.index)
+    return last.index if last is not None else -1
