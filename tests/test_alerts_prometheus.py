@@ -115,9 +115,8 @@ def _firing(api: str, name: str) -> list[dict[str, Any]]:
 def test_prometheus_fires_on_a_terminal_failure_spike(
     tmp_path: Path, running: Callable[..., Processor], prometheus: Callable[[str], str]
 ) -> None:
-    cfg = config(tmp_path, quiet_period=0.1)
-    processor = running(cfg)
-    api = prometheus(cfg.metrics_endpoint or "")
+    processor = running(config(tmp_path, quiet_period=0.1))
+    api = prometheus(processor.admin.endpoint)  # type: ignore[union-attr]
     provider = TracerProvider()
     provider.add_span_processor(
         SimpleSpanProcessor(OTLPSpanExporter(endpoint=processor.grpc.endpoint, insecure=True))  # type: ignore[union-attr]

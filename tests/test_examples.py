@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT
+from test_processor import free_port
 
 
 def test_main_job_script(tmp_path: Path) -> None:
@@ -24,14 +25,6 @@ def test_main_job_script(tmp_path: Path) -> None:
     assert "[terminal wrong_arguments]" in out and "outcome terminal" in out  # one trace shown with its labels
     assert "7 runs evaluated" in out and "Failure modes" in out
     assert (tmp_path / "report.html").stat().st_size > 100_000  # the page, with its chart library inlined
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_manual_agent_example() -> None:

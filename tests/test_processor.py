@@ -41,10 +41,18 @@ TOOLS = [
 ]
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, never the same one twice in a test session (the kernel reuses freed ports)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -59,8 +67,8 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
 def config(tmp_path: Path, **overrides: Any) -> ServeConfig:
     values: dict[str, Any] = {
         "grpc_endpoint": "127.0.0.1:0",
-        "http_endpoint": f"127.0.0.1:{free_port()}",
-        "metrics_endpoint": f"127.0.0.1:{free_port()}",
+        "http_endpoint": "127.0.0.1:0",  # bound ports are read back from the processor: no race for free ports
+        "metrics_endpoint": "127.0.0.1:0",
         "data_dir": tmp_path / "data",
         "quiet_period": 0.2,
         "drain_seconds": 5.0,
@@ -151,11 +159,10 @@ def test_embedded_store_and_commands(tmp_path: Path, running: Callable[..., Proc
 
 
 def test_metrics_and_health(tmp_path: Path, running: Callable[..., Processor]) -> None:
-    cfg = config(tmp_path)
-    processor = running(cfg)
+    processor = running(config(tmp_path))
     send_runs(processor.grpc.endpoint, runs=2)  # type: ignore[union-attr]
     wait_for(lambda: len(processor.store.recent_traces()) == 2)
-    base = f"http://{cfg.metrics_endpoint}"
+    base = f"http://{processor.admin.endpoint}"  # type: ignore[union-attr]
     assert urllib.request.urlopen(base + "/healthz").read() == b"ok\n"
     assert urllib.request.urlopen(base + "/readyz").status == 200
     text = urllib.request.urlopen(base + "/metrics").read().decode()
@@ -190,9 +197,8 @@ def _request_bytes() -> bytes:
 
 
 def test_http_receiver_and_bad_input(tmp_path: Path, running: Callable[..., Processor]) -> None:
-    cfg = config(tmp_path, max_payload_bytes=4096)
-    processor = running(cfg)
-    url = f"http://{cfg.http_endpoint}/v1/traces"
+    processor = running(config(tmp_path, max_payload_bytes=4096))
+    url = f"http://{processor.http.endpoint}/v1/traces"  # type: ignore[union-attr]
     assert _post(url, _request_bytes(), "application/x-protobuf")[0] == 200
     gz = gzip.compress(_request_bytes())
     assert _post(url, gz, "application/x-protobuf", {"Content-Encoding": "gzip"})[0] == 200
@@ -369,9 +375,8 @@ def test_kill_9_mid_stream_loses_nothing(tmp_path: Path) -> None:
 
 
 def test_overload_is_refused_retryably(tmp_path: Path, running: Callable[..., Processor]) -> None:
-    cfg = config(tmp_path, max_spans_in_flight=2, quiet_period=300.0)
-    processor = running(cfg)
-    url = f"http://{cfg.http_endpoint}/v1/traces"
+    processor = running(config(tmp_path, max_spans_in_flight=2, quiet_period=300.0))
+    url = f"http://{processor.http.endpoint}/v1/traces"  # type: ignore[union-attr]
     assert _post(url, _request_bytes(), "application/x-protobuf")[0] == 200  # one span waits
     request = ExportTraceServiceRequest.FromString(_request_bytes())
     request.resource_spans[0].scope_spans[0].spans.add(trace_id=b"\x05" * 16, span_id=b"\x06" * 8, name="y")

@@ -194,6 +194,7 @@ class HttpReceiver:
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
+        self.endpoint = f"{host}:{self.port}"  # the bound address (port 0 in the config picks a free one)
         self._thread = threading.Thread(target=self.server.serve_forever, name="agent-eval-http", daemon=True)
 
     def start(self) -> None:
