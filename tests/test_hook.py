@@ -76,3 +76,32 @@ def test_loop_helper_revises_then_lets_through_or_stops() -> None:
     with pytest.raises(GuardStopped):
         strict.review(HISTORY, proposal("because"))
     assert strict.review(HISTORY, {"role": "assistant", "content": "Hello"}) is None  # no call: nothing to check
+
+
+@pytest.mark.parametrize("path", ["TAU_BENCH", "TAU2"])
+def test_focused_checks_find_what_a_full_evaluation_finds_at_that_step(path: str) -> None:
+    """``Engine.check`` lets detectors skip work for other steps; it must never change what is found at the
+    proposed one. Every assistant step of real runs, checked both ways."""
+    import conftest
+
+    from otel_agent_eval.evaluate import Engine, PackLibrary
+    from otel_agent_eval.ingest.recorded import load_runs, load_tools
+    from otel_agent_eval.model import AgentRun, AssistantMessage
+
+    file = getattr(conftest, path)
+    tools = load_tools(
+        file.parent.parent / "tau-bench" / ("airline-tools.json" if "airline" in file.name else "retail-tools.json")
+    )
+    engine = Engine(packs=PackLibrary.with_builtins())
+    checked = found = 0
+    for run in load_runs(file, tools=tools):
+        assert isinstance(run, AgentRun)
+        for position, step in enumerate(run.steps):
+            if not isinstance(step, AssistantMessage):
+                continue
+            focused = engine.check(run.prefix(position), step)
+            whole = [f for f in engine.findings(run.prefix(position + 1), complete=False) if f.step == step.index]
+            assert sorted(map(repr, focused)) == sorted(map(repr, whole)), (run.run_id, step.index)
+            checked += 1
+            found += len(focused)
+    assert checked > 500 and found > 20  # the comparison saw real findings, not only empty lists

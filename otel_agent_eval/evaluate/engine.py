@@ -57,6 +57,18 @@ class RunContext:
         return self.focus is None or step == self.focus
 
     @cached_property
+    def focus_step(self) -> Step | None:
+        """The step at ``focus`` (``None`` without a focus): detectors that judge only some kinds of step can
+        return at once when it is not one of them."""
+        if self.focus is None:
+            return None
+        return next((s for s in reversed(self.run.steps) if s.index == self.focus), None)
+
+    def focus_is(self, kind: type[Step]) -> bool:
+        """Whether findings at a step of ``kind`` may be wanted (always, without a focus)."""
+        return self.focus is None or isinstance(self.focus_step, kind)
+
+    @cached_property
     def facts(self) -> RunFacts:
         return RunFacts(self.run, self.policy)
 

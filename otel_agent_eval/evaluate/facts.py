@@ -13,7 +13,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from ..model import AgentRun, AssistantMessage, Step, ToolCall, ToolDefinition, ToolExecution, UserMessage
@@ -178,10 +178,9 @@ class RunFacts:
         out: dict[int, Any] = {}
         for step in self.steps:
             if isinstance(step, ToolExecution) and step.result and step.result[:1] in "{[":
-                try:
-                    out[step.index] = json.loads(step.result)
-                except ValueError:
-                    continue
+                value = _decoded(step.result)
+                if value is not _NOT_JSON:
+                    out[step.index] = value
         return out
 
     def state_before(
@@ -202,6 +201,20 @@ class RunFacts:
                 if obj.get(id_field) == target:
                     found = (step_index, obj)
         return found
+
+
+_NOT_JSON = object()
+
+
+@lru_cache(maxsize=1024)
+def _decoded(text: str) -> Any:
+    """A tool result decoded, cached by its text: the in-loop guard checks the same history again at every
+    step, and the processor sees a run's results again when a trace is evaluated early and then in full.
+    The decoded values are shared between runs, so detectors read them and never change them."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return _NOT_JSON
 
 
 _definition_texts: dict[int, tuple[ToolDefinition, str]] = {}

@@ -30,6 +30,11 @@ class ClarificationDetector:
     name = "clarification"
 
     def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+        focused = context.focus_step
+        if context.focus is not None and not (
+            isinstance(focused, AssistantMessage) and focused.content and _ASK.search(focused.content)
+        ):
+            return
         given: dict[str, int] = {}
         for step in run.steps:
             if isinstance(step, UserMessage):

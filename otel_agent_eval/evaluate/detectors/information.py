@@ -119,6 +119,8 @@ class WrongInformationDetector:
     name = "information"
 
     def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+        if not context.focus_is(AssistantMessage):
+            return
         facts = context.facts
         numbers: _Numbers | None = None
         corpus = facts.corpus

@@ -19,9 +19,20 @@ class LoopDetector:
     name = "loop"
 
     def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
-        calls = context.facts.calls
+        if not context.focus_is(AssistantMessage):
+            return
+        focused = context.focus_step
+        calls = (
+            context.facts.calls
+            if focused is None or (isinstance(focused, AssistantMessage) and focused.tool_calls)
+            else []
+        )
+        # With a focus, only repeats of the focused step's calls can be reported at it.
+        wanted = [c for c in calls if c.step == context.focus] if focused is not None else None
         reported: set[tuple[str, str]] = set()
         for call in calls:
+            if wanted is not None and not any(w.position > call.position and w.same_request(call) for w in wanted):
+                continue
             key = (call.name, call.call.arguments_json())
             if key in reported:
                 continue
@@ -57,6 +68,11 @@ class LoopDetector:
         return not any(isinstance(s, UserMessage) and first.step < s.index < later.step for s in run.steps)
 
     def _repeated_questions(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+        focused = context.focus_step
+        if focused is not None and not (
+            isinstance(focused, AssistantMessage) and focused.content and "?" in focused.content
+        ):
+            return
         seen: dict[str, int] = {}
         for step in run.steps:
             if not isinstance(step, AssistantMessage) or not step.content or "?" not in step.content:

@@ -52,7 +52,10 @@ class MisreadOutputDetector:
 
     def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
         facts = context.facts
-        if not any(c.succeeded for c in facts.writes):
+        # A write that went through, or one still to run (a proposed step in the loop: it is judged before
+        # it runs); a refused one is the tool-error detector's.
+        acting = [c for c in facts.writes if not c.failed and c.call.arguments is not None and context.concerns(c.step)]
+        if not acting:
             return
         # What the tools showed as unavailable, found once: (step, object, why). Only results whose text can
         # say so are walked.
@@ -66,9 +69,8 @@ class MisreadOutputDetector:
         ]
         if not unavailable:
             return
-        for call in facts.writes:
-            if not call.succeeded or call.call.arguments is None or not context.concerns(call.step):
-                continue
+        for call in acting:
+            assert call.call.arguments is not None
             acquires_all = _ACQUIRES.search(call.name) is not None
             values = {
                 v
