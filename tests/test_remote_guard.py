@@ -78,6 +78,9 @@ def stub(endpoint: str) -> Iterator[pb_grpc.EvaluationServiceStub]:
 
 
 def test_remote_guard_agrees_with_the_in_process_guard(endpoint: str) -> None:
+    import otel_agent_eval
+
+    assert otel_agent_eval.RemoteGuard is RemoteGuard and otel_agent_eval.Guard is Guard  # the top-level names
     local = Guard(tools=TOOLS)
     with RemoteGuard(endpoint, timeout=5) as remote:
         for proposed in (WRONG, RIGHT):

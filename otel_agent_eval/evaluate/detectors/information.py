@@ -36,6 +36,10 @@ _CORRECTION = re.compile(
 )
 
 
+def _cents(value: float) -> int:
+    return round(value * 100)
+
+
 def _to_float(text: str) -> float | None:
     try:
         return float(text.replace(",", ""))
@@ -71,45 +75,49 @@ class _Numbers:
             elif isinstance(step, ToolExecution) and step.result:
                 self.sources.append((step.index, step.result))
         self._added = 0
-        self.known: set[float] = set()
-        self.totals: set[float] = set()
-        self._pairs: set[float] | None = None
-        self._answers: dict[float, bool] = {}
+        self.known: set[int] = set()  # in cents
+        self.totals: set[int] = set()
+        self._pairs: set[int] | None = None
+        self._answers: dict[int, bool] = {}
 
     def _advance(self, before: int) -> None:
         while self._added < len(self.sources) and self.sources[self._added][0] < before:
             numbers = _numbers_in(self.sources[self._added][1])
-            self.known.update(round(n, 2) for n in numbers)
+            self.known.update(_cents(n) for n in numbers)
             if 1 < len(numbers) <= 200:  # a result's total (an order's items, a bill)
-                self.totals.add(round(sum(numbers), 2))
+                self.totals.add(_cents(sum(numbers)))
             self._added += 1
             self._pairs = None
             self._answers.clear()
 
     def supported(self, value: float, before: int) -> bool:
         self._advance(before)
-        v = round(value, 2)
+        v = _cents(value)
         answer = self._answers.get(v)
         if answer is None:
             answer = self._answers[v] = self._reachable(v)
         return answer
 
-    def _reachable(self, v: float) -> bool:
+    def _reachable(self, v: int) -> bool:
+        """Whether ``v`` (in cents) is a known number, a result's total, a sum or difference of two known
+        numbers, a small multiple of one, or (over the smaller sets) a sum of three. Whole cents keep the
+        arithmetic exact and the three-sum table cheap to build."""
         known = self.known
         if v in known or v in self.totals:
             return True
         for x in known:
-            if round(v - x, 2) in known or round(x - v, 2) in known:  # a sum or a difference of two
+            if v - x in known or x - v in known:  # a sum or a difference of two
                 return True
             if x:
-                k = round(v / x)
-                if 2 <= k <= 10 and abs(v - x * k) < 0.006:  # a small multiple (per passenger, per item)
+                k, rest = divmod(v, x)
+                if 2 <= k <= 10 and rest == 0:  # a small multiple (per passenger, per item)
                     return True
         if len(known) <= 120:  # sums of three, over the smaller number sets only
             if self._pairs is None:
                 ordered = sorted(known)
-                self._pairs = {round(x + y, 2) for i, x in enumerate(ordered) for y in ordered[i:]}
-            return any(round(v - x, 2) in self._pairs for x in known)
+                self._pairs = {x + y for i, x in enumerate(ordered) for y in ordered[i:]}
+            pairs = self._pairs
+            return any(v - x in pairs for x in known)
         return False
 
 
