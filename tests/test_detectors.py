@@ -206,6 +206,40 @@ def test_confirmation() -> None:
     assert found(ConfirmationDetector(), no_rule) == []
 
 
+def test_confirmation_covers_the_details_that_run() -> None:
+    confirmed = GOOD_CANCEL[:8]  # the agent listed the details, the user said yes
+    failed = [
+        ask(call("c2", "cancel_order", order_id="#W1", reason="no longer needed")),
+        result("c2", "Error: the order is locked"),
+    ]
+    changed = run_of(*confirmed, *failed, ask(call("c3", "cancel_order", order_id="#W1", reason="ordered by mistake")))
+    [finding] = Engine([ConfirmationDetector()]).evaluate(changed).findings
+    assert (finding.mode, finding.step, finding.confidence) == ("policy_violation", 10, 0.6)
+    assert "reason" in finding.critique and "order_id" not in finding.critique
+    same = run_of(*confirmed, *failed, ask(call("c3", "cancel_order", order_id="w1 ", reason="No longer needed")))
+    assert found(ConfirmationDetector(), same) == []  # only spelling differs: still what the user agreed to
+    asked_again = run_of(
+        *confirmed,
+        *failed,
+        say("That failed; shall I cancel it with reason 'ordered by mistake' instead?"),
+        user("Yes."),
+        ask(call("c3", "cancel_order", order_id="#W1", reason="ordered by mistake")),
+    )
+    assert found(ConfirmationDetector(), asked_again) == []
+
+
+def test_confirmation_needs_the_amount_said() -> None:
+    def refund(amount: float) -> AgentRun:
+        return run_of(
+            *GOOD_CANCEL[:8],
+            ask(call("c2", "cancel_order", order_id="#W1", reason="no longer needed", refund_amount=amount)),
+        )
+
+    assert found(ConfirmationDetector(), refund(59.9)) == []  # "Order #W1 (59.90)" was said before the yes
+    [finding] = Engine([ConfirmationDetector()]).evaluate(refund(12.5)).findings
+    assert finding.confidence == 0.55 and "refund_amount=12.5" in finding.critique
+
+
 def test_identity() -> None:
     early = run_of(user("Where is #W1?"), ask(call("c1", "get_order", order_id="#W1")), result("c1", "pending"))
     assert found(IdentityDetector(), early) == [("policy_violation", 1, "terminal")]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_LARGEST_AMOUNT = 10_000_000  # whole numbers from here up are identifiers (item ids), not amounts
 # These patterns are lower-case and matched against lower-cased text: case-insensitive matching of long
 # alternations is over twice as slow, and they run on every message of every run.
 # A sentence that is conditional, hypothetical or a question does not state a fact or a commitment.
@@ -44,3 +47,21 @@ def plain_statements(text: str, pattern: re.Pattern[str]) -> Iterator[re.Match[s
         match = pattern.search(sentence)
         if match:
             yield match
+
+
+@lru_cache(maxsize=256)
+def numbers_in(text: str) -> tuple[float, ...]:
+    """Every number in a text, as a non-negative float (cached: the same policy text heads many runs).
+
+    >>> numbers_in("2 bags, $1,250.50 in total")
+    (2.0, 1250.5)
+    """
+    out = []
+    for match in _NUMBER.finditer(text):
+        try:
+            value = float(match.group().replace(",", ""))
+        except ValueError:
+            continue
+        if abs(value) < _LARGEST_AMOUNT:
+            out.append(abs(value))
+    return tuple(out)

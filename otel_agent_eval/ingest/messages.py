@@ -29,9 +29,14 @@ ROLE_ALIASES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChatMessage:
-    """One message of a conversation, whatever it was read from."""
+    """One message of a conversation, whatever it was read from.
+
+    An intermediate reading, never changed once built (``dataclasses.replace`` makes a new one). Not frozen:
+    a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, which made building
+    messages most of the cost of parsing a history (the in-loop guard parses one at every check).
+    """
 
     role: str  # system | user | assistant | tool
     content: str | None = None
@@ -115,9 +120,11 @@ def parse_arguments(value: object, *, field: str, strict: bool) -> tuple[Mapping
 
 def parse_tool_call(obj: object, *, field: str, strict: bool) -> ToolCall:
     """An OpenAI tool call (``{id, type, function: {name, arguments}}``) or the flat ``{id, name, arguments}``."""
-    if not isinstance(obj, Mapping):
+    if type(obj) is not dict and not isinstance(obj, Mapping):
         raise InputError("tool call is not an object", field=field)
-    fn = obj.get("function") if isinstance(obj.get("function"), Mapping) else obj
+    fn = obj.get("function")
+    if type(fn) is not dict and not isinstance(fn, Mapping):
+        fn = obj
     assert isinstance(fn, Mapping)
     name = fn.get("name")
     if not isinstance(name, str) or not name:
@@ -134,25 +141,41 @@ def parse_openai_message(obj: object, *, field: str, strict: bool = True) -> Cha
 
     A user message may carry tool calls: in τ² dual control the user runs tools on their own side.
     """
-    if not isinstance(obj, Mapping):
+    # Type checks go exact-type first: the in-loop guard parses a whole history at every check, and the
+    # abstract-base-class checks were most of that time.
+    if type(obj) is not dict and not isinstance(obj, Mapping):
         raise InputError(f"message is a {type(obj).__name__}, not an object", field=field)
     if "role" not in obj:
         raise InputError("message has no 'role'", field=f"{field}.role")
-    role = normalize_role(obj["role"], field=f"{field}.role")
-    content = content_text(obj.get("content"), field=f"{field}.content")
-    calls_obj = obj.get("tool_calls") or ()
-    if not isinstance(calls_obj, Sequence) or isinstance(calls_obj, str):
-        raise InputError("tool_calls is not a list", field=f"{field}.tool_calls")
-    tool_calls = tuple(
-        parse_tool_call(c, field=f"{field}.tool_calls[{i}]", strict=strict) for i, c in enumerate(calls_obj)
+    raw_role = obj["role"]
+    role = ROLE_ALIASES.get(raw_role) if type(raw_role) is str else None
+    if role is None:
+        role = normalize_role(raw_role, field=f"{field}.role")
+    raw_content = obj.get("content")
+    content = (
+        raw_content
+        if raw_content is None or type(raw_content) is str
+        else content_text(raw_content, field=f"{field}.content")
     )
-    if role in ("system", "tool") and tool_calls:
+    calls_obj = obj.get("tool_calls") or ()
+    if (type(calls_obj) is not list and type(calls_obj) is not tuple) and (
+        not isinstance(calls_obj, Sequence) or isinstance(calls_obj, str)
+    ):
+        raise InputError("tool_calls is not a list", field=f"{field}.tool_calls")
+    tool_calls = (
+        tuple(parse_tool_call(c, field=f"{field}.tool_calls[{i}]", strict=strict) for i, c in enumerate(calls_obj))
+        if calls_obj
+        else ()
+    )
+    if tool_calls and role in ("system", "tool"):
         raise InputError(f"a {role} message carries tool_calls", field=f"{field}.tool_calls")
-    if obj.get("function_call") and role == "assistant" and not tool_calls:  # the pre-tools OpenAI API
+    if role == "assistant" and not tool_calls and obj.get("function_call"):  # the pre-tools OpenAI API
         tool_calls = (parse_tool_call(obj["function_call"], field=f"{field}.function_call", strict=strict),)
-    requestor = _requestor(obj, field=field, strict=strict)
+    requestor = _requestor(obj, field=field, strict=strict) if "requestor" in obj else None
     for i, c in enumerate(calls_obj):
-        requestor = requestor or _requestor(c, field=f"{field}.tool_calls[{i}]", strict=strict)
+        if requestor is not None:
+            break
+        requestor = _requestor(c, field=f"{field}.tool_calls[{i}]", strict=strict)
     id_key = "tool_call_id"
     tool_call_id = obj.get("tool_call_id")
     if role == "tool" and tool_call_id is None and isinstance(obj.get("id"), str):

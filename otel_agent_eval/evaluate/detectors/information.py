@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from functools import lru_cache
 
 from ...model import AgentRun, AssistantMessage, ToolExecution, UserMessage
 from ..engine import RunContext
 from ..findings import Finding
-from ..text import plain_statements
+from ..text import numbers_in, plain_statements
 
 # Money: "$1,234.50", "1234.50 USD", "USD 12". Plain integers are left alone (counts, years, list numbers).
 _AMOUNT = re.compile(
@@ -17,8 +16,6 @@ _AMOUNT = re.compile(
     re.IGNORECASE,
 )
 _DIGIT = re.compile(r"\d")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-_LARGEST_AMOUNT = 10_000_000  # whole numbers from here up are identifiers (item ids), not amounts
 # Identifiers the agent quotes: mixed letters and digits (order #W123, HAT001, credit_card_12), e-mails.
 _IDENT = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b|#?\b(?=[A-Za-z_]*\d)(?=\d*[A-Za-z_])[A-Za-z0-9_]{5,}\b")
 # The same without the e-mail alternative, for text with no "@": trying it at every word is the costly part.
@@ -47,17 +44,6 @@ def _to_float(text: str) -> float | None:
         return None
 
 
-@lru_cache(maxsize=64)
-def _numbers_in(text: str) -> tuple[float, ...]:
-    """Every number in a text, as a non-negative float (cached: the same policy text heads many runs)."""
-    out = []
-    for match in _NUMBER.finditer(text):
-        value = _to_float(match.group())
-        if value is not None and abs(value) < _LARGEST_AMOUNT:
-            out.append(abs(value))
-    return tuple(out)
-
-
 class _Numbers:
     """Numbers known before each step, and what simple arithmetic over them reaches.
 
@@ -82,7 +68,7 @@ class _Numbers:
 
     def _advance(self, before: int) -> None:
         while self._added < len(self.sources) and self.sources[self._added][0] < before:
-            numbers = _numbers_in(self.sources[self._added][1])
+            numbers = numbers_in(self.sources[self._added][1])
             self.known.update(_cents(n) for n in numbers)
             if 1 < len(numbers) <= 200:  # a result's total (an order's items, a bill)
                 self.totals.add(_cents(sum(numbers)))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-from ...model import AgentRun, AssistantMessage
+from ...model import AgentRun, AssistantMessage, UserMessage
 from ..engine import RunContext
+from ..facts import Call
 from ..findings import Finding
+from ..text import numbers_in
+from .arguments import _leaves
 
 _NEGATION = re.compile(r"^\W*(no|nope|not|don'?t|do not|wait|hold on|stop|cancel that|never ?mind)\b", re.IGNORECASE)
 _ASKS = re.compile(
@@ -16,7 +20,9 @@ _ASKS = re.compile(
 
 
 class ConfirmationDetector:
-    """A consequential write with no explicit yes from the user, to a proposal of the agent, right before it."""
+    """A consequential write the user did not agree to: no explicit yes, to a proposal of the agent, right
+    before it; a yes given to other details (the call failed and was retried changed, with no new yes); or an
+    amount the user was never told."""
 
     name = "confirmation"
 
@@ -29,6 +35,19 @@ class ConfirmationDetector:
             if not context.concerns(call.step):
                 continue
             user = facts.last_user_message_before(call.step)
+            unseen = _amounts_never_stated(run, call)
+            if unseen:
+                # The user cannot have agreed to a charge or refund they were never told about.
+                shown = ", ".join(f"{path}={value:g}" for path, value in unseen[:3])
+                yield context.finding(
+                    self.name,
+                    "policy_violation",
+                    call.step,
+                    f"Tell the user the amount first ({shown}) and wait for their yes before calling {call.name}.",
+                    f"{call.name} with {shown}: no message before it told the user that amount",
+                    confidence=0.55,
+                )
+                continue
             asked = None
             if user is not None:
                 asked = facts.previous_step(user.index, kind=AssistantMessage)
@@ -41,6 +60,7 @@ class ConfirmationDetector:
                 and bool(asked.content and _ASKS.search(asked.content))
             )
             if confirmed:
+                yield from self._stale(context, call, user.index if user is not None else -1)
                 continue
             why = (
                 "no user message before it"
@@ -60,6 +80,59 @@ class ConfirmationDetector:
                 f"{call.name} called without explicit confirmation: {why}",
                 confidence=0.4,
             )
+
+    def _stale(self, context: RunContext, call: Call, since: int) -> Iterator[Finding]:
+        """The yes was given to the details of an earlier attempt of this call, which failed; these differ."""
+        earlier = [c for c in context.facts.writes if since < c.step < call.step and c.name == call.name and c.failed]
+        if not earlier or call.call.arguments is None or earlier[-1].call.arguments is None:
+            return
+        changed = _changed_leaves(earlier[-1].call.arguments, call.call.arguments)
+        if not changed:
+            return
+        error = earlier[-1].execution.error if earlier[-1].execution else ""
+        yield context.finding(
+            self.name,
+            "policy_violation",
+            call.step,
+            f"The user agreed to the details of your first {call.name} call, which failed; you changed "
+            f"{', '.join(changed[:3])}: tell the user what changed and why, and wait for their yes again.",
+            f"{call.name} retried after {(error or 'an error')[:100]!r} with {', '.join(changed[:4])} changed and "
+            "no user message since",
+            confidence=0.6,
+        )
+
+
+# Money the call moves: an argument named like an amount holding a number.
+_AMOUNT_KEY = re.compile(r"(^|[._\[])amount", re.IGNORECASE)
+
+
+def _amounts_never_stated(run: AgentRun, call: Call) -> list[tuple[str, float]]:
+    """The call's non-zero amounts that no user or agent message up to the call stated."""
+    amounts = [
+        (path, float(value))
+        for path, value in _leaves(call.call.arguments or {})
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value and _AMOUNT_KEY.search(path)
+    ]
+    if not amounts:
+        return []
+    said: set[int] = set()
+    for step in run.steps:
+        if step.index > call.step:
+            break
+        if isinstance(step, (UserMessage, AssistantMessage)) and step.content:
+            said.update(round(n * 100) for n in numbers_in(step.content))
+    return [(path, value) for path, value in amounts if round(abs(value) * 100) not in said]
+
+
+def _changed_leaves(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """The argument paths whose values differ, beyond letter case, spacing and a leading "#"."""
+
+    def norm(value: Any) -> Any:
+        return value.strip().lower().lstrip("#") if isinstance(value, str) else value
+
+    old = {path: norm(v) for path, v in _leaves(before)}
+    new = {path: norm(v) for path, v in _leaves(after)}
+    return [path for path in dict.fromkeys([*old, *new]) if old.get(path) != new.get(path)]
 
 
 class IdentityDetector:
