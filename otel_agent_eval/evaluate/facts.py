@@ -18,7 +18,7 @@ from typing import Any
 
 from ..model import AgentRun, AssistantMessage, Step, ToolCall, ToolDefinition, ToolExecution, UserMessage
 from .policy import ResolvedPolicy
-from .text import refuses
+from .text import lowered, refuses
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class Corpus:
         self._indices: list[int] = []
         length = 0
         for index, text in sources:
-            chunk = text.lower() + "\n\x00\n"
+            chunk = lowered(text) + "\n\x00\n"
             parts.append(chunk)
             length += len(chunk)
             self._ends.append(length)
@@ -178,8 +178,8 @@ class RunFacts:
         out: dict[int, Any] = {}
         for step in self.steps:
             if isinstance(step, ToolExecution) and step.result and step.result[:1] in "{[":
-                value = _decoded(step.result)
-                if value is not _NOT_JSON:
+                value = decoded_json(step.result)
+                if value is not NOT_JSON:
                     out[step.index] = value
         return out
 
@@ -203,18 +203,18 @@ class RunFacts:
         return found
 
 
-_NOT_JSON = object()
+NOT_JSON = object()
 
 
 @lru_cache(maxsize=1024)
-def _decoded(text: str) -> Any:
+def decoded_json(text: str) -> Any:
     """A tool result decoded, cached by its text: the in-loop guard checks the same history again at every
     step, and the processor sees a run's results again when a trace is evaluated early and then in full.
     The decoded values are shared between runs, so detectors read them and never change them."""
     try:
         return json.loads(text)
     except ValueError:
-        return _NOT_JSON
+        return NOT_JSON
 
 
 _definition_texts: dict[int, tuple[ToolDefinition, str]] = {}

@@ -23,8 +23,16 @@ _REFUSAL = re.compile(
 )
 
 
+@lru_cache(maxsize=2048)
+def lowered(text: str) -> str:
+    """``text.lower()``, cached. Every check of an in-loop guard and every early evaluation in the processor
+    re-reads the same earlier messages and tool results; their lower-cased copies are made once."""
+    return text.lower()
+
+
+@lru_cache(maxsize=2048)
 def refuses(text: str) -> bool:
-    """Whether a message refuses, apologises for a failure, or reports one."""
+    """Whether a message refuses, apologises for a failure, or reports one (cached, as :func:`lowered`)."""
     return _REFUSAL.search(text.lower()) is not None
 
 

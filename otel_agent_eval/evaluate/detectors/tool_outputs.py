@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from typing import Any
 
 from ...model import AgentRun, ToolExecution
 from ..engine import RunContext
+from ..facts import NOT_JSON, decoded_json
 from ..findings import Finding
 from .arguments import _leaves
 
@@ -35,6 +37,18 @@ def _unavailable(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1024)
+def _unavailable_in(text: str) -> tuple[tuple[Mapping[str, Any], str], ...]:
+    """The objects of a tool result that show as unavailable, and why. Cached by the result's text: a loop's
+    checks see the same results again and again. Only results whose text can say so are decoded and walked."""
+    if not _MAY_SAY_UNAVAILABLE.search(text.lower()):
+        return ()
+    value = decoded_json(text)
+    if value is NOT_JSON:
+        return ()
+    return tuple((obj, reason) for obj in _objects(value) if (reason := _unavailable(obj)) is not None)
+
+
 def _names(obj: Mapping[str, Any], value: str) -> bool:
     """Whether the object is the thing ``value`` identifies (an id-like field holding it)."""
     return any(v == value and (k.endswith("id") or k.endswith("_number") or k == "sku") for k, v in obj.items())
@@ -57,15 +71,12 @@ class MisreadOutputDetector:
         acting = [c for c in facts.writes if not c.failed and c.call.arguments is not None and context.concerns(c.step)]
         if not acting:
             return
-        # What the tools showed as unavailable, found once: (step, object, why). Only results whose text can
-        # say so are walked.
-        texts = {s.index: (s.result or "").lower() for s in run.steps if isinstance(s, ToolExecution)}
+        # What the tools showed as unavailable: (step, object, why).
         unavailable = [
-            (step_index, obj, reason)
-            for step_index, value in facts.results_json.items()
-            if _MAY_SAY_UNAVAILABLE.search(texts.get(step_index, ""))
-            for obj in _objects(value)
-            if (reason := _unavailable(obj)) is not None
+            (step.index, obj, reason)
+            for step in run.steps
+            if isinstance(step, ToolExecution) and step.result and step.result[:1] in "{["
+            for obj, reason in _unavailable_in(step.result)
         ]
         if not unavailable:
             return
