@@ -29,6 +29,7 @@ import yaml
 
 from ..errors import InputError
 from .conditions import CONDITION_SCHEMA, Condition
+from .schemas import SchemaCheck
 
 _ROLE = {
     "type": "object",
@@ -192,7 +193,7 @@ class ArgumentRule:
     """Constraints a policy puts on a call's arguments beyond its schema (a JSON Schema of their own)."""
 
     tools: frozenset[str]
-    validator: jsonschema.protocols.Validator
+    check: SchemaCheck
     mode: str
     critique: str | None
 
@@ -348,7 +349,7 @@ class PolicyPack:
             argument_rules=tuple(
                 ArgumentRule(
                     tools=frozenset(a["tools"]),
-                    validator=jsonschema.Draft202012Validator(a["schema"]),
+                    check=SchemaCheck(a["schema"]),
                     mode=a.get("mode", "policy_violation"),
                     critique=a.get("critique"),
                 )

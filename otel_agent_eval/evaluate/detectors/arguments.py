@@ -12,27 +12,26 @@ from ...model import AgentRun, ToolDefinition
 from ..engine import RunContext
 from ..facts import Call
 from ..findings import Finding
+from ..schemas import SchemaCheck
 
-_validators: dict[int, tuple[ToolDefinition, jsonschema.protocols.Validator]] = {}
+_checks: dict[int, tuple[ToolDefinition, SchemaCheck | None]] = {}
 
 
-def _validator(tool: ToolDefinition) -> jsonschema.protocols.Validator | None:
-    """A compiled validator per tool definition (cached: the same definitions serve many runs)."""
+def _schema_check(tool: ToolDefinition) -> SchemaCheck | None:
+    """A compiled check per tool definition (cached: the same definitions serve many runs)."""
     if tool.parameters is None:
         return None
-    cached = _validators.get(id(tool))
+    cached = _checks.get(id(tool))
     if cached is not None and cached[0] is tool:
         return cached[1]
-    cls = jsonschema.validators.validator_for(tool.parameters, default=jsonschema.Draft202012Validator)
     try:
-        cls.check_schema(dict(tool.parameters))
+        check: SchemaCheck | None = SchemaCheck(tool.parameters)
     except jsonschema.SchemaError:
-        return None  # a broken schema is the tool author's problem, not the agent's
-    validator = cls(dict(tool.parameters))
-    if len(_validators) > 4096:
-        _validators.clear()
-    _validators[id(tool)] = (tool, validator)
-    return validator
+        check = None  # a broken schema is the tool author's problem, not the agent's
+    if len(_checks) > 4096:
+        _checks.clear()
+    _checks[id(tool)] = (tool, check)
+    return check
 
 
 def _fixed_later(call: Call, calls: list[Call]) -> Call | None:
@@ -80,11 +79,10 @@ class SchemaDetector:
                     recovered=fixed is not None,
                 )
                 continue
-            validator = _validator(tool)
-            if validator is None:
+            check = _schema_check(tool)
+            if check is None:
                 continue
-            arguments = dict(call.call.arguments)
-            errors = [] if validator.is_valid(arguments) else list(validator.iter_errors(arguments))
+            errors = list(check.errors(dict(call.call.arguments)))
             if errors:
                 first = min(errors, key=lambda e: len(e.absolute_path))
                 where = ".".join(str(p) for p in first.absolute_path) or "arguments"

@@ -267,7 +267,7 @@ class ArgumentRuleDetector:
             for rule in rules:
                 if call.name not in rule.tools:
                     continue
-                error = next(iter(rule.validator.iter_errors(dict(call.call.arguments))), None)
+                error = next(rule.check.errors(dict(call.call.arguments)), None)
                 if error is None:
                     continue
                 where = ".".join(str(p) for p in error.absolute_path) or "arguments"
