@@ -1,4 +1,4 @@
-"""The in-process guard and the OpenAI-loop helper (work in progress of the in-loop correction issue)."""
+"""The in-process guard, the OpenAI-loop helper, and focused checks against full evaluation."""
 
 from __future__ import annotations
 
