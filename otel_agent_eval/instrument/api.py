@@ -48,6 +48,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Tracer, TracerProvider
 
 from .. import __version__
+from .. import semconv as sc
 from ..model import ApplicationOutcome, AssistantMessage, ToolCall, ToolDefinition, ToolExecution, UserMessage
 from . import attributes as attrs
 from . import guard
@@ -100,17 +101,19 @@ class AgentRunRecorder:
     def __init__(
         self,
         tracer: Tracer,
-        span: Span,
+        span: Span | None,
         policy: ContentPolicy,
         provider: str | None,
         conversation_id: str | None = None,
     ):
         self.tracer = tracer
-        self.span = span
+        self.span: Span | None = span
+        """The run's root span. ``None`` for a run an auto-instrumentor follows without one (see
+        :mod:`.conversation`): its first model call's span becomes the root."""
         self.conversation_id = conversation_id
         self._policy = policy
         self._provider = provider
-        self._trace_id = span.get_span_context().trace_id
+        self._trace_id = span.get_span_context().trace_id if span is not None else 0
         self._lock = threading.Lock()
         self._next_index = 0
         # The latest answer's tool calls (the model's, or the user's own) that no execution has claimed yet.
@@ -141,11 +144,18 @@ class AgentRunRecorder:
         A thread that did not inherit the context (a plain ``ThreadPoolExecutor`` worker) has no current span;
         its steps would otherwise start traces of their own.
         """
+        if self.span is None:  # a followed run's first step: it starts the trace (or joins the current span's)
+            return None
         if _current_run.get() is self:  # inside this run's block (or a copy of its context): the usual case, cheap
             return None
         if trace.get_current_span().get_span_context().trace_id == self._trace_id:
             return None
         return trace.set_span_in_context(self.span)
+
+    def pending_call(self, name: str) -> bool:
+        """Whether the latest answer asked for a call of tool ``name`` that no execution has claimed yet."""
+        with self._lock:
+            return any(call.name == name for call, _ in self._pending)
 
     def user_message(self, content: str | None, *, tool_calls: Sequence[ToolCall | Mapping[str, Any]] = ()) -> None:
         """Record a user turn (a short span of its own: the conventions have no operation for it).
@@ -203,6 +213,8 @@ class AgentRunRecorder:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
+            if self.span is None:
+                self.span, self._trace_id = span, span.get_span_context().trace_id
             try:
                 yield ChatRecorder(
                     span, index, self._policy, model, provider, lambda calls: self._expect_calls(calls, "assistant")
@@ -210,6 +222,53 @@ class AgentRunRecorder:
             except BaseException as exc:
                 guard.record_failure(span, exc, self._policy)
                 raise
+
+    def start_chat(
+        self,
+        model: str | None = None,
+        *,
+        provider: str | None = None,
+        input_messages: Sequence[Mapping[str, Any]] | None = None,
+        tool_definitions: Sequence[ToolDefinition | Mapping[str, Any]] = (),
+        step_index: bool = True,
+    ) -> ChatRecorder:
+        """Start recording a model call whose end comes later (a streamed answer): the span is not made current;
+        call the recorder's :meth:`~ChatRecorder.end` when the call is over. For auto-instrumentors.
+
+        ``step_index=False`` leaves out ``agent_eval.step.index`` / ``.kind``: the span then reads as other
+        instrumentations' do, its conversation rebuilt from its input messages (an auto-instrumentor sees
+        the user's turns and the tool results only there)."""
+        index = self._take_index()
+        provider = provider or self._provider
+        step = AssistantMessage(index=index, model=model, provider=provider)
+        tools = guard.tool_definitions(tool_definitions) if tool_definitions else ()
+
+        def build(policy: ContentPolicy) -> attrs.Attributes:
+            return attrs.chat_request_attributes(
+                step,
+                policy,
+                input_messages=input_messages,
+                tool_definitions=tools,
+                conversation_id=self.conversation_id,
+            )
+
+        attributes = guard.attributes("a model call", build, self._policy)
+        if not step_index:
+            attributes.pop(sc.AGENT_EVAL_STEP_INDEX, None)
+            attributes.pop(sc.AGENT_EVAL_STEP_KIND, None)
+        span = self.tracer.start_span(
+            attrs.span_name(step),
+            context=self._parent(),
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        if self.span is None:
+            self.span, self._trace_id = span, span.get_span_context().trace_id
+        return ChatRecorder(
+            span, index, self._policy, model, provider, lambda calls: self._expect_calls(calls, "assistant")
+        )
 
     @contextmanager
     def tool(
@@ -278,7 +337,8 @@ class AgentRunRecorder:
     def set_outcome(self, success: bool, reward: float | None = None) -> None:
         """What the application knows of how the run ended (for example a resolved ticket, a user rating)."""
         try:
-            self.span.set_attributes(attrs.outcome_attributes(ApplicationOutcome(success=success, reward=reward)))
+            if self.span is not None:
+                self.span.set_attributes(attrs.outcome_attributes(ApplicationOutcome(success=success, reward=reward)))
         except Exception as exc:
             guard.log_failure("a run outcome", exc)
 

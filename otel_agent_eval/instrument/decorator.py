@@ -1,7 +1,8 @@
 """``@tool``: a plain tool function (``def`` or ``async def``) recorded as an ``execute_tool`` span.
 
 Inside an :func:`~otel_agent_eval.instrument.agent_run` (found through the context, see the note on threads in
-:mod:`.api`) each call is one step; outside one it is a plain call. Called inside a tool step of the same run
+:mod:`.api`) each call is one step; so is a call the model asked for in a run an auto-instrumentor follows
+(:mod:`.conversation`); otherwise it is a plain call. Called inside a tool step of the same run
 (``run.execute(call, fn)``, ``with run.tool(...)``), it is that step, not a second one.
 """
 
@@ -14,15 +15,21 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from . import guard
 from .api import AgentRunRecorder, _current_run, _tool_owner
+from .conversation import followed_run
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _active_run() -> AgentRunRecorder | None:
-    """The run to record a call in: the current one, unless this call is already its executing tool."""
+def _active_run(name: str) -> AgentRunRecorder | None:
+    """The run to record a call in: the current one, unless this call is already its executing tool; without
+    one, the run an auto-instrumentor follows, if its model's latest answer asked for this tool."""
     run = _current_run.get()
-    return None if run is None or _tool_owner.get() is run else run
+    if run is None:
+        run = followed_run()
+        if run is None or not run.pending_call(name):
+            return None
+    return None if _tool_owner.get() is run else run
 
 
 @overload
@@ -59,7 +66,7 @@ def tool(fn: Callable[P, R] | None = None, /, *, name: str | None = None) -> Any
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                run = _active_run()
+                run = _active_run(tool_name)
                 if run is None:
                     return await func(*args, **kwargs)
                 with run.tool(tool_name, arguments=arguments(args, kwargs)) as recorder:
@@ -71,7 +78,7 @@ def tool(fn: Callable[P, R] | None = None, /, *, name: str | None = None) -> Any
 
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            run = _active_run()
+            run = _active_run(tool_name)
             if run is None:
                 return func(*args, **kwargs)
             with run.tool(tool_name, arguments=arguments(args, kwargs)) as recorder:

@@ -89,6 +89,15 @@ class ChatRecorder:
         except Exception as exc:  # never break the agent because of its telemetry
             guard.log_failure("a model response", exc)
 
+    def end(self, exc: BaseException | None = None) -> None:
+        """End the span of a call started with ``start_chat``; ``exc``: the call failed with it."""
+        try:
+            if exc is not None:
+                guard.record_failure(self.span, exc, self._policy)
+            self.span.end()
+        except Exception as failure:
+            guard.log_failure("the end of a model call", failure)
+
 
 class ToolRecorder:
     """One tool execution. Set its result with :meth:`set_result`, or a returned error with :meth:`set_error`."""

@@ -1,0 +1,295 @@
+"""The OpenAI Python SDK: chat completions (tools, streaming) and the Responses API, sync and async.
+
+>>> from otel_agent_eval.instrument.auto.openai import OpenAIInstrumentor
+>>> OpenAIInstrumentor().instrumentation_dependencies()
+('openai >= 1.40',)
+
+``OpenAIInstrumentor().instrument(tracer_provider=..., content=ContentPolicy(...))``, or
+``opentelemetry-instrument python app.py`` (entry point ``otel_agent_eval_openai``), or
+``otel_agent_eval.instrument()`` for every instrumentor whose library is installed. Each
+``chat.completions.create`` and ``responses.create`` call is a ``chat`` span of the run it belongs to (see
+:mod:`..conversation`): input messages, tool definitions, the answer (text and tool calls), finish reason,
+token usage, the response id and model; an error (a rate limit, a refused request) marks the span failed
+with ``error.type`` and propagates unchanged. A streamed answer is recorded as the application reads it.
+
+Not covered: ``chat.completions.parse`` / ``.stream`` helpers that bypass ``create``, the legacy
+``completions`` API, embeddings and other endpoints (not agent steps). Do not also install
+``opentelemetry-instrumentation-openai-v2`` or OpenLLMetry's OpenAI instrumentor in the same process: each
+would record the same calls again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import unwrap
+from wrapt import wrap_function_wrapper
+
+from ...ingest.messages import ChatMessage, content_text, parse_openai_message, parse_tool_call
+from ...model import ToolDefinition
+from .. import guard
+from ..api import get_tracer
+from ..content import ContentPolicy
+from ..conversation import ModelCall, start_model_call
+from ._wrapping import model_call_wrapper, plain, text_or_none
+
+PROVIDER = "openai"
+_TARGETS = (
+    ("openai.resources.chat.completions", "Completions.create", False, "chat"),
+    ("openai.resources.chat.completions", "AsyncCompletions.create", True, "chat"),
+    ("openai.resources.responses", "Responses.create", False, "responses"),
+    ("openai.resources.responses", "AsyncResponses.create", True, "responses"),
+)
+
+
+class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Records the OpenAI SDK's model calls as agent steps."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("openai >= 1.40",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        tracer = get_tracer(kwargs.get("tracer_provider"))
+        policy: ContentPolicy | None = kwargs.get("content")
+        for module, name, is_async, api in _TARGETS:
+            start = _start_chat if api == "chat" else _start_responses
+            accumulate = _ChatChunks if api == "chat" else _ResponseEvents
+            finish = _finish_chat if api == "chat" else _finish_response
+            wrapper = model_call_wrapper(tracer, policy, start, finish, accumulate, is_async)
+            try:
+                wrap_function_wrapper(module, name, wrapper)
+            except (ImportError, AttributeError) as exc:  # an SDK version without this API
+                guard.log_failure(f"instrumenting {module}.{name}", exc)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import importlib
+
+        for module, name, _, _ in _TARGETS:
+            cls_name, method = name.split(".")
+            try:
+                unwrap(getattr(importlib.import_module(module), cls_name), method)
+            except (ImportError, AttributeError):
+                continue
+
+
+# --- chat completions -----------------------------------------------------------------------------------
+
+
+def _tools(value: Any) -> tuple[ToolDefinition, ...]:
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        return ()
+    out = []
+    for tool in value:
+        tool = plain(tool)
+        try:
+            if isinstance(tool, Mapping) and tool.get("type", "function") == "function":
+                out.append(ToolDefinition.from_openai(tool))
+        except ValueError:
+            continue  # a built-in tool (web search, ...) or one we cannot read: not a function tool
+    return tuple(out)
+
+
+def _start_chat(tracer: Any, kwargs: Mapping[str, Any], policy: ContentPolicy | None) -> ModelCall:
+    messages = [
+        parse_openai_message(plain(m), field=f"messages[{i}]", strict=False)
+        for i, m in enumerate(kwargs.get("messages") or ())
+    ]
+    return start_model_call(
+        tracer,
+        provider=PROVIDER,
+        model=text_or_none(kwargs.get("model")),
+        messages=messages,
+        tool_definitions=_tools(kwargs.get("tools")),
+        policy=policy,
+    )
+
+
+def _finish_chat(call: ModelCall, completion: Any) -> None:
+    choices = getattr(completion, "choices", None)
+    if not choices:
+        call.end()  # a raw response (with_raw_response) or an empty answer: the call is recorded as made
+        return
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    calls = [
+        {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+        for c in (getattr(message, "tool_calls", None) or ())
+        if getattr(c, "function", None) is not None
+    ]
+    usage = getattr(completion, "usage", None)
+    call.finish(
+        content=getattr(message, "content", None) or getattr(message, "refusal", None),
+        tool_calls=calls,
+        finish_reason=getattr(choice, "finish_reason", None),
+        input_tokens=getattr(usage, "prompt_tokens", None),
+        output_tokens=getattr(usage, "completion_tokens", None),
+        model=getattr(completion, "model", None),
+        response_id=getattr(completion, "id", None),
+    )
+
+
+class _ChatChunks:
+    """A streamed chat completion put back together: the first choice's text and tool calls, usage."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+        self.id: str | None = None
+        self.usage: Any = None
+
+    def add(self, chunk: Any) -> None:
+        self.model = getattr(chunk, "model", None) or self.model
+        self.id = getattr(chunk, "id", None) or self.id
+        if getattr(chunk, "usage", None) is not None:
+            self.usage = chunk.usage
+        for choice in getattr(chunk, "choices", None) or ():
+            if getattr(choice, "index", 0) != 0:
+                continue
+            delta = choice.delta
+            if delta is not None and delta.content:
+                self.text.append(delta.content)
+            for part in (getattr(delta, "tool_calls", None) or ()) if delta is not None else ():
+                entry = self.calls.setdefault(part.index, {"id": None, "name": "", "arguments": []})
+                if part.id:
+                    entry["id"] = part.id
+                function = part.function
+                if function is not None:
+                    if function.name:
+                        entry["name"] += function.name
+                    if function.arguments:
+                        entry["arguments"].append(function.arguments)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+
+    def finish(self, call: ModelCall) -> None:
+        calls = [
+            {"id": c["id"], "name": c["name"], "arguments": "".join(c["arguments"])}
+            for _, c in sorted(self.calls.items())
+        ]
+        call.finish(
+            content="".join(self.text) or None,
+            tool_calls=calls,
+            finish_reason=self.finish_reason,
+            input_tokens=getattr(self.usage, "prompt_tokens", None),
+            output_tokens=getattr(self.usage, "completion_tokens", None),
+            model=self.model,
+            response_id=self.id,
+        )
+
+
+# --- the Responses API ------------------------------------------------------------------------------------
+
+
+def response_input_messages(instructions: Any, items: Any) -> list[ChatMessage]:
+    """The Responses API's ``instructions`` and ``input`` (a string, or a list of items) as messages.
+
+    Function calls that follow one another (and the assistant text before them) are one assistant message,
+    as the answer that made them was.
+
+    >>> [m.role for m in response_input_messages("Be brief.", [{"role": "user", "content": "hi"},
+    ...     {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+    ...     {"type": "function_call_output", "call_id": "c1", "output": "ok"}])]
+    ['system', 'user', 'assistant', 'tool']
+    """
+    out: list[ChatMessage] = []
+    if isinstance(instructions, str) and instructions:
+        out.append(ChatMessage(role="system", content=instructions))
+    if isinstance(items, str):
+        return [*out, ChatMessage(role="user", content=items)]
+    for i, raw in enumerate(items or ()):
+        item = plain(raw)
+        if not isinstance(item, Mapping):
+            continue
+        kind = item.get("type", "message")
+        if kind == "function_call":
+            call = parse_tool_call(
+                {"id": item.get("call_id"), "name": item.get("name"), "arguments": item.get("arguments")},
+                field=f"input[{i}]",
+                strict=False,
+            )
+            last = out[-1] if out else None
+            if last is not None and last.role == "assistant":
+                out[-1] = ChatMessage(role="assistant", content=last.content, tool_calls=(*last.tool_calls, call))
+            else:
+                out.append(ChatMessage(role="assistant", tool_calls=(call,)))
+        elif kind == "function_call_output":
+            output = item.get("output")
+            text = output if isinstance(output, str) else content_text(output, field=f"input[{i}].output")
+            out.append(ChatMessage(role="tool", content=text, tool_call_id=item.get("call_id")))
+        elif kind == "message" and "role" in item:
+            out.append(
+                parse_openai_message(
+                    {"role": item["role"], "content": _item_text(item.get("content"))},
+                    field=f"input[{i}]",
+                    strict=False,
+                )
+            )
+    return out
+
+
+def _item_text(content: Any) -> Any:
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping) and "text" in p)
+    return content
+
+
+def _start_responses(tracer: Any, kwargs: Mapping[str, Any], policy: ContentPolicy | None) -> ModelCall:
+    return start_model_call(
+        tracer,
+        provider=PROVIDER,
+        model=text_or_none(kwargs.get("model")),
+        messages=response_input_messages(kwargs.get("instructions"), kwargs.get("input")),
+        tool_definitions=_tools(kwargs.get("tools")),
+        policy=policy,
+        previous_response_id=text_or_none(kwargs.get("previous_response_id")),
+    )
+
+
+def _finish_response(call: ModelCall, response: Any) -> None:
+    output = getattr(response, "output", None)
+    if output is None:
+        call.end()
+        return
+    text: list[str] = []
+    calls = []
+    for item in output:
+        kind = getattr(item, "type", None)
+        if kind == "message":
+            text.extend(
+                getattr(p, "text", "") for p in (getattr(item, "content", None) or ()) if getattr(p, "text", None)
+            )
+        elif kind == "function_call":
+            calls.append({"id": item.call_id, "name": item.name, "arguments": item.arguments})
+    usage = getattr(response, "usage", None)
+    status = getattr(response, "status", None)
+    incomplete = getattr(getattr(response, "incomplete_details", None), "reason", None)
+    call.finish(
+        content="".join(text) or None,
+        tool_calls=calls,
+        finish_reason=incomplete or ("tool_calls" if calls else ("stop" if status == "completed" else status)),
+        input_tokens=getattr(usage, "input_tokens", None),
+        output_tokens=getattr(usage, "output_tokens", None),
+        model=getattr(response, "model", None),
+        response_id=getattr(response, "id", None),
+    )
+
+
+class _ResponseEvents:
+    """A streamed response: the final ``response`` of its ``response.completed`` (or failed) event."""
+
+    def __init__(self) -> None:
+        self.response: Any = None
+
+    def add(self, event: Any) -> None:
+        if getattr(event, "type", None) in ("response.completed", "response.incomplete", "response.failed"):
+            self.response = event.response
+
+    def finish(self, call: ModelCall) -> None:
+        if self.response is None:
+            call.end()
+        else:
+            _finish_response(call, self.response)

@@ -1,0 +1,214 @@
+"""Model calls seen by the auto-instrumentors, put together into runs: one agent loop, one trace.
+
+An agent written on a bare SDK calls the model again and again, each time with the conversation so far. With
+no span around the loop, every call would be a trace of its own, and the evaluator would see the loop in
+pieces. So the auto-instrumentors follow the conversation:
+
+* inside an :func:`~otel_agent_eval.instrument.agent_run` a model call is a step of that run, as with the
+  manual API;
+* otherwise, a model call whose messages **continue** the previous call's conversation in the same context
+  (thread or asyncio task) -- the same messages first, then that call's answer, then what came since -- is a
+  step of the same run, in the same trace: the first call's span is the root. A ``@tool`` function the
+  model asked for, run in between, is recorded in that run too. A call whose messages do not continue it
+  starts a new run. Conversations are compared by role and text, tool call ids and the ids tool results
+  answer, so a message rebuilt by the agent (a dict instead of the SDK's object) still matches.
+* with a span already current (a web request's, say), a new run's first call is its child, as usual.
+
+Nothing here ever raises into the application: the instrumentors call it inside their own guards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
+
+from ..ingest.messages import ChatMessage
+from ..model import ToolCall, ToolDefinition
+from . import guard
+from .api import AgentRunRecorder, _current_run
+from .content import ContentPolicy, default_policy
+from .recorders import ChatRecorder
+
+Key = tuple[Hashable, ...]
+
+
+@dataclass
+class _Followed:
+    run: AgentRunRecorder
+    keys: Key
+    response_id: str | None = None
+
+
+_followed: ContextVar[_Followed | None] = ContextVar("otel_agent_eval_followed_run", default=None)
+# Set while a framework's instrumentor (LangChain) records a model call itself: the SDK call it makes inside
+# is the same step, and the SDK instrumentors leave it alone rather than record it twice.
+_framework_call: ContextVar[bool] = ContextVar("otel_agent_eval_framework_model_call", default=False)
+
+
+def set_framework_call(active: bool) -> Token[bool]:
+    """Mark (or unmark) this context as inside a model call a framework instrumentor records."""
+    return _framework_call.set(active)
+
+
+def reset_framework_call(token: Token[bool]) -> None:
+    try:
+        _framework_call.reset(token)
+    except ValueError:  # ended in another context than it started: just clear it
+        _framework_call.set(False)
+
+
+def recorded_by_framework() -> bool:
+    """Whether a framework instrumentor already records the model call being made in this context."""
+    return _framework_call.get()
+
+
+def followed_run() -> AgentRunRecorder | None:
+    """The run the auto-instrumentors are following in this context, if any (for ``@tool``)."""
+    followed = _followed.get()
+    return followed.run if followed is not None else None
+
+
+def message_key(message: ChatMessage) -> Hashable:
+    """What identifies a message when the agent sends it again (it may rebuild it in another shape)."""
+    if message.role == "assistant" and message.tool_calls:
+        return ("assistant", tuple(c.id or c.name for c in message.tool_calls))
+    if message.role == "tool":
+        return ("tool", message.tool_call_id or message.content or "")
+    return (message.role, (message.content or "").strip())
+
+
+def genai_message(message: ChatMessage) -> dict[str, Any]:
+    """A message as the GenAI conventions write it (``role`` + ``parts``), content unredacted (the span's
+    attribute builder applies the content policy)."""
+    if message.role == "tool":
+        part: dict[str, Any] = {"type": "tool_call_response"}
+        if message.tool_call_id:
+            part["id"] = message.tool_call_id
+        part["response"] = message.content if message.content is not None else ""
+        return {"role": "tool", "parts": [part]}
+    parts: list[dict[str, Any]] = []
+    if message.content:
+        parts.append({"type": "text", "content": message.content})
+    for call in message.tool_calls:
+        parts.append(_call_part(call))
+    return {"role": message.role, "parts": parts}
+
+
+def _call_part(call: ToolCall) -> dict[str, Any]:
+    part: dict[str, Any] = {"type": "tool_call"}
+    if call.id:
+        part["id"] = call.id
+    part["name"] = call.name
+    part["arguments"] = dict(call.arguments) if call.arguments is not None else call.raw_arguments
+    return part
+
+
+class ModelCall:
+    """A model call being recorded by an auto-instrumentor; :meth:`finish` or :meth:`fail` ends it."""
+
+    def __init__(self, recorder: ChatRecorder, followed: _Followed | None, keys: Key) -> None:
+        self.recorder = recorder
+        self.span = recorder.span
+        self._followed = followed
+        self._keys = keys
+        self._ended = False
+
+    def finish(
+        self,
+        *,
+        content: str | None = None,
+        tool_calls: Sequence[ToolCall | Mapping[str, Any]] = (),
+        finish_reason: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        model: str | None = None,
+        response_id: str | None = None,
+    ) -> None:
+        """Record the answer and end the span (once; later calls do nothing)."""
+        if self._ended:
+            return
+        self._ended = True
+        self.recorder.set_response(
+            content,
+            tool_calls,
+            finish_reason=finish_reason,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            model=model,
+        )
+        try:
+            if response_id:
+                self.span.set_attribute("gen_ai.response.id", response_id)
+            if self._followed is not None:
+                answer = ChatMessage(role="assistant", content=content, tool_calls=self.recorder.tool_calls)
+                self._followed.keys = (*self._keys, message_key(answer))
+                self._followed.response_id = response_id
+        except Exception as exc:
+            guard.log_failure("a model answer", exc)
+        self.recorder.end()
+
+    def fail(self, exc: BaseException) -> None:
+        """The call raised ``exc`` (recorded through the content policy; the span ends)."""
+        if self._ended:
+            return
+        self._ended = True
+        self.recorder.end(exc)
+
+    def end(self) -> None:
+        """End the span with whatever was recorded (a stream closed early)."""
+        if not self._ended:
+            self._ended = True
+            self.recorder.end()
+
+
+def start_model_call(
+    tracer: Tracer,
+    *,
+    provider: str,
+    model: str | None,
+    messages: Sequence[ChatMessage],
+    tool_definitions: Sequence[ToolDefinition] = (),
+    policy: ContentPolicy | None = None,
+    previous_response_id: str | None = None,
+) -> ModelCall:
+    """Start recording a model call with these input ``messages`` (system messages included), as a step of
+    the explicit run, of the conversation it continues, or of a new run."""
+    policy = policy or default_policy()
+    keys: Key = tuple(message_key(m) for m in messages)
+    followed: _Followed | None = None
+    run = _current_run.get()
+    if run is None:
+        followed = _continued(keys, previous_response_id)
+        if followed is None:
+            followed = _Followed(AgentRunRecorder(tracer, None, policy, provider), keys)
+            _followed.set(followed)
+        elif previous_response_id and previous_response_id == followed.response_id:
+            keys = (*followed.keys, *keys)  # the server keeps the history: these messages are only the new ones
+        followed.keys = keys  # a call that fails and is retried with the same messages stays in the run
+        run = followed.run
+    recorder = run.start_chat(
+        model,
+        provider=provider,
+        input_messages=[genai_message(m) for m in messages],
+        tool_definitions=tool_definitions,
+        step_index=False,
+    )
+    return ModelCall(recorder, followed, keys)
+
+
+def _continued(keys: Key, previous_response_id: str | None) -> _Followed | None:
+    followed = _followed.get()
+    if followed is None:
+        return None
+    current = trace.get_current_span().get_span_context()
+    if current.is_valid and current.trace_id != followed.run._trace_id:
+        return None  # inside another trace now (a new request): a new run
+    if previous_response_id:
+        return followed if previous_response_id == followed.response_id else None
+    known = followed.keys
+    return followed if len(keys) >= len(known) and keys[: len(known)] == known else None
