@@ -183,7 +183,7 @@ def start_model_call(
     followed: _Followed | None = None
     run = _current_run.get()
     if run is None:
-        followed = _continued(keys, previous_response_id)
+        followed = _continued(keys, previous_response_id, tracer)
         if followed is None:
             followed = _Followed(AgentRunRecorder(tracer, None, policy, provider), keys)
             _followed.set(followed)
@@ -201,9 +201,9 @@ def start_model_call(
     return ModelCall(recorder, followed, keys)
 
 
-def _continued(keys: Key, previous_response_id: str | None) -> _Followed | None:
+def _continued(keys: Key, previous_response_id: str | None, tracer: Tracer) -> _Followed | None:
     followed = _followed.get()
-    if followed is None:
+    if followed is None or followed.run.tracer is not tracer:  # instrumented again since, to another provider
         return None
     current = trace.get_current_span().get_span_context()
     if current.is_valid and current.trace_id != followed.run._trace_id:

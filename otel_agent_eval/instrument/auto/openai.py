@@ -12,8 +12,10 @@
 token usage, the response id and model; an error (a rate limit, a refused request) marks the span failed
 with ``error.type`` and propagates unchanged. A streamed answer is recorded as the application reads it.
 
-Not covered: ``chat.completions.parse`` / ``.stream`` helpers that bypass ``create``, the legacy
-``completions`` API, embeddings and other endpoints (not agent steps). Do not also install
+The ``chat.completions.stream`` and ``responses.stream`` helpers go through ``create`` and are recorded too.
+Not covered: ``chat.completions.parse`` (it posts by itself), the legacy ``completions`` API, embeddings and
+the other endpoints (not agent steps). A streamed chat completion has token usage only when the application
+asks for it (``stream_options={"include_usage": True}``): the request is never changed. Do not also install
 ``opentelemetry-instrumentation-openai-v2`` or OpenLLMetry's OpenAI instrumentor in the same process: each
 would record the same calls again.
 """
