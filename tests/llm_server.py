@@ -709,6 +709,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in separate small writes: without this, Nagle's algorithm and the client's
+        # delayed ACK hold each response back about 40 ms (benchmarks time calls against this server).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.llm._connection_opened(self.connection)
 
     def finish(self) -> None:
@@ -748,8 +751,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
+        if wire.cut_after is None:
+            # One write for the whole stream (still one chunk per event): a write per event costs a wake-up of
+            # the client per event and makes streamed calls' timing depend on scheduling, not on the client.
+            body = b"".join(b"%X\r\n%s\r\n" % (len(event), event) for event in wire.events)
+            self.wfile.write(body + b"0\r\n\r\n")
+            return
         for index, event in enumerate(wire.events):
-            if wire.cut_after is not None and index >= wire.cut_after:
+            if index >= wire.cut_after:
                 self.close_connection = True  # no terminating chunk: the body is incomplete
                 return
             self.wfile.write(b"%X\r\n%s\r\n" % (len(event), event))

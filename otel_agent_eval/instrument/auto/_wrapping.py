@@ -7,7 +7,10 @@ back unchanged (a streamed result wrapped in a pass-through proxy). Failures of 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
+
+from opentelemetry import trace
 
 from .. import guard
 from ..content import ContentPolicy
@@ -16,6 +19,12 @@ from ._streams import AsyncStreamProxy, StreamProxy
 
 Start = Callable[[Any, Mapping[str, Any], ContentPolicy | None], ModelCall]
 Finish = Callable[[ModelCall, Any], None]
+
+
+def _current(call: ModelCall) -> AbstractContextManager[Any]:
+    """The model call's span is current while the SDK makes the request: spans the SDK or its HTTP client
+    make (some SDKs trace themselves) nest under it, and the trace context the request carries is its."""
+    return trace.use_span(call.span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
 
 
 def model_call_wrapper(
@@ -48,7 +57,8 @@ def model_call_wrapper(
             if call is None:
                 return await wrapped(*args, **kwargs)
             try:
-                result = await wrapped(*args, **kwargs)
+                with _current(call):
+                    result = await wrapped(*args, **kwargs)
             except BaseException as exc:
                 call.fail(exc)
                 raise
@@ -61,7 +71,8 @@ def model_call_wrapper(
         if call is None:
             return wrapped(*args, **kwargs)
         try:
-            result = wrapped(*args, **kwargs)
+            with _current(call):
+                result = wrapped(*args, **kwargs)
         except BaseException as exc:
             call.fail(exc)
             raise
