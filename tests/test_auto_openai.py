@@ -287,3 +287,43 @@ def test_uninstrument_restores_the_sdk(spans: InMemorySpanExporter, server: LLMS
         assert spans.get_finished_spans() == ()
     finally:
         OpenAIInstrumentor().instrument(tracer_provider=TracerProvider())  # the fixture uninstruments it again
+
+
+def test_the_fast_prompt_reading_agrees_with_the_full_parser() -> None:
+    """Every message of the real recorded runs, as an agent would send it: the same keys (conversations are
+    followed by them) and, read back by the evaluator, the same messages."""
+    from conftest import DATA, RECORDED_FILES
+
+    from otel_agent_eval.ingest.messages import parse_genai_messages, parse_openai_message
+    from otel_agent_eval.ingest.recorded import load_runs, load_tools
+    from otel_agent_eval.instrument.auto.openai import chat_prompt
+    from otel_agent_eval.instrument.conversation import Prompt
+
+    def as_openai(step: Any) -> dict[str, Any]:
+        if isinstance(step, AssistantMessage):
+            out: dict[str, Any] = {"role": "assistant", "content": step.content}
+            if step.tool_calls:
+                out["tool_calls"] = [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json()}}
+                    for c in step.tool_calls
+                ]
+            return out
+        if isinstance(step, ToolExecution):
+            return {"role": "tool", "tool_call_id": step.call_id, "content": step.result or step.error or ""}
+        return {"role": "user", "content": step.content}
+
+    compared = 0
+    for path in RECORDED_FILES:
+        tools = load_tools(
+            DATA / "tau-bench" / ("airline-tools.json" if "airline" in path.name else "retail-tools.json")
+        )
+        for run in load_runs(path, tools=tools):
+            messages = [{"role": "system", "content": run.system_instructions}, *map(as_openai, run.steps)]
+            fast = chat_prompt(messages)
+            full = Prompt.of([parse_openai_message(m, field="m", strict=False) for m in messages])
+            assert fast.keys == full.keys
+            read_fast = [m for g in fast.messages for m in parse_genai_messages(g, field="f")]
+            read_full = [m for g in full.messages for m in parse_genai_messages(g, field="f")]
+            assert read_fast == read_full
+            compared += len(messages)
+    assert compared > 3000

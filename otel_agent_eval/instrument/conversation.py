@@ -108,6 +108,22 @@ def _call_part(call: ToolCall) -> dict[str, Any]:
     return part
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """A model call's input, ready for its span: GenAI messages, and each message's :func:`message_key`.
+
+    Instrumentors that read their SDK's messages straight into this shape (skipping :class:`ChatMessage`)
+    must give the same keys :func:`message_key` gives for the same message, or conversations break apart.
+    """
+
+    messages: list[dict[str, Any]]
+    keys: Key
+
+    @classmethod
+    def of(cls, messages: Sequence[ChatMessage]) -> Prompt:
+        return cls([genai_message(m) for m in messages], tuple(message_key(m) for m in messages))
+
+
 class ModelCall:
     """A model call being recorded by an auto-instrumentor; :meth:`finish` or :meth:`fail` ends it."""
 
@@ -171,7 +187,7 @@ def start_model_call(
     *,
     provider: str,
     model: str | None,
-    messages: Sequence[ChatMessage],
+    messages: Sequence[ChatMessage] | Prompt,
     tool_definitions: Sequence[ToolDefinition] = (),
     policy: ContentPolicy | None = None,
     previous_response_id: str | None = None,
@@ -179,7 +195,8 @@ def start_model_call(
     """Start recording a model call with these input ``messages`` (system messages included), as a step of
     the explicit run, of the conversation it continues, or of a new run."""
     policy = policy or default_policy()
-    keys: Key = tuple(message_key(m) for m in messages)
+    prompt = messages if isinstance(messages, Prompt) else Prompt.of(messages)
+    keys: Key = prompt.keys
     followed: _Followed | None = None
     run = _current_run.get()
     if run is None:
@@ -194,7 +211,7 @@ def start_model_call(
     recorder = run.start_chat(
         model,
         provider=provider,
-        input_messages=[genai_message(m) for m in messages],
+        input_messages=prompt.messages,
         tool_definitions=tool_definitions,
         step_index=False,
     )

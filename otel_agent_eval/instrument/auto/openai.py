@@ -29,12 +29,12 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
-from ...ingest.messages import ChatMessage, content_text, parse_openai_message, parse_tool_call
+from ...ingest.messages import ROLE_ALIASES, ChatMessage, content_text, parse_openai_message, parse_tool_call
 from ...model import ToolDefinition
 from .. import guard
 from ..api import get_tracer
 from ..content import ContentPolicy
-from ..conversation import ModelCall, start_model_call
+from ..conversation import ModelCall, Prompt, genai_message, message_key, start_model_call
 from ._wrapping import model_call_wrapper, plain, text_or_none
 
 PROVIDER = "openai"
@@ -93,16 +93,77 @@ def _tools(value: Any) -> tuple[ToolDefinition, ...]:
     return tuple(out)
 
 
+def chat_prompt(messages: Any) -> Prompt:
+    """Chat-completions messages as a :class:`Prompt`. Plain dict messages with text content, the common case,
+    are written straight into GenAI messages, tool call arguments left as the model wrote them (decoding them
+    is the evaluator's work, not the application's); anything else is read by the full parser.
+
+    >>> prompt = chat_prompt([{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [
+    ...     {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]}])
+    >>> prompt.keys
+    (('user', 'hi'), ('assistant', ('c1',)))
+    >>> prompt.messages[1]["parts"]
+    [{'type': 'tool_call', 'id': 'c1', 'name': 'f', 'arguments': '{"a": 1}'}]
+    """
+    out: list[dict[str, Any]] = []
+    keys: list[Any] = []
+    for i, raw in enumerate(messages or ()):
+        message = plain(raw)
+        fast = _fast_message(message) if type(message) is dict else None
+        if fast is None:
+            parsed = parse_openai_message(message, field=f"messages[{i}]", strict=False)
+            fast = genai_message(parsed), message_key(parsed)
+        out.append(fast[0])
+        keys.append(fast[1])
+    return Prompt(out, tuple(keys))
+
+
+def _fast_message(message: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
+    """A plain message in GenAI shape with its key, or ``None`` when it needs the full parser."""
+    raw_role = message.get("role")
+    role = ROLE_ALIASES.get(raw_role) if type(raw_role) is str else None
+    content = message.get("content")
+    if role is None or not (content is None or type(content) is str) or message.get("function_call"):
+        return None
+    if role == "tool":
+        call_id = message.get("tool_call_id")
+        if call_id is not None and type(call_id) is not str:
+            return None
+        part: dict[str, Any] = {"type": "tool_call_response"}
+        if call_id:
+            part["id"] = call_id
+        part["response"] = content if content is not None else ""
+        return {"role": "tool", "parts": [part]}, ("tool", call_id or content or "")
+    parts: list[dict[str, Any]] = [{"type": "text", "content": content}] if content else []
+    ids = []
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if type(call) is dict else None
+        name = function.get("name") if type(function) is dict else None
+        call_id = call.get("id") if type(call) is dict else None
+        if type(name) is not str or not name or (call_id is not None and type(call_id) is not str):
+            return None
+        tool_part: dict[str, Any] = {"type": "tool_call"}
+        if call_id:
+            tool_part["id"] = call_id
+        tool_part["name"] = name
+        tool_part["arguments"] = function.get("arguments")  # type: ignore[union-attr]
+        parts.append(tool_part)
+        ids.append(call_id or name)
+    if ids:
+        if role not in ("assistant", "user"):
+            return None
+        key: Any = ("assistant", tuple(ids)) if role == "assistant" else (role, (content or "").strip())
+    else:
+        key = (role, (content or "").strip())
+    return {"role": role, "parts": parts}, key
+
+
 def _start_chat(tracer: Any, kwargs: Mapping[str, Any], policy: ContentPolicy | None) -> ModelCall:
-    messages = [
-        parse_openai_message(plain(m), field=f"messages[{i}]", strict=False)
-        for i, m in enumerate(kwargs.get("messages") or ())
-    ]
     return start_model_call(
         tracer,
         provider=PROVIDER,
         model=text_or_none(kwargs.get("model")),
-        messages=messages,
+        messages=chat_prompt(kwargs.get("messages")),
         tool_definitions=_tools(kwargs.get("tools")),
         policy=policy,
     )
