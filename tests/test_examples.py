@@ -59,3 +59,22 @@ def test_customer_service_agent_fails_without_the_guard_and_recovers_with_it() -
     with_guard = run()
     assert "revisions: 1" in with_guard and "order status: cancelled" in with_guard
     assert "outcome: recovered" in with_guard and "recovered tool.wrong_arguments" in with_guard
+
+
+def test_unmodified_agents_on_each_sdk_are_evaluated(tmp_path: Path) -> None:
+    """examples/unmodified: agents on the bare OpenAI and Anthropic SDKs and on LangGraph, run under
+    `opentelemetry-instrument` (the entry points, the OTel distro, OTLP export) into `serve`: each is one
+    trace, evaluated and labelled with the failure the scripted model planted."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "OTEL_"))}
+    done = subprocess.run(
+        [sys.executable, "examples/unmodified/run.py", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr + (tmp_path / "serve.log").read_text()
+    listing = done.stdout[done.stdout.index("trace id  ") :].splitlines()[1:]
+    assert len(listing) == 3  # one trace per agent, no more (no call recorded twice, no run in pieces)
+    assert all(" terminal " in line and "tool.wrong_arguments" in line for line in listing)

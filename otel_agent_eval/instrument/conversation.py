@@ -19,6 +19,7 @@ Nothing here ever raises into the application: the instrumentors call it inside 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -45,26 +46,33 @@ class _Followed:
 
 
 _followed: ContextVar[_Followed | None] = ContextVar("otel_agent_eval_followed_run", default=None)
+
+
 # Set while a framework's instrumentor (LangChain) records a model call itself: the SDK call it makes inside
-# is the same step, and the SDK instrumentors leave it alone rather than record it twice.
-_framework_call: ContextVar[bool] = ContextVar("otel_agent_eval_framework_model_call", default=False)
+# is the same step, and the SDK instrumentors leave it alone rather than record it twice. A marker object, not
+# a flag: a framework may end the call in a copy of the context it started in (LangChain does, for async
+# calls), where resetting the variable is impossible; ending the marker works from anywhere.
+class FrameworkCall:
+    """A model call a framework instrumentor records; :meth:`end` it when the call is over."""
+
+    def __init__(self) -> None:
+        self.active = True
+        self._token: Token[FrameworkCall | None] = _framework_call.set(self)
+
+    def end(self) -> None:
+        self.active = False
+        # In another context than the start the reset fails; the marker being inactive there is enough.
+        with contextlib.suppress(ValueError):
+            _framework_call.reset(self._token)
 
 
-def set_framework_call(active: bool) -> Token[bool]:
-    """Mark (or unmark) this context as inside a model call a framework instrumentor records."""
-    return _framework_call.set(active)
-
-
-def reset_framework_call(token: Token[bool]) -> None:
-    try:
-        _framework_call.reset(token)
-    except ValueError:  # ended in another context than it started: just clear it
-        _framework_call.set(False)
+_framework_call: ContextVar[FrameworkCall | None] = ContextVar("otel_agent_eval_framework_model_call", default=None)
 
 
 def recorded_by_framework() -> bool:
     """Whether a framework instrumentor already records the model call being made in this context."""
-    return _framework_call.get()
+    marker = _framework_call.get()
+    return marker is not None and marker.active
 
 
 def followed_run() -> AgentRunRecorder | None:
