@@ -119,6 +119,16 @@ class AgentRunRecorder:
         # The latest answer's tool calls (the model's, or the user's own) that no execution has claimed yet.
         self._pending: list[tuple[ToolCall, Requester]] = []
 
+    @property
+    def policy(self) -> ContentPolicy:
+        """The content policy the run's spans are written with."""
+        return self._policy
+
+    @property
+    def trace_id(self) -> int:
+        """The run's trace id (0 while a followed run has no span yet)."""
+        return self._trace_id
+
     def _take_index(self) -> int:
         with self._lock:
             index = self._next_index

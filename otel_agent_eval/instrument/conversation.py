@@ -231,7 +231,7 @@ def _continued(keys: Key, previous_response_id: str | None, tracer: Tracer) -> _
     if followed is None or followed.run.tracer is not tracer:  # instrumented again since, to another provider
         return None
     current = trace.get_current_span().get_span_context()
-    if current.is_valid and current.trace_id != followed.run._trace_id:
+    if current.is_valid and current.trace_id != followed.run.trace_id:
         return None  # inside another trace now (a new request): a new run
     if previous_response_id:
         return followed if previous_response_id == followed.response_id else None

@@ -237,7 +237,7 @@ class _Callbacks:
             self._put(run_id, _Entry(parent.run))  # a chain inside the run: no span, its steps are the run's
             return
         if parent is None and (explicit := current_run()) is not None:
-            self._put(run_id, _Entry(_Run(explicit, explicit._policy)))  # inside an agent_run: its steps
+            self._put(run_id, _Entry(_Run(explicit, explicit.policy)))  # inside an agent_run: its steps
             return
         # The outermost chain, or one a tool runs (a sub-agent, under the tool's span).
         tool_span = parent.tool.span if parent is not None and parent.tool is not None else None
@@ -364,7 +364,7 @@ class _Callbacks:
         parent = self._get(parent_run_id)
         run = parent.run if parent is not None else None
         if parent is None and (joined := current_run() or followed_run()) is not None:
-            run = _Run(joined, joined._policy)  # called on its own: a step of the explicit or followed run
+            run = _Run(joined, joined.policy)  # called on its own: a step of the explicit or followed run
         policy = run.policy if run is not None else self._policy()
         step = ToolExecution(
             index=0, name=name, call_id=call_id, arguments=dict(inputs) if isinstance(inputs, Mapping) else None
