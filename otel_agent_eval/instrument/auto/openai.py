@@ -194,53 +194,55 @@ def _finish_chat(call: ModelCall, completion: Any) -> None:
 
 
 class _ChatChunks:
-    """A streamed chat completion put back together: the first choice's text and tool calls, usage."""
+    """A streamed chat completion put back together: the first choice's text and tool calls, usage.
+
+    Chunks are only kept while the stream is read (the application waits on each one); they are read once,
+    when the stream ends.
+    """
 
     def __init__(self) -> None:
-        self.text: list[str] = []
-        self.calls: dict[int, dict[str, Any]] = {}
-        self.finish_reason: str | None = None
-        self.model: str | None = None
-        self.id: str | None = None
-        self.usage: Any = None
-
-    def add(self, chunk: Any) -> None:
-        self.model = getattr(chunk, "model", None) or self.model
-        self.id = getattr(chunk, "id", None) or self.id
-        if getattr(chunk, "usage", None) is not None:
-            self.usage = chunk.usage
-        for choice in getattr(chunk, "choices", None) or ():
-            if getattr(choice, "index", 0) != 0:
-                continue
-            delta = choice.delta
-            if delta is not None and delta.content:
-                self.text.append(delta.content)
-            for part in (getattr(delta, "tool_calls", None) or ()) if delta is not None else ():
-                entry = self.calls.setdefault(part.index, {"id": None, "name": "", "arguments": []})
-                if part.id:
-                    entry["id"] = part.id
-                function = part.function
-                if function is not None:
-                    if function.name:
-                        entry["name"] += function.name
-                    if function.arguments:
-                        entry["arguments"].append(function.arguments)
-            if choice.finish_reason:
-                self.finish_reason = choice.finish_reason
+        self.chunks: list[Any] = []
+        self.add = self.chunks.append
 
     def finish(self, call: ModelCall) -> None:
-        calls = [
-            {"id": c["id"], "name": c["name"], "arguments": "".join(c["arguments"])}
-            for _, c in sorted(self.calls.items())
-        ]
+        text: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        finish_reason = model = response_id = usage = None
+        for chunk in self.chunks:
+            model = model or getattr(chunk, "model", None)
+            response_id = response_id or getattr(chunk, "id", None)
+            usage = getattr(chunk, "usage", None) or usage
+            for choice in getattr(chunk, "choices", None) or ():
+                if getattr(choice, "index", 0) != 0:
+                    continue
+                delta = choice.delta
+                if delta is not None:
+                    if delta.content:
+                        text.append(delta.content)
+                    for part in delta.tool_calls or ():
+                        entry = calls.setdefault(part.index, {"id": None, "name": "", "arguments": []})
+                        if part.id:
+                            entry["id"] = part.id
+                        function = part.function
+                        if function is not None:
+                            if function.name:
+                                entry["name"] += function.name
+                            if function.arguments:
+                                entry["arguments"].append(function.arguments)
+                if choice.finish_reason:
+                    finish_reason = choice.finish_reason
+        self.chunks.clear()
         call.finish(
-            content="".join(self.text) or None,
-            tool_calls=calls,
-            finish_reason=self.finish_reason,
-            input_tokens=getattr(self.usage, "prompt_tokens", None),
-            output_tokens=getattr(self.usage, "completion_tokens", None),
-            model=self.model,
-            response_id=self.id,
+            content="".join(text) or None,
+            tool_calls=[
+                {"id": c["id"], "name": c["name"], "arguments": "".join(c["arguments"])}
+                for _, c in sorted(calls.items())
+            ],
+            finish_reason=finish_reason,
+            input_tokens=getattr(usage, "prompt_tokens", None),
+            output_tokens=getattr(usage, "completion_tokens", None),
+            model=model,
+            response_id=response_id,
         )
 
 
