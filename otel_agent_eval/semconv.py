@@ -65,6 +65,9 @@ AGENT_EVAL_TOOL_REQUESTED_BY: Final = "agent_eval.tool.requested_by"
 AGENT_EVAL_INPUT_MESSAGES_SCOPE: Final = "agent_eval.input_messages.scope"
 AGENT_EVAL_RUN_SUCCESS: Final = "agent_eval.run.success"  # what the application knows, when it knows it
 AGENT_EVAL_RUN_REWARD: Final = "agent_eval.run.reward"
+# On the first model call of a run an auto-instrumentor follows (no agent span around the loop): the span is
+# the run's root and ends long before the run does, so the processor waits longer for the rest.
+AGENT_EVAL_RUN_FOLLOWED: Final = "agent_eval.run.followed"
 AGENT_EVAL_SOURCE_FILE: Final = "agent_eval.source.file"
 AGENT_EVAL_SOURCE_INDEX: Final = "agent_eval.source.index"
 AGENT_EVAL_SOURCE_ID: Final = "agent_eval.source.id"

@@ -467,3 +467,55 @@ def test_failures_the_guard_turned_into_recoveries_are_counted(
     wait_for(lambda: len(processor.store.recent_traces()) == 1)
     assert processor.store.recent_traces()[0].outcome == "recovered"
     assert metric_total(processor, "agent_eval_guard_recoveries_total") >= 1
+
+
+def test_a_followed_loop_waits_the_loop_quiet_period() -> None:
+    """A trace whose root is an auto-instrumented loop's first model call (it ends long before the loop) is not
+    evaluated after the ordinary quiet period, but after the loop quiet period."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
+
+    from otel_agent_eval.processor.assembly import ResourceSpansBatch, TraceAssembler
+
+    clock = [0.0]
+    assembler = TraceAssembler(quiet_period=1.0, loop_quiet_period=10.0, max_wait=60.0, clock=lambda: clock[0])
+    for trace, followed in ((b"f" * 16, True), (b"p" * 16, False)):
+        rs = ResourceSpans()
+        root = rs.scope_spans.add().spans.add(trace_id=trace, span_id=b"r" * 8, name="chat m")
+        if followed:
+            kv = root.attributes.add(key="agent_eval.run.followed")
+            kv.value.bool_value = True
+        assembler.add(ResourceSpansBatch.of([rs]))
+    clock[0] = 2.0
+    assert [t.trace_id for t in assembler.ready()] == [b"p" * 16]
+    clock[0] = 11.0
+    assert [t.trace_id for t in assembler.ready()] == [b"f" * 16]
+
+
+def test_the_first_call_of_a_followed_loop_is_marked() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_agent_eval.ingest.messages import ChatMessage
+    from otel_agent_eval.instrument import agent_run
+    from otel_agent_eval.instrument.api import get_tracer
+    from otel_agent_eval.instrument.conversation import _followed, start_model_call
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = get_tracer(provider)
+    token = _followed.set(None)
+    try:
+        question = [ChatMessage(role="user", content="hi")]
+        start_model_call(tracer, provider="p", model="m", messages=question).finish(content="hello")
+        again = [*question, ChatMessage(role="assistant", content="hello"), ChatMessage(role="user", content="bye")]
+        start_model_call(tracer, provider="p", model="m", messages=again).finish(content="bye")
+        with agent_run("a", tracer_provider=provider):
+            start_model_call(tracer, provider="p", model="m", messages=question).finish(content="x")
+    finally:
+        _followed.reset(token)
+    spans = sorted(exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
+    marked = [s.attributes.get("agent_eval.run.followed") for s in spans if s.name == "chat m"]
+    assert marked == [True, None, None]  # the followed loop's first call only; not its second, nor in a run
+    assert len({s.context.trace_id for s in spans if s.name == "chat m"}) == 2

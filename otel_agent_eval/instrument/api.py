@@ -111,6 +111,8 @@ class AgentRunRecorder:
         """The run's root span. ``None`` for a run an auto-instrumentor follows without one (see
         :mod:`.conversation`): its first model call's span becomes the root."""
         self.conversation_id = conversation_id
+        self.implicit_root = span is None
+        """Whether the run's first model call becomes its root (a run an auto-instrumentor follows)."""
         self._policy = policy
         self._provider = provider
         self._trace_id = span.get_span_context().trace_id if span is not None else 0
@@ -263,6 +265,8 @@ class AgentRunRecorder:
             )
 
         attributes = guard.attributes("a model call", build, self._policy)
+        if self.span is None and self.implicit_root:
+            attributes[sc.AGENT_EVAL_RUN_FOLLOWED] = True
         if not step_index:
             attributes.pop(sc.AGENT_EVAL_STEP_INDEX, None)
             attributes.pop(sc.AGENT_EVAL_STEP_KIND, None)

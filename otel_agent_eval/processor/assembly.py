@@ -1,11 +1,14 @@
 """Trace assembly: spans grouped by trace id until the trace is complete enough to evaluate.
 
 A trace is *ready* when its root span (a span with no parent) has arrived and no span has arrived for the
-quiet period, or when its first span arrived longer ago than the maximum wait. Memory is bounded: when more
-traces are in flight than allowed, the oldest is released early; a trace that reaches the span limit is
-released at once. Both are counted, and an early release is still evaluated and forwarded: spans are never
-dropped. A span that arrives after its trace was released starts a new (partial) trace, which is evaluated
-and forwarded the same way.
+quiet period, or when its first span arrived longer ago than the maximum wait. A root that is the first model
+call of a loop an auto-instrumentor follows (``agent_eval.run.followed``) ends long before the loop does: such
+a trace waits the loop quiet period instead, a pause longer than the one between two model calls.
+
+Memory is bounded: when more traces are in flight than allowed, the oldest is released early; a trace that
+reaches the span limit is released at once. Both are counted, and an early release is still evaluated and
+forwarded: spans are never dropped. A span that arrives after its trace was released starts a new (partial)
+trace, which is evaluated and forwarded the same way.
 
 >>> from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 >>> clock = [0.0]
@@ -32,6 +35,8 @@ from dataclasses import dataclass, field
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from ..semconv import AGENT_EVAL_RUN_FOLLOWED
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,7 @@ class PendingTrace:
     spans: list[SpanEntry] = field(default_factory=list)
     inbox_ids: set[int] = field(default_factory=set)
     root_seen: bool = False
+    followed_root: bool = False
     reason: ReleaseReason = "complete"
     early_spans: int = 0
     """How many spans the trace had when it was last evaluated while still open (0: never)."""
@@ -93,6 +99,7 @@ class TraceAssembler:
         self,
         *,
         quiet_period: float = 2.0,
+        loop_quiet_period: float = 10.0,
         max_wait: float = 30.0,
         max_traces: int = 10_000,
         max_spans_per_trace: int = 5_000,
@@ -100,6 +107,7 @@ class TraceAssembler:
         on_limit: Callable[[ReleaseReason], None] | None = None,
     ) -> None:
         self.quiet_period = quiet_period
+        self.loop_quiet_period = loop_quiet_period
         self.max_wait = max_wait
         self.max_traces = max_traces
         self.max_spans_per_trace = max_spans_per_trace
@@ -132,6 +140,9 @@ class TraceAssembler:
                     pending.inbox_ids.add(batch.inbox_id)
                 if not entry.span.parent_span_id:
                     pending.root_seen = True
+                    pending.followed_root = any(
+                        kv.key == AGENT_EVAL_RUN_FOLLOWED and kv.value.bool_value for kv in entry.span.attributes
+                    )
                 if len(pending.spans) >= self.max_spans_per_trace:
                     self._release(trace_id, "span_limit")
             while len(self._traces) > self.max_traces:
@@ -166,7 +177,8 @@ class TraceAssembler:
         now = self._clock()
         with self._lock:
             for trace_id, pending in list(self._traces.items()):
-                if pending.root_seen and now - pending.last_seen >= self.quiet_period:
+                quiet = self.loop_quiet_period if pending.followed_root else self.quiet_period
+                if pending.root_seen and now - pending.last_seen >= quiet:
                     self._release(trace_id, "complete")
                 elif now - pending.first_seen >= self.max_wait:
                     self._release(trace_id, "max_wait")

@@ -97,6 +97,13 @@ def _downstream_default() -> str | None:
     help="Seconds without a new span, after the root span ended, before a trace is evaluated.",
 )
 @click.option(
+    "--loop-quiet-period",
+    type=float,
+    default=10.0,
+    help="The quiet period of a trace whose root is the first model call of an agent loop followed by an "
+    "auto-instrumentor (it ends long before the loop): longer than a pause between two model calls.",
+)
+@click.option(
     "--max-wait",
     type=float,
     default=30.0,

@@ -29,6 +29,7 @@ class ServeConfig:
     downstream_headers: dict[str, str] = field(default_factory=dict)
     data_dir: Path = Path(".agent-eval")
     quiet_period: float = 2.0
+    loop_quiet_period: float = 10.0
     max_wait: float = 30.0
     max_traces: int = 10_000
     max_spans_per_trace: int = 5_000
@@ -71,6 +72,7 @@ class Processor:
         )
         self.assembler = TraceAssembler(
             quiet_period=config.quiet_period,
+            loop_quiet_period=config.loop_quiet_period,
             max_wait=config.max_wait,
             max_traces=config.max_traces,
             max_spans_per_trace=config.max_spans_per_trace,
