@@ -18,4 +18,8 @@ def __getattr__(name: str) -> object:
         from . import hook
 
         return getattr(hook, name)
+    if name == "instrument":  # `otel_agent_eval.instrument()` before anything imported the subpackage
+        import importlib
+
+        return importlib.import_module(".instrument", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -54,7 +54,7 @@ def get_weather(city: str, unit: str = "celsius") -> str:
 def _no_followed_run() -> Iterator[None]:
     """Each test's agent starts afresh: the conversation a test left behind (in this thread's context, with the
     tracer of a provider shut down since) is not continued by the next test's identical first message."""
-    token = conversation._followed.set(None)
+    token = conversation._followed.set(())
     yield
     conversation._followed.reset(token)
 

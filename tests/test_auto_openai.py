@@ -327,3 +327,95 @@ def test_the_fast_prompt_reading_agrees_with_the_full_parser() -> None:
             assert read_fast == read_full
             compared += len(messages)
     assert compared > 3000
+
+
+def test_an_iterable_of_messages_is_sent_whole(spans: InMemorySpanExporter, server: LLMServer) -> None:
+    """Reading a generator would use it up before the SDK sends it: it is left alone (the call is recorded
+    without its prompt)."""
+    server.script(openai_chat("Hi!"))
+    with client(server) as c:
+        c.chat.completions.create(model="gpt-test", messages=(m for m in [{"role": "user", "content": "hi"}]))
+    assert server.requests[0].body["messages"] == [{"role": "user", "content": "hi"}]
+    [span] = spans.get_finished_spans()
+    assert json.loads(str(span.attributes["gen_ai.output.messages"]))[0]["parts"][0]["content"] == "Hi!"
+
+
+def test_a_model_call_made_by_a_tool_does_not_split_the_loop(spans: InMemorySpanExporter, server: LLMServer) -> None:
+    """A tool that calls the model itself (a summary): its call is a run of its own, in its own trace; the
+    loop stays one run."""
+    server.script(
+        openai_chat(tool_calls=[("call_1", "summarise", {"text": "long text"})]),
+        openai_chat("A summary."),  # the tool's own call
+        openai_chat("Here is the summary."),
+    )
+    with client(server) as c:
+
+        @tool
+        def summarise(text: str) -> str:
+            reply = c.chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": f"Sum up: {text}"}]
+            )
+            return str(reply.choices[0].message.content)
+
+        messages: list[Any] = [{"role": "user", "content": "Summarise this."}]
+        reply = c.chat.completions.create(model="gpt-test", messages=messages).choices[0].message
+        messages.append(reply.model_dump(exclude_none=True))
+        call = reply.tool_calls[0]
+        messages.append(
+            {"role": "tool", "tool_call_id": call.id, "content": summarise(**json.loads(call.function.arguments))}
+        )
+        c.chat.completions.create(model="gpt-test", messages=messages)
+    runs = sorted(runs_from_spans(spans.get_finished_spans()), key=lambda r: len(r.steps))
+    assert [[s.kind for s in r.steps] for r in runs] == [
+        ["user", "assistant"],
+        ["user", "assistant", "tool", "assistant"],
+    ]
+    assert runs[0].trace_id != runs[1].trace_id
+
+
+def test_a_refusal_keeps_the_conversation_together(spans: InMemorySpanExporter, server: LLMServer) -> None:
+    from llm_server import json_reply
+
+    said = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
+    refusal = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-test",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": said}],
+    }
+    server.script(json_reply(refusal), openai_chat("OK."))
+    with client(server) as c:
+        messages: list[Any] = [{"role": "user", "content": "Do the bad thing."}]
+        reply = c.chat.completions.create(model="gpt-test", messages=messages).choices[0].message
+        messages += [reply.model_dump(exclude_none=True), {"role": "user", "content": "Fine, something else."}]
+        c.chat.completions.create(model="gpt-test", messages=messages)
+    assert len({s.context.trace_id for s in spans.get_finished_spans()}) == 1
+
+
+def test_streams_end_their_span_at_the_last_chunk(spans: InMemorySpanExporter, server: LLMServer) -> None:
+    """The SDK's stream() helper leaves the raw stream without closing our proxy; a raw response is not a stream
+    we can read: both end their span (the second without an answer)."""
+    server.script(openai_chat("one two"), openai_chat("three"))
+    with client(server) as c:
+        with c.chat.completions.stream(model="gpt-test", messages=[{"role": "user", "content": "hi"}]) as stream:
+            for _ in stream:
+                pass
+        assert len(spans.get_finished_spans()) == 1  # ended at the last chunk, not at garbage collection
+        raw = c.chat.completions.with_raw_response.create(
+            model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        list(raw.parse())
+    first, second = spans.get_finished_spans()
+    assert json.loads(str(first.attributes["gen_ai.output.messages"]))[0]["parts"][0]["content"] == "one two"
+    assert "gen_ai.output.messages" not in (second.attributes or {})
+
+
+def test_instrument_from_the_top_level_package() -> None:
+    import subprocess
+    import sys
+
+    code = "import otel_agent_eval; print(otel_agent_eval.instrument())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['openai', 'anthropic', 'langchain']"

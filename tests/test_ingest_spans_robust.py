@@ -408,29 +408,23 @@ def test_runs_are_agent_runs() -> None:
 
 
 def test_a_model_span_inside_a_model_span_is_the_same_call() -> None:
-    """An SDK that traces itself under an instrumentor's span (or two instrumentations of one client): one
-    step. A model span under one that had already ended (an auto-instrumented loop's later calls hang under its
-    first) is a step of its own."""
+    """An SDK that traces itself under an instrumentor's span (or two instrumentations of one client): the same
+    prompt, one step. A model span under one that had already ended (an auto-instrumented loop's later calls
+    hang under its first), or under one left open with another prompt (a stream never finished), is a step of
+    its own."""
     prompt = [text("user", "hi")]
+    later = [
+        *prompt,
+        calls("c1"),
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "ok"}]},
+    ]
     records = [
-        span(1, 0, 10, chat(prompt, calls("c1"))),
+        span(1, 0, 30, chat(prompt, calls("c1"))),  # left open (a stream never finished): ends late
         span(2, 1, 9, chat(prompt, calls("c1")), parent=1),  # the SDK's own span of the same call
         span(3, 11, 12, tool("f_c1", "c1", "ok")),
-        span(
-            4,
-            13,
-            20,
-            chat(
-                [
-                    *prompt,
-                    calls("c1"),
-                    {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "ok"}]},
-                ],
-                text("assistant", "done"),
-            ),
-            parent=1,
-        ),
-        span(5, 14, 19, chat(prompt, text("assistant", "done")), parent=4),
+        span(4, 13, 20, chat(later, text("assistant", "done")), parent=1),
+        span(5, 14, 19, chat(later, text("assistant", "done")), parent=4),
+        span(6, 15, 16, {"gen_ai.operation.name": "chat"}, parent=4),  # no content at all
     ]
     [run] = runs_from_records(records)
     assert [describe(s)[0] for s in run.steps] == ["user", "assistant", "tool", "assistant"]

@@ -505,7 +505,7 @@ def test_the_first_call_of_a_followed_loop_is_marked() -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = get_tracer(provider)
-    token = _followed.set(None)
+    token = _followed.set(())
     try:
         question = [ChatMessage(role="user", content="hi")]
         start_model_call(tracer, provider="p", model="m", messages=question).finish(content="hello")

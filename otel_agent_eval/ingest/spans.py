@@ -133,17 +133,24 @@ def _group_run(
 ) -> AgentRun:
     """The run of one agent span (``agent``), or of the steps under none (``agent`` is ``None``)."""
     steps_read = [(s, r) for s, r in members if _is_step(r)]
-    # A model span inside another model span, while it lasts, is the same call seen twice (an SDK that traces
-    # itself under an instrumentor's span, or two instrumentations of one client): the outer one stands for
-    # it. (A model span under one that had ended is a later step: an auto-instrumented loop's calls hang
-    # under its first call.)
-    models = {s.span_id: s for s, r in steps_read if r.kind == "model"}
-    steps_read = [
-        (s, r)
-        for s, r in steps_read
-        if r.kind != "model"
-        or not any(models[a].end_time_ns >= s.start_time_ns for a in trace.ancestors(s) if a in models)
-    ]
+    # A model span inside another model span, while it lasts, with the same prompt (or none) is the same call
+    # seen twice (an SDK that traces itself under an instrumentor's span, two instrumentations of one client):
+    # the outer one stands for it. A later call under an earlier one is a step of its own (an auto-instrumented
+    # loop's calls hang under its first; a stream left unfinished keeps its span open).
+    models = {s.span_id: (s, r) for s, r in steps_read if r.kind == "model"}
+
+    def same_call(span: SpanRecord, reading: SpanReading) -> bool:
+        for ancestor in trace.ancestors(span):
+            outer = models.get(ancestor)
+            if (
+                outer is not None
+                and outer[0].end_time_ns >= span.start_time_ns
+                and (not (reading.inputs or reading.outputs) or reading.inputs == outer[1].inputs)
+            ):
+                return True
+        return False
+
+    steps_read = [(s, r) for s, r in steps_read if r.kind != "model" or not same_call(s, r)]
     ours = {s.span_id for s, r in steps_read if r.step_index is not None}
     if ours:
         # A model or tool span of another instrumentation inside one of our step spans (an auto-instrumented

@@ -113,10 +113,14 @@ class AgentRunRecorder:
         self.conversation_id = conversation_id
         self.implicit_root = span is None
         """Whether the run's first model call becomes its root (a run an auto-instrumentor follows)."""
+        self.own_trace = False
+        """For such a run: whether its first call starts a trace of its own even where a span is current."""
         self._policy = policy
         self._provider = provider
         self._trace_id = span.get_span_context().trace_id if span is not None else 0
-        self._lock = threading.Lock()
+        # Re-entrant: a stream proxy collected by the garbage collector finishes its model call from a finaliser,
+        # which may run in a thread that holds the lock at that moment.
+        self._lock = threading.RLock()
         self._next_index = 0
         # The latest answer's tool calls (the model's, or the user's own) that no execution has claimed yet.
         self._pending: list[tuple[ToolCall, Requester]] = []
@@ -157,7 +161,7 @@ class AgentRunRecorder:
         its steps would otherwise start traces of their own.
         """
         if self.span is None:  # a followed run's first step: it starts the trace (or joins the current span's)
-            return None
+            return Context() if self.own_trace else None
         if _current_run.get() is self:  # inside this run's block (or a copy of its context): the usual case, cheap
             return None
         if trace.get_current_span().get_span_context().trace_id == self._trace_id:

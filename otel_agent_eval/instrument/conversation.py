@@ -38,14 +38,19 @@ from .recorders import ChatRecorder
 Key = tuple[Hashable, ...]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Followed:
     run: AgentRunRecorder
     keys: Key
     response_id: str | None = None
 
 
-_followed: ContextVar[_Followed | None] = ContextVar("otel_agent_eval_followed_run", default=None)
+# The conversations followed in this context, the latest first. Several: a model call that continues none of
+# them (a summary made inside a tool, a router, a moderation call) starts its own run without ending the
+# loop's. Immutable, and replaced rather than changed: tasks that copy the context (asyncio.gather) each
+# follow on from what they inherited without disturbing one another.
+_followed: ContextVar[tuple[_Followed, ...]] = ContextVar("otel_agent_eval_followed_runs", default=())
+_MOST_FOLLOWED = 8
 
 
 # Set while a framework's instrumentor (LangChain) records a model call itself: the SDK call it makes inside
@@ -75,10 +80,22 @@ def recorded_by_framework() -> bool:
     return marker is not None and marker.active
 
 
-def followed_run() -> AgentRunRecorder | None:
-    """The run the auto-instrumentors are following in this context, if any (for ``@tool``)."""
-    followed = _followed.get()
-    return followed.run if followed is not None else None
+def followed_run(tool: str) -> AgentRunRecorder | None:
+    """The latest run followed in this context whose model asked for tool ``tool`` and has not had it run yet,
+    in the current trace (for a tool that runs outside any agent span: ``@tool``, a LangChain tool)."""
+    current = trace.get_current_span().get_span_context()
+    for followed in _followed.get():
+        if current.is_valid and current.trace_id != followed.run.trace_id:
+            continue
+        if followed.run.pending_call(tool):
+            return followed.run
+    return None
+
+
+def _remember(followed: _Followed, replacing: AgentRunRecorder | None = None) -> None:
+    """Put ``followed`` first among this context's conversations (in place of the entry of run ``replacing``)."""
+    others = tuple(f for f in _followed.get() if f.run is not (replacing or followed.run))
+    _followed.set((followed, *others)[:_MOST_FOLLOWED])
 
 
 def message_key(message: ChatMessage) -> Hashable:
@@ -170,8 +187,8 @@ class ModelCall:
                 self.span.set_attribute("gen_ai.response.id", response_id)
             if self._followed is not None:
                 answer = ChatMessage(role="assistant", content=content, tool_calls=self.recorder.tool_calls)
-                self._followed.keys = (*self._keys, message_key(answer))
-                self._followed.response_id = response_id
+                keys = (*self._keys, message_key(answer))
+                _remember(_Followed(self._followed.run, keys, response_id or None))
         except Exception as exc:
             guard.log_failure("a model answer", exc)
         self.recorder.end()
@@ -208,14 +225,20 @@ def start_model_call(
     followed: _Followed | None = None
     run = _current_run.get()
     if run is None:
-        followed = _continued(keys, previous_response_id, tracer)
-        if followed is None:
-            followed = _Followed(AgentRunRecorder(tracer, None, policy, provider), keys)
-            _followed.set(followed)
-        elif previous_response_id and previous_response_id == followed.response_id:
-            keys = (*followed.keys, *keys)  # the server keeps the history: these messages are only the new ones
-        followed.keys = keys  # a call that fails and is retried with the same messages stays in the run
-        run = followed.run
+        continued = _continued(keys, previous_response_id, tracer)
+        if continued is None:
+            run = AgentRunRecorder(tracer, None, policy, provider)
+            # Inside a step of a followed run (a model call made by a tool): a run of its own, in its own trace,
+            # not steps mixed into the loop's.
+            current = trace.get_current_span().get_span_context()
+            run.own_trace = current.is_valid and any(f.run.trace_id == current.trace_id for f in _followed.get())
+        else:
+            run = continued.run
+            if previous_response_id and previous_response_id == continued.response_id:
+                keys = (*continued.keys, *keys)  # the server keeps the history: these are only the new messages
+        # Remembered now: a call that fails and is retried with the same messages stays in the run.
+        followed = _Followed(run, keys)
+        _remember(followed)
     recorder = run.start_chat(
         model,
         provider=provider,
@@ -227,13 +250,19 @@ def start_model_call(
 
 
 def _continued(keys: Key, previous_response_id: str | None, tracer: Tracer) -> _Followed | None:
-    followed = _followed.get()
-    if followed is None or followed.run.tracer is not tracer:  # instrumented again since, to another provider
-        return None
+    """The followed conversation these messages continue (the one that shares most of them), if any."""
     current = trace.get_current_span().get_span_context()
-    if current.is_valid and current.trace_id != followed.run.trace_id:
-        return None  # inside another trace now (a new request): a new run
-    if previous_response_id:
-        return followed if previous_response_id == followed.response_id else None
-    known = followed.keys
-    return followed if len(keys) >= len(known) and keys[: len(known)] == known else None
+    best: _Followed | None = None
+    for followed in _followed.get():
+        if followed.run.tracer is not tracer:  # instrumented again since, to another provider
+            continue
+        if current.is_valid and current.trace_id != followed.run.trace_id:
+            continue  # inside another trace (a new request, a tool's own model call)
+        if previous_response_id:
+            if previous_response_id == followed.response_id:
+                return followed
+            continue
+        known = followed.keys
+        if len(keys) >= len(known) and keys[: len(known)] == known and (best is None or len(known) > len(best.keys)):
+            best = followed
+    return best

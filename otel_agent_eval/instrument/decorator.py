@@ -24,12 +24,8 @@ R = TypeVar("R")
 def _active_run(name: str) -> AgentRunRecorder | None:
     """The run to record a call in: the current one, unless this call is already its executing tool; without
     one, the run an auto-instrumentor follows, if its model's latest answer asked for this tool."""
-    run = _current_run.get()
-    if run is None:
-        run = followed_run()
-        if run is None or not run.pending_call(name):
-            return None
-    return None if _tool_owner.get() is run else run
+    run = _current_run.get() or followed_run(name)
+    return None if run is None or _tool_owner.get() is run else run
 
 
 @overload

@@ -1,9 +1,11 @@
 """Streamed answers: the SDK's stream object, passed through, with the span ended when the stream is.
 
 The application gets the SDK's own stream (a ``wrapt`` proxy: ``isinstance`` checks, attributes and methods
-are the stream's), reads it as it would, and each item is also handed to an accumulator. The span ends
-when the stream is exhausted, closed, left through ``with``, or garbage-collected unread; an error while
-reading ends it as failed and propagates unchanged.
+are the stream's), reads it as it would, and each item is also handed to an accumulator, which keeps only
+the pieces of the answer. The span ends when the answer's last item has been read (the accumulator says so:
+a stream left right after it, as the SDKs' ``stream()`` helpers do, still ends it), or when the stream is
+exhausted, closed, left through ``with``, or garbage-collected unread; an error while reading ends it as
+failed and propagates unchanged.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from ..conversation import ModelCall
 
 
 class Accumulator(Protocol):
-    def add(self, item: Any) -> None: ...
+    def add(self, item: Any) -> bool | None:
+        """Take one streamed item; true once the answer is complete (its last item)."""
+        ...
 
     def finish(self, call: ModelCall) -> None:
         """Record what was accumulated as the answer (ends the span)."""
@@ -38,10 +42,15 @@ class _Ending:
     _self_done: bool
 
     def _self_add(self, item: Any) -> None:
+        if self._self_done:
+            return
         try:
-            self._self_acc.add(item)
+            complete = self._self_acc.add(item)
         except Exception as exc:  # a chunk we cannot read is our problem, never the application's
             guard.log_failure("a streamed chunk", exc)
+            return
+        if complete:
+            self._self_finish()
 
     def _self_finish(self) -> None:
         if self._self_done:

@@ -41,8 +41,11 @@ def model_call_wrapper(
 
     def end(call: ModelCall, result: Any, kwargs: Mapping[str, Any]) -> Any:
         if kwargs.get("stream"):
+            if not hasattr(result, "__anext__" if is_async else "__next__"):
+                call.end()  # a raw response (with_raw_response): the stream is read through it, unseen
+                return result
             proxy = AsyncStreamProxy if is_async else StreamProxy
-            return proxy(result, call, accumulate())
+            return proxy(result, call, accumulate(kwargs))
         try:
             finish(call, result)
         except Exception as exc:

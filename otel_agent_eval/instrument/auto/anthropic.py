@@ -295,7 +295,8 @@ def _finish(call: ModelCall, message: Any) -> None:
 class _MessageEvents:
     """A streamed message put back together from its raw events: text and tool uses by block, usage."""
 
-    def __init__(self) -> None:
+    def __init__(self, request: Mapping[str, Any] | None = None) -> None:
+        self.started = False
         self.blocks: dict[int, dict[str, Any]] = {}
         self.stop_reason: str | None = None
         self.model: str | None = None
@@ -309,9 +310,12 @@ class _MessageEvents:
         output = getattr(usage, "output_tokens", None)
         self.output_tokens = output if isinstance(output, int) else self.output_tokens
 
-    def add(self, event: Any) -> None:
+    def add(self, event: Any) -> bool:
         kind = getattr(event, "type", None)
+        if kind == "message_stop":
+            return True  # the message is complete
         if kind == "message_start":
+            self.started = True
             message = event.message
             self.id = getattr(message, "id", None) or self.id
             self.model = getattr(message, "model", None) or self.model
@@ -334,7 +338,7 @@ class _MessageEvents:
             delta = event.delta
             delta_type = getattr(delta, "type", None)
             if entry is None:
-                return
+                return False
             if delta_type == "text_delta" and entry["type"] == "text":
                 entry["text"].append(delta.text)
             elif delta_type == "input_json_delta" and entry["type"] == "tool_use":
@@ -342,8 +346,12 @@ class _MessageEvents:
         elif kind == "message_delta":
             self.stop_reason = getattr(event.delta, "stop_reason", None) or self.stop_reason
             self._usage(getattr(event, "usage", None))
+        return False
 
     def finish(self, call: ModelCall) -> None:
+        if not self.started:
+            call.end()  # nothing came: no answer to record
+            return
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
         for _, block in sorted(self.blocks.items()):

@@ -94,7 +94,7 @@ _PROVIDERS = {
 # LangChain message types (``BaseMessage.type``, chunks' without the ``MessageChunk`` suffix) -> roles.
 _ROLES = {"system": "system", "developer": "system", "human": "user", "ai": "assistant", "tool": "tool"}
 # LangGraph's control-flow exceptions (an interrupt waiting for a human, a command to the parent graph).
-_CONTROL_FLOW = frozenset({"GraphBubbleUp"})
+_CONTROL_FLOW = frozenset({"GraphBubbleUp", "GeneratorExit"})  # GeneratorExit: a stream left early
 
 
 class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -363,7 +363,7 @@ class _Callbacks:
         call_id = _text(kwargs.get("tool_call_id"))
         parent = self._get(parent_run_id)
         run = parent.run if parent is not None else None
-        if parent is None and (joined := current_run() or followed_run()) is not None:
+        if parent is None and (joined := current_run() or followed_run(name)) is not None:
             run = _Run(joined, joined.policy)  # called on its own: a step of the explicit or followed run
         policy = run.policy if run is not None else self._policy()
         step = ToolExecution(

@@ -107,7 +107,9 @@ def chat_prompt(messages: Any) -> Prompt:
     """
     out: list[dict[str, Any]] = []
     keys: list[Any] = []
-    for i, raw in enumerate(messages or ()):
+    if not isinstance(messages, (list, tuple)):
+        return Prompt(out, ())  # an iterator would be used up here, before the SDK sends it: not read
+    for i, raw in enumerate(messages):
         message = plain(raw)
         fast = _fast_message(message) if type(message) is dict else None
         if fast is None:
@@ -123,6 +125,8 @@ def _fast_message(message: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
     raw_role = message.get("role")
     role = ROLE_ALIASES.get(raw_role) if type(raw_role) is str else None
     content = message.get("content")
+    if content is None and type(message.get("refusal")) is str:
+        content = message["refusal"]  # the answer was recorded with its refusal as its text: the same key
     if role is None or not (content is None or type(content) is str) or message.get("function_call"):
         return None
     if role == "tool":
@@ -194,55 +198,66 @@ def _finish_chat(call: ModelCall, completion: Any) -> None:
 
 
 class _ChatChunks:
-    """A streamed chat completion put back together: the first choice's text and tool calls, usage.
+    """A streamed chat completion put back together as it is read: the first choice's text and tool calls,
+    usage. Only the pieces are kept. Complete at the chunk with the finish reason, or, when the request asked
+    for usage (``stream_options.include_usage``), at the usage chunk that follows it."""
 
-    Chunks are only kept while the stream is read (the application waits on each one); they are read once,
-    when the stream ends.
-    """
+    def __init__(self, request: Mapping[str, Any]) -> None:
+        options = request.get("stream_options")
+        self.wants_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+        self.id: str | None = None
+        self.usage: Any = None
+        self.seen = False
 
-    def __init__(self) -> None:
-        self.chunks: list[Any] = []
-        self.add = self.chunks.append
+    def add(self, chunk: Any) -> bool:
+        if not self.seen:
+            self.seen, self.model, self.id = True, chunk.model, chunk.id
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.index:
+                continue
+            delta = choice.delta
+            if delta is not None:
+                if delta.content:
+                    self.text.append(delta.content)
+                if delta.tool_calls:
+                    self._calls(delta.tool_calls)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+        return self.finish_reason is not None and (self.usage is not None or not self.wants_usage)
+
+    def _calls(self, parts: Any) -> None:
+        for part in parts:
+            entry = self.calls.setdefault(part.index, {"id": None, "name": "", "arguments": []})
+            if part.id:
+                entry["id"] = part.id
+            function = part.function
+            if function is not None:
+                if function.name:
+                    entry["name"] += function.name
+                if function.arguments:
+                    entry["arguments"].append(function.arguments)
 
     def finish(self, call: ModelCall) -> None:
-        text: list[str] = []
-        calls: dict[int, dict[str, Any]] = {}
-        finish_reason = model = response_id = usage = None
-        for chunk in self.chunks:
-            model = model or getattr(chunk, "model", None)
-            response_id = response_id or getattr(chunk, "id", None)
-            usage = getattr(chunk, "usage", None) or usage
-            for choice in getattr(chunk, "choices", None) or ():
-                if getattr(choice, "index", 0) != 0:
-                    continue
-                delta = choice.delta
-                if delta is not None:
-                    if delta.content:
-                        text.append(delta.content)
-                    for part in delta.tool_calls or ():
-                        entry = calls.setdefault(part.index, {"id": None, "name": "", "arguments": []})
-                        if part.id:
-                            entry["id"] = part.id
-                        function = part.function
-                        if function is not None:
-                            if function.name:
-                                entry["name"] += function.name
-                            if function.arguments:
-                                entry["arguments"].append(function.arguments)
-                if choice.finish_reason:
-                    finish_reason = choice.finish_reason
-        self.chunks.clear()
+        if not self.seen:
+            call.end()  # nothing came: no answer to record
+            return
         call.finish(
-            content="".join(text) or None,
+            content="".join(self.text) or None,
             tool_calls=[
                 {"id": c["id"], "name": c["name"], "arguments": "".join(c["arguments"])}
-                for _, c in sorted(calls.items())
+                for _, c in sorted(self.calls.items())
             ],
-            finish_reason=finish_reason,
-            input_tokens=getattr(usage, "prompt_tokens", None),
-            output_tokens=getattr(usage, "completion_tokens", None),
-            model=model,
-            response_id=response_id,
+            finish_reason=self.finish_reason,
+            input_tokens=getattr(self.usage, "prompt_tokens", None),
+            output_tokens=getattr(self.usage, "completion_tokens", None),
+            model=self.model,
+            response_id=self.id,
         )
 
 
@@ -265,7 +280,9 @@ def response_input_messages(instructions: Any, items: Any) -> list[ChatMessage]:
         out.append(ChatMessage(role="system", content=instructions))
     if isinstance(items, str):
         return [*out, ChatMessage(role="user", content=items)]
-    for i, raw in enumerate(items or ()):
+    if not isinstance(items, (list, tuple)):
+        return out  # an iterator would be used up here, before the SDK sends it: not read
+    for i, raw in enumerate(items):
         item = plain(raw)
         if not isinstance(item, Mapping):
             continue
@@ -346,12 +363,14 @@ def _finish_response(call: ModelCall, response: Any) -> None:
 class _ResponseEvents:
     """A streamed response: the final ``response`` of its ``response.completed`` (or failed) event."""
 
-    def __init__(self) -> None:
+    def __init__(self, request: Mapping[str, Any]) -> None:
         self.response: Any = None
 
-    def add(self, event: Any) -> None:
+    def add(self, event: Any) -> bool:
         if getattr(event, "type", None) in ("response.completed", "response.incomplete", "response.failed"):
             self.response = event.response
+            return True
+        return False
 
     def finish(self, call: ModelCall) -> None:
         if self.response is None:
