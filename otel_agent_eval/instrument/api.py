@@ -207,37 +207,16 @@ class AgentRunRecorder:
         ``input_messages`` (GenAI or OpenAI-style messages) are written through the content policy;
         ``tool_definitions`` are ``ToolDefinition`` objects or OpenAI function dicts.
         """
-        index = self._take_index()
-        provider = provider or self._provider
-        step = AssistantMessage(index=index, model=model, provider=provider)
-        tools = guard.tool_definitions(tool_definitions) if tool_definitions else ()
-
-        def build(policy: ContentPolicy) -> attrs.Attributes:
-            return attrs.chat_request_attributes(
-                step,
-                policy,
-                input_messages=input_messages,
-                tool_definitions=tools,
-                conversation_id=self.conversation_id,
-            )
-
-        with self.tracer.start_as_current_span(
-            attrs.span_name(step),
-            context=self._parent(),
-            kind=SpanKind.CLIENT,
-            attributes=guard.attributes("a model call", build, self._policy),
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            if self.span is None:
-                self.span, self._trace_id = span, span.get_span_context().trace_id
+        recorder = self.start_chat(
+            model, provider=provider, input_messages=input_messages, tool_definitions=tool_definitions
+        )
+        with trace.use_span(recorder.span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
             try:
-                yield ChatRecorder(
-                    span, index, self._policy, model, provider, lambda calls: self._expect_calls(calls, "assistant")
-                )
+                yield recorder
             except BaseException as exc:
-                guard.record_failure(span, exc, self._policy)
+                recorder.end(exc)
                 raise
+        recorder.end()
 
     def start_chat(
         self,
