@@ -6,12 +6,15 @@ pieces. So the auto-instrumentors follow the conversation:
 
 * inside an :func:`~otel_agent_eval.instrument.agent_run` a model call is a step of that run, as with the
   manual API;
-* otherwise, a model call whose messages **continue** the previous call's conversation in the same context
-  (thread or asyncio task) -- the same messages first, then that call's answer, then what came since -- is a
-  step of the same run, in the same trace: the first call's span is the root. A ``@tool`` function the
-  model asked for, run in between, is recorded in that run too. A call whose messages do not continue it
-  starts a new run. Conversations are compared by role and text, tool call ids and the ids tool results
-  answer, so a message rebuilt by the agent (a dict instead of the SDK's object) still matches.
+* otherwise, a model call whose messages **continue** a conversation followed in the same context (thread
+  or asyncio task) -- its messages first, then its latest answer, then what came since -- is a step of that
+  run, in the same trace: the run's first call's span is the root (marked ``agent_eval.run.followed``). A
+  ``@tool`` function the model asked for, run in between, is recorded in that run too. A call that continues
+  none starts a new run without ending the others (up to 8 are followed per context: a router or moderation
+  call on the side leaves the loop whole); one made inside a step of a followed run (a tool asking the model
+  for a summary) is a run of its own in a trace of its own. Conversations are compared by role and text,
+  tool call ids and the ids tool results answer, so a message rebuilt by the agent (a dict instead of the
+  SDK's object) still matches.
 * with a span already current (a web request's, say), a new run's first call is its child, as usual.
 
 Nothing here ever raises into the application: the instrumentors call it inside their own guards.
