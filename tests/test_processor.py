@@ -487,8 +487,14 @@ def test_a_followed_loop_waits_the_loop_quiet_period() -> None:
         assembler.add(ResourceSpansBatch.of([rs]))
     clock[0] = 2.0
     assert [t.trace_id for t in assembler.ready()] == [b"p" * 16]
-    clock[0] = 11.0
-    assert [t.trace_id for t in assembler.ready()] == [b"f" * 16]
+    for clock[0] in (9.0, 18.0, 27.0, 36.0, 45.0, 54.0, 63.0):  # a loop that goes on past the maximum wait
+        more = ResourceSpans()
+        more.scope_spans.add().spans.add(trace_id=b"f" * 16, span_id=b"c" * 8, parent_span_id=b"r" * 8, name="chat")
+        assembler.add(ResourceSpansBatch.of([more]))
+        assert assembler.ready() == []
+    clock[0] = 74.0
+    [loop] = assembler.ready()
+    assert loop.trace_id == b"f" * 16 and len(loop.spans) == 8 and loop.reason == "complete"
 
 
 def test_the_first_call_of_a_followed_loop_is_marked() -> None:

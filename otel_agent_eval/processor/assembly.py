@@ -3,7 +3,8 @@
 A trace is *ready* when its root span (a span with no parent) has arrived and no span has arrived for the
 quiet period, or when its first span arrived longer ago than the maximum wait. A root that is the first model
 call of a loop an auto-instrumentor follows (``agent_eval.run.followed``) ends long before the loop does: such
-a trace waits the loop quiet period instead, a pause longer than the one between two model calls.
+a trace waits the loop quiet period instead, a pause longer than the one between two model calls, and is not
+released at the maximum wait (its later part would repeat the whole conversation).
 
 Memory is bounded: when more traces are in flight than allowed, the oldest is released early; a trace that
 reaches the span limit is released at once. Both are counted, and an early release is still evaluated and
@@ -180,7 +181,10 @@ class TraceAssembler:
                 quiet = self.loop_quiet_period if pending.followed_root else self.quiet_period
                 if pending.root_seen and now - pending.last_seen >= quiet:
                     self._release(trace_id, "complete")
-                elif now - pending.first_seen >= self.max_wait:
+                elif now - pending.first_seen >= self.max_wait and not pending.followed_root:
+                    # A followed loop is not cut at the maximum wait: a later part would carry the whole
+                    # conversation again in its prompts, and its failures would be counted twice. The limits on
+                    # traces and spans in flight still bound it.
                     self._release(trace_id, "max_wait")
             out, self._released = self._released, []
         return out

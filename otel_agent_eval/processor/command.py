@@ -107,7 +107,7 @@ def _downstream_default() -> str | None:
     "--max-wait",
     type=float,
     default=30.0,
-    help="Seconds after its first span when a trace is evaluated even without its root.",
+    help="Seconds after its first span when a trace is evaluated even without its root (not a followed loop).",
 )
 @click.option(
     "--max-traces",
