@@ -68,6 +68,9 @@ AGENT_EVAL_RUN_REWARD: Final = "agent_eval.run.reward"
 # On the first model call of a run an auto-instrumentor follows (no agent span around the loop): the span is
 # the run's root and ends long before the run does, so the processor waits longer for the rest.
 AGENT_EVAL_RUN_FOLLOWED: Final = "agent_eval.run.followed"
+# A guard verdict recorded as a span of its own (the model call it judged had already ended): the step's span.
+AGENT_EVAL_GUARD_STEP_SPAN_ID: Final = "agent_eval.guard.step.span_id"
+SPAN_GUARD_VERDICT: Final = "guard_verdict"
 AGENT_EVAL_SOURCE_FILE: Final = "agent_eval.source.file"
 AGENT_EVAL_SOURCE_INDEX: Final = "agent_eval.source.index"
 AGENT_EVAL_SOURCE_ID: Final = "agent_eval.source.id"

@@ -64,6 +64,27 @@ def test_verdicts_are_events_on_the_current_span(memory_spans: tuple[TracerProvi
     assert event.name == "agent_eval.guard.verdict" and event.attributes is not None
     assert event.attributes["agent_eval.guard.action"] == "revise"
     assert list(event.attributes["agent_eval.guard.modes"]) == ["wrong_arguments"]  # type: ignore[arg-type]
+    assert "because" in str(event.attributes["agent_eval.guard.critique"])
+
+
+def test_the_verdicts_critique_follows_the_content_policy(
+    memory_spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    from otel_agent_eval.instrument import ContentPolicy, set_default_policy
+
+    provider, exporter = memory_spans
+    for policy in (ContentPolicy(capture=False), ContentPolicy(redact=lambda text: text.replace("because", "<r>"))):
+        set_default_policy(policy)
+        try:
+            with provider.get_tracer("t").start_as_current_span("chat m"):
+                Guard(tools=TOOLS).check(HISTORY, proposal("because"))
+        finally:
+            set_default_policy(None)
+    off, redacted = (span.events[0].attributes or {} for span in exporter.get_finished_spans())
+    assert "agent_eval.guard.critique" not in off and off["agent_eval.guard.action"] == "revise"
+    assert "because" not in str(redacted["agent_eval.guard.critique"]) and "<r>" in str(
+        redacted["agent_eval.guard.critique"]
+    )
 
 
 def test_loop_helper_revises_then_lets_through_or_stops() -> None:

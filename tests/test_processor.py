@@ -525,3 +525,50 @@ def test_the_first_call_of_a_followed_loop_is_marked() -> None:
     marked = [s.attributes.get("agent_eval.run.followed") for s in spans if s.name == "chat m"]
     assert marked == [True, None, None]  # the followed loop's first call only; not its second, nor in a run
     assert len({s.context.trace_id for s in spans if s.name == "chat m"}) == 2
+
+
+def test_guard_recoveries_in_an_auto_instrumented_loop_are_counted(
+    tmp_path: Path, running: Callable[..., Processor]
+) -> None:
+    """A bare-SDK loop under the OpenAI instrumentor, checked by the loop helper: the model call's span has ended
+    when the guard judges its answer, so the verdict is a span of its own naming it; the processor counts the
+    failure the guard turned around."""
+    import openai
+    from llm_server import LLMServer, openai_chat
+
+    from otel_agent_eval.hook import Guard
+    from otel_agent_eval.hook.loops import OpenAILoopGuard
+    from otel_agent_eval.instrument.auto.openai import OpenAIInstrumentor
+
+    processor = running(config(tmp_path, loop_quiet_period=0.2))
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=processor.grpc.endpoint, insecure=True)))  # type: ignore[union-attr]
+    OpenAIInstrumentor().instrument(tracer_provider=provider)
+    loop = OpenAILoopGuard(Guard(tools=TOOLS))
+    try:
+        with LLMServer() as server, openai.OpenAI(base_url=server.openai_base_url, api_key="t", max_retries=0) as c:
+            server.script(
+                openai_chat(tool_calls=[("c1", "cancel_order", {"order_id": "#1", "reason": "because"})]),
+                openai_chat(tool_calls=[("c2", "cancel_order", {"order_id": "#1", "reason": "no longer needed"})]),
+                openai_chat("Done: order #1 is cancelled."),
+            )
+            messages: list[Any] = [{"role": "user", "content": "Cancel order #1, I no longer need it."}]
+            for _ in range(4):
+                reply = c.chat.completions.create(model="m", messages=messages, tools=TOOLS)
+                message = reply.choices[0].message.model_dump(exclude_none=True)
+                answers = loop.review(messages, message)
+                messages.append(message)
+                if answers is not None:  # sent back: the critique is the tool's answer
+                    messages += answers
+                    continue
+                if not message.get("tool_calls"):
+                    break
+                for call in message["tool_calls"]:
+                    messages.append({"role": "tool", "tool_call_id": call["id"], "content": '{"status": "cancelled"}'})
+    finally:
+        OpenAIInstrumentor().uninstrument()
+        provider.shutdown()
+    assert loop.revisions == 0 and loop.last is not None and loop.last.allowed
+    wait_for(lambda: len(processor.store.recent_traces()) == 1)
+    assert processor.store.recent_traces()[0].outcome == "recovered"
+    assert metric_total(processor, "agent_eval_guard_recoveries_total") >= 1

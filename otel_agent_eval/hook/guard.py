@@ -22,6 +22,7 @@ revision when a finding about it is terminal and at least ``min_confidence`` sur
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,9 +30,12 @@ from typing import Any, Literal
 
 from opentelemetry import trace
 
+from .. import semconv as sc
 from ..evaluate import Engine, Finding, PackLibrary
 from ..ingest.messages import messages_to_steps, parse_openai_message
 from ..model import AgentRun, AssistantMessage, Step, ToolDefinition
+
+logger = logging.getLogger(__name__)
 
 Action = Literal["allow", "revise"]
 
@@ -104,15 +108,42 @@ class Guard:
 
 
 def _record(verdict: Verdict) -> None:
-    """The verdict as an event on the current span (the loop shows in traces)."""
+    try:
+        _add_verdict(verdict)
+    except Exception:  # telemetry never stops the guard
+        logger.warning("could not record a guard verdict", exc_info=True)
+
+
+def _add_verdict(verdict: Verdict) -> None:
+    """The verdict as an event on the current span (the loop shows in traces). With no span current, as in a
+    loop an auto-instrumentor follows (the model call's span ended when the answer came), the event goes on a
+    short span of its own, a child of that model call's span, naming it as the step judged."""
     span = trace.get_current_span()
+    own = None
     if not span.is_recording():
-        return
+        from ..instrument.conversation import latest_model_call
+
+        latest = latest_model_call()
+        if latest is None:
+            return
+        tracer, model_span = latest
+        own = span = tracer.start_span(
+            sc.SPAN_GUARD_VERDICT,
+            context=trace.set_span_in_context(model_span),
+            attributes={sc.AGENT_EVAL_GUARD_STEP_SPAN_ID: format(model_span.get_span_context().span_id, "016x")},
+        )
     attributes: dict[str, Any] = {
         "agent_eval.guard.action": verdict.action,
         "agent_eval.guard.findings": len(verdict.findings),
     }
     if verdict.findings:
         attributes["agent_eval.guard.modes"] = [f.mode for f in verdict.findings]
-        attributes["agent_eval.guard.critique"] = verdict.critique
+        # The critique quotes what the agent did: content, written through the process's content policy.
+        from ..instrument.content import default_policy
+
+        critique = default_policy().text(verdict.critique)
+        if critique is not None:
+            attributes["agent_eval.guard.critique"] = critique
     span.add_event("agent_eval.guard.verdict", attributes)
+    if own is not None:
+        own.end()

@@ -114,6 +114,8 @@ class AgentRunRecorder:
         self.implicit_root = span is None
         """Whether the run's first model call becomes its root (a run an auto-instrumentor follows)."""
         self.own_trace = False
+        self.last_model_span: Span | None = None
+        """The span of the run's latest model call (started with ``start_chat``)."""
         """For such a run: whether its first call starts a trace of its own even where a span is current."""
         self._policy = policy
         self._provider = provider
@@ -263,6 +265,7 @@ class AgentRunRecorder:
         )
         if self.span is None:
             self.span, self._trace_id = span, span.get_span_context().trace_id
+        self.last_model_span = span
         return ChatRecorder(
             span, index, self._policy, model, provider, lambda calls: self._expect_calls(calls, "assistant")
         )

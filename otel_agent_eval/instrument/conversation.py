@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import Span, Tracer
 
 from ..ingest.messages import ChatMessage
 from ..model import ToolCall, ToolDefinition
@@ -92,6 +92,15 @@ def followed_run(tool: str) -> AgentRunRecorder | None:
             continue
         if followed.run.pending_call(tool):
             return followed.run
+    return None
+
+
+def latest_model_call() -> tuple[Tracer, Span] | None:
+    """The tracer and span of the latest model call of the latest run followed in this context (the hook
+    records its verdict on an answer there, once that call's span has ended)."""
+    for followed in _followed.get():
+        if followed.run.last_model_span is not None:
+            return followed.run.tracer, followed.run.last_model_span
     return None
 
 

@@ -17,6 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from .. import semconv as sc
 from ..evaluate import Engine
 from ..evaluate.findings import Evaluation
 from ..ingest.span_record import SpanRecord, attributes_from_proto
@@ -197,10 +198,8 @@ class Pipeline:
         """Recovered failures at a step the in-loop guard had sent back: the failures the hook turned into
         recoveries (``agent_eval_guard_recoveries_total``)."""
         agent = evaluation.run.agent_name or "unknown"
-        for finding in evaluation.failures:
-            span = spans.get(finding.span_id or "")
-            if finding.outcome != "recovered" or span is None:
-                continue
+        revised: set[str] = set()  # the step spans the guard sent back: the verdict is on them, or on a span of
+        for span_id, span in spans.items():  # its own naming them (the step's span had ended)
             if any(
                 event.name == "agent_eval.guard.verdict"
                 and any(
@@ -208,6 +207,13 @@ class Pipeline:
                 )
                 for event in span.events
             ):
+                named = next(
+                    (kv.value.string_value for kv in span.attributes if kv.key == sc.AGENT_EVAL_GUARD_STEP_SPAN_ID),
+                    None,
+                )
+                revised.add(named or span_id)
+        for finding in evaluation.failures:
+            if finding.outcome == "recovered" and (finding.span_id or "") in revised:
                 self.metrics.guard_recoveries.add(1, {"mode": finding.mode, "agent": agent})
 
     def _evaluate_open(self, spans: list[SpanEntry]) -> list[Evaluation]:
