@@ -44,8 +44,13 @@ def model_call_wrapper(
             if not hasattr(result, "__anext__" if is_async else "__next__"):
                 call.end()  # a raw response (with_raw_response): the stream is read through it, unseen
                 return result
-            proxy = AsyncStreamProxy if is_async else StreamProxy
-            return proxy(result, call, accumulate(kwargs))
+            try:
+                proxy = AsyncStreamProxy if is_async else StreamProxy
+                return proxy(result, call, accumulate(kwargs))
+            except Exception as exc:  # the application gets its stream, unrecorded
+                guard.log_failure("a streamed response", exc)
+                call.end()
+                return result
         try:
             finish(call, result)
         except Exception as exc:
