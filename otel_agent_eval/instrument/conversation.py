@@ -36,6 +36,7 @@ from ..model import ToolCall, ToolDefinition
 from . import guard
 from .api import AgentRunRecorder, _current_run
 from .content import ContentPolicy, default_policy
+from .messages import tool_call_part
 from .recorders import ChatRecorder
 
 Key = tuple[Hashable, ...]
@@ -119,6 +120,10 @@ def message_key(message: ChatMessage) -> Hashable:
     return (message.role, (message.content or "").strip())
 
 
+# Content as it is: the span's attribute builder applies the real content policy to the whole message.
+_UNREDACTED = ContentPolicy(capture=True)
+
+
 def genai_message(message: ChatMessage) -> dict[str, Any]:
     """A message as the GenAI conventions write it (``role`` + ``parts``), content unredacted (the span's
     attribute builder applies the content policy)."""
@@ -132,17 +137,8 @@ def genai_message(message: ChatMessage) -> dict[str, Any]:
     if message.content:
         parts.append({"type": "text", "content": message.content})
     for call in message.tool_calls:
-        parts.append(_call_part(call))
+        parts.append(tool_call_part(call, _UNREDACTED))
     return {"role": message.role, "parts": parts}
-
-
-def _call_part(call: ToolCall) -> dict[str, Any]:
-    part: dict[str, Any] = {"type": "tool_call"}
-    if call.id:
-        part["id"] = call.id
-    part["name"] = call.name
-    part["arguments"] = dict(call.arguments) if call.arguments is not None else call.raw_arguments
-    return part
 
 
 @dataclass(frozen=True)
