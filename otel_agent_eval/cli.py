@@ -187,6 +187,15 @@ def replay(
     type=click.Path(dir_okay=False),
     help="A policy pack (YAML) to choose from besides the built-in ones; repeatable.",
 )
+@click.option(
+    "--pack",
+    "pack",
+    default="auto",
+    show_default=True,
+    help="The policy pack for every run, by name (built-in: generic, tau-airline, tau-retail; or one given "
+    "with --policy-pack); 'auto' chooses per run from its policy text, 'generic' judges as for a domain no "
+    "pack knows.",
+)
 @strict_option
 def evaluate(
     inputs: tuple[str, ...],
@@ -195,6 +204,7 @@ def evaluate(
     tools_file: str | None,
     reference: bool,
     packs: tuple[str, ...],
+    pack: str,
     strict: bool,
 ) -> None:
     """Evaluate agent runs and write one result per run: outcome, failure score and failures.
@@ -205,7 +215,7 @@ def evaluate(
     from .evaluate.reference import ReferenceEvaluator
 
     try:
-        library = PackLibrary.with_builtins(packs)
+        library = PackLibrary.with_builtins(packs, force=pack)
     except InputError as exc:
         raise BadInput(str(exc)) from None
     engine = Engine([ReferenceEvaluator()], packs=library) if reference else Engine(packs=library)

@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..model import AgentRun, Step
 from .facts import RunFacts
-from .findings import Evaluation, FailureOutcome, Finding
+from .findings import Evaluation, FailureOutcome, Finding, ScoreFunction
 from .policy import PackLibrary, ResolvedPolicy
 
 logger = logging.getLogger(__name__)
@@ -82,8 +82,12 @@ class RunContext:
         *,
         confidence: float,
         recovered: bool = False,
+        textual: bool = False,
+        targets: Iterable[str] = (),
     ) -> Finding:
-        """A finding at step ``step``, with that step's span id."""
+        """A finding at step ``step``, with that step's span id. ``textual``: it rests on natural language
+        read by a heuristic (see :data:`~otel_agent_eval.evaluate.findings.EvidenceKind`); ``targets``: the
+        identifiers (and ``"step:N"`` pointers) it is about, for corroboration."""
         outcome: FailureOutcome = "recovered" if recovered else "terminal"
         return Finding(
             mode=mode,
@@ -94,6 +98,8 @@ class RunContext:
             evaluator=evaluator,
             confidence=confidence,
             span_id=self.span_id(step),
+            evidence_kind="textual" if textual else "structural",
+            targets=tuple(dict.fromkeys(targets)),
         )
 
     def span_id(self, index: int) -> str | None:
@@ -148,6 +154,7 @@ class Engine:
         *,
         packs: PackLibrary | None = None,
         plugins: bool = True,
+        score: ScoreFunction | None = None,
     ) -> None:
         if evaluators is None:
             evaluators = builtin_evaluators()
@@ -155,6 +162,8 @@ class Engine:
                 evaluators = [*evaluators, *plugin_evaluators(exclude=(e.name for e in evaluators))]
         self.evaluators = list(evaluators)
         self.packs = packs or PackLibrary.with_builtins()
+        self.score = score
+        """How findings become ``failure_score`` (a calibration's combiner; ``None``: the noisy-or)."""
 
     def context(self, run: AgentRun, *, complete: bool = True, focus: int | None = None) -> RunContext:
         return RunContext(
@@ -184,7 +193,7 @@ class Engine:
 
     def evaluate(self, run: AgentRun, *, complete: bool = True) -> Evaluation:
         """Evaluate a run (or, with ``complete=False``, the prefix of one that is still going)."""
-        return Evaluation.of(run, self.findings(run, complete=complete))
+        return Evaluation.of(run, self.findings(run, complete=complete), score=self.score)
 
     def check(self, history: AgentRun, proposed: Step) -> list[Finding]:
         """The findings about ``proposed``, the step the agent is about to take after ``history``."""

@@ -2,23 +2,25 @@
 
 A :class:`Finding` is one failure at one step. An :class:`Evaluation` is the verdict on a run:
 
-* ``outcome``: ``terminal`` when any failure is terminal (or the application marked the run failed),
-  ``recovered`` when there were failures and all were recovered, ``success`` otherwise; only findings with
-  a confidence of at least :data:`DECISIVE_CONFIDENCE` decide it (weaker ones are suspicions: reported, and
-  counted in the score);
-* ``failure_score`` in [0, 1]: how likely the run failed, for ranking and ROC curves: the chance that at
-  least one finding is real, counting recovered findings at a quarter of their confidence;
-* ``root_cause_step``: the step of the earliest terminal failure, where an in-loop check must fire.
+* ``outcome``: ``terminal`` when any deciding failure is terminal (or the application marked the run
+  failed), ``recovered`` when there were deciding failures and all were recovered, ``success`` otherwise;
+* ``failure_score`` in [0, 1]: how likely the run failed, for ranking, ROC curves and thresholds; with a
+  calibration (:mod:`otel_agent_eval.evaluate.calibration`) a fitted probability, otherwise the chance
+  that at least one finding is real, counting recovered findings at a quarter of their confidence;
+* ``root_cause_step``: the step of the earliest deciding terminal failure, where an in-loop check must fire.
 
-Findings below :data:`DECISIVE_CONFIDENCE` are *suspicions*: reported apart from the failures, and counted
-in the failure score, but they decide no outcome, so that every terminal failure listed makes its run
-terminal. Findings from the evaluator's own errors (mode ``evaluator_error``, category ``evaluator``) are
-listed with the failures but never count as failures of the agent.
+A finding *decides* the outcome (:func:`decides`) when its confidence is at least
+:data:`DECISIVE_CONFIDENCE` and its evidence is structural, or textual and corroborated by an independent
+structural finding at the same step or about the same target. The others are *suspicions*: reported apart
+from the failures and counted in the score, but they decide no outcome, so that every terminal failure
+listed makes its run terminal and rests on evidence a reviewer can check in the trace. Findings from the
+evaluator's own errors (mode ``evaluator_error``, category ``evaluator``) are listed with the failures but
+never count as failures of the agent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +29,11 @@ from .taxonomy import TAXONOMY
 
 FailureOutcome = Literal["terminal", "recovered"]
 RunOutcome = Literal["success", "recovered", "terminal"]
+EvidenceKind = Literal["structural", "textual"]
+"""What a finding rests on. *Structural*: tool results, schemas, the order of steps, call arguments (a tool
+error never fixed, a call that breaks its schema, a precondition a tool result contradicts, a write with no
+user turn to confirm it, a claim of a change whose call failed). *Textual*: natural language read by a
+heuristic (an amount in a sentence, a promise, a question asked twice)."""
 
 RECOVERED_WEIGHT = 0.25
 """How much a recovered failure counts towards the failure score, relative to a terminal one."""
@@ -52,6 +59,11 @@ class Finding:
     evaluator: str
     confidence: float
     span_id: str | None = None
+    evidence_kind: EvidenceKind = "structural"
+    targets: tuple[str, ...] = ()
+    """What the finding is about besides its step: the tool calls' targets (identifier arguments) and the
+    steps it points at (``"step:N"``). A textual finding is corroborated by a structural one that shares
+    its step or one of its targets."""
 
     @property
     def category(self) -> str:
@@ -73,6 +85,7 @@ class Finding:
             "evidence": self.evidence,
             "evaluator": self.evaluator,
             "confidence": round(self.confidence, 4),
+            "evidence_kind": self.evidence_kind,
         }
 
     @classmethod
@@ -86,7 +99,57 @@ class Finding:
             evaluator=str(obj.get("evaluator", "")),
             confidence=float(obj.get("confidence", 1.0)),
             span_id=obj.get("span_id"),
+            evidence_kind="textual" if obj.get("evidence_kind") == "textual" else "structural",
         )
+
+
+def corroborated(finding: Finding, others: Iterable[Finding]) -> bool:
+    """Whether an independent structural signal backs a textual finding: a terminal structural finding of
+    another evaluator at the same step, or about one of the same targets (a call's target identifier, or
+    the step it points at)."""
+    mine = {f"step:{finding.step}", *finding.targets}
+    for other in others:
+        if (
+            other is finding
+            or other.evidence_kind != "structural"
+            or other.evaluator == finding.evaluator
+            or other.outcome != "terminal"
+            or not other.counts
+        ):
+            continue
+        if other.step == finding.step or mine.intersection((f"step:{other.step}", *other.targets)):
+            return True
+    return False
+
+
+def decides(finding: Finding, others: Iterable[Finding]) -> bool:
+    """Whether a finding decides a run's outcome: confident enough, and structural or corroborated.
+
+    A textual finding alone is a suspicion, however confident its detector: the trace alone must let a
+    reviewer accept the verdict.
+    """
+    if not finding.counts:
+        return True
+    if finding.confidence < DECISIVE_CONFIDENCE:
+        return False
+    return finding.evidence_kind == "structural" or corroborated(finding, others)
+
+
+ScoreFunction = Callable[[AgentRun, Sequence[Finding], Sequence[Finding]], float]
+"""``(run, findings, deciding findings) -> P(run failed)``: a calibrated combiner (see
+:mod:`otel_agent_eval.evaluate.calibration`) or the default, :func:`noisy_or_score`."""
+
+
+def noisy_or_score(run: AgentRun, findings: Sequence[Finding], deciding: Sequence[Finding]) -> float:
+    """The uncalibrated score: the chance that at least one finding is real, taking each finding's
+    confidence as independent, recovered findings at :data:`RECOVERED_WEIGHT`."""
+    survive = 1.0
+    for f in findings:
+        if not f.counts:
+            continue
+        weight = 1.0 if f.outcome == "terminal" else RECOVERED_WEIGHT
+        survive *= 1.0 - min(max(f.confidence, 0.0), 1.0) * weight
+    return 1.0 - survive
 
 
 @dataclass(frozen=True)
@@ -98,33 +161,46 @@ class Evaluation:
     outcome: RunOutcome
     failure_score: float
     root_cause_step: int | None
+    deciding: tuple[bool, ...] = ()
+    """For each of ``findings``: whether it decides the outcome (see :func:`decides`)."""
 
     @classmethod
-    def of(cls, run: AgentRun, findings: Iterable[Finding]) -> Evaluation:
+    def of(cls, run: AgentRun, findings: Iterable[Finding], *, score: ScoreFunction | None = None) -> Evaluation:
         ordered = tuple(sorted(findings, key=lambda f: (f.step, f.outcome != "terminal", f.mode, f.evaluator)))
-        failures = [f for f in ordered if f.counts]
-        terminal = [f for f in failures if f.outcome == "terminal"]
-        decisive = [f for f in terminal if f.confidence >= DECISIVE_CONFIDENCE]
-        recovered = [f for f in failures if f.outcome == "recovered" and f.confidence >= DECISIVE_CONFIDENCE]
+        flags = tuple(decides(f, ordered) for f in ordered)
+        deciding = [f for f, d in zip(ordered, flags, strict=True) if d and f.counts]
+        decisive = [f for f in deciding if f.outcome == "terminal"]
+        recovered = [f for f in deciding if f.outcome == "recovered"]
         app_failed = run.outcome is not None and not run.outcome.success
         outcome: RunOutcome = "terminal" if decisive or app_failed else ("recovered" if recovered else "success")
-        survive = 1.0
-        for f in failures:
-            weight = 1.0 if f.outcome == "terminal" else RECOVERED_WEIGHT
-            survive *= 1.0 - min(max(f.confidence, 0.0), 1.0) * weight
-        score = 1.0 if app_failed else 1.0 - survive
+        value = 1.0 if app_failed else (score or noisy_or_score)(run, ordered, deciding)
         root = min((f.step for f in decisive), default=None)
-        return cls(run=run, findings=ordered, outcome=outcome, failure_score=round(score, 6), root_cause_step=root)
+        return cls(
+            run=run,
+            findings=ordered,
+            outcome=outcome,
+            failure_score=round(min(max(value, 0.0), 1.0), 6),
+            root_cause_step=root,
+            deciding=flags,
+        )
+
+    def _flags(self) -> tuple[bool, ...]:
+        return (
+            self.deciding
+            if len(self.deciding) == len(self.findings)
+            else tuple(decides(f, self.findings) for f in self.findings)
+        )
 
     @property
     def failures(self) -> tuple[Finding, ...]:
-        """The findings that decide the outcome: confident ones, and the evaluator's own errors."""
-        return tuple(f for f in self.findings if not f.counts or f.confidence >= DECISIVE_CONFIDENCE)
+        """The findings that decide the outcome: confident structural ones (or corroborated textual ones),
+        and the evaluator's own errors."""
+        return tuple(f for f, d in zip(self.findings, self._flags(), strict=True) if d)
 
     @property
     def suspicions(self) -> tuple[Finding, ...]:
-        """Findings below :data:`DECISIVE_CONFIDENCE`: reported and scored, but not failures on their own."""
-        return tuple(f for f in self.findings if f.counts and f.confidence < DECISIVE_CONFIDENCE)
+        """The other findings: reported and scored, but not failures on their own."""
+        return tuple(f for f, d in zip(self.findings, self._flags(), strict=True) if not d)
 
     def to_dict(self) -> dict[str, Any]:
         """The evaluation as one line of ``results.jsonl``."""

@@ -374,10 +374,21 @@ def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-class PackLibrary:
-    """The packs to choose from: the built-in ones, and any the user adds (later ones win on equal names)."""
+AUTO = "auto"
+"""The pack setting that chooses, for each run, the pack whose ``match`` fits its policy text."""
 
-    def __init__(self, packs: Iterable[PolicyPack]) -> None:
+
+class PackLibrary:
+    """The packs to choose from: the built-in ones, and any the user adds (later ones win on equal names).
+
+    ``force``: the name of one pack to apply to every run whatever its policy text says (``"generic"``: as
+    for a domain no pack knows); ``"auto"`` (the default) chooses by the packs' ``match`` patterns.
+
+    >>> PackLibrary.with_builtins(force="generic").policy_for("As a retail agent, ...").pack
+    'generic'
+    """
+
+    def __init__(self, packs: Iterable[PolicyPack], *, force: str = AUTO) -> None:
         by_name: dict[str, PolicyPack] = {}
         for pack in packs:
             by_name[pack.name] = pack
@@ -387,6 +398,9 @@ class PackLibrary:
         self.packs = resolved
         if "generic" not in self.packs:
             raise ValueError("the pack library has no 'generic' pack to fall back on")
+        if force != AUTO and force not in self.packs:
+            raise InputError(f"no policy pack named {force!r}; known: {AUTO}, {', '.join(sorted(self.packs))}")
+        self.force = force
         self._cache: dict[str | None, ResolvedPolicy] = {}
 
     @staticmethod
@@ -403,6 +417,8 @@ class PackLibrary:
         return pack.merged_over(base)
 
     def choose(self, instructions: str | None) -> PolicyPack:
+        if self.force != AUTO:
+            return self.packs[self.force]
         candidates = [p for p in self.packs.values() if p.matches(instructions)]
         return max(candidates, key=lambda p: p.priority) if candidates else self.packs["generic"]
 
@@ -416,8 +432,8 @@ class PackLibrary:
         return policy
 
     @classmethod
-    def with_builtins(cls, extra: Iterable[str | Path] = ()) -> PackLibrary:
-        return cls([*builtin_packs(), *(PolicyPack.load(p) for p in extra)])
+    def with_builtins(cls, extra: Iterable[str | Path] = (), *, force: str = AUTO) -> PackLibrary:
+        return cls([*builtin_packs(), *(PolicyPack.load(p) for p in extra)], force=force)
 
 
 @cache

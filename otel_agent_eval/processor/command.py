@@ -21,6 +21,7 @@ import click
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from ..errors import InputError
 from ..ingest.span_record import records_from_request
 from ..output import BadInput
 from ..tree import render_trace
@@ -159,6 +160,12 @@ def _downstream_default() -> str | None:
     help="A policy pack (YAML) besides the built-in ones; repeatable.",
 )
 @click.option(
+    "--pack",
+    default="auto",
+    help="The policy pack for every run, by name ('auto': chosen per run from its policy text; 'generic': "
+    "as for a domain no pack knows).",
+)
+@click.option(
     "--drain-seconds",
     type=float,
     default=10.0,
@@ -195,6 +202,8 @@ def serve(log_level: str, downstream_headers: tuple[str, ...], **settings: Any) 
     config = ServeConfig(downstream_headers=headers, **settings)
     try:
         processor = Processor(config)
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot start: {exc}") from None
     stop = threading.Event()

@@ -42,6 +42,7 @@ class ServeConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     policy_packs: tuple[Path, ...] = ()
+    pack: str = "auto"
     drain_seconds: float = 10.0
     evaluate: bool = True
     metrics_otlp_endpoint: str | None = None
@@ -78,7 +79,7 @@ class Processor:
             max_spans_per_trace=config.max_spans_per_trace,
             on_limit=lambda reason: self.metrics.released_early.add(1, {"reason": reason}),
         )
-        self.engine = engine or Engine(packs=PackLibrary.with_builtins(config.policy_packs))
+        self.engine = engine or Engine(packs=PackLibrary.with_builtins(config.policy_packs, force=config.pack))
         self.pipeline = Pipeline(
             self.store,
             self.engine,
