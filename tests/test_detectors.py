@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from otel_agent_eval.evaluate import Engine
@@ -296,6 +297,35 @@ def test_wrong_information() -> None:
     assert found(WrongInformationDetector(), run_of(*GOOD_CANCEL)) == []
 
 
+def test_a_claim_is_checked_against_the_calls_of_the_tool_that_carries_it() -> None:
+    from otel_agent_eval.evaluate.findings import Evaluation
+
+    def claim_after(*steps: dict[str, Any]) -> list[tuple[str, int, str, str]]:
+        run = run_of(*VERIFIED, user("Revoke booking BK-77 please."), *steps, say("Booking BK-77 has been revoked."))
+        run = replace(run, tool_definitions=(*run.tool_definitions, ToolDefinition("revoke_booking", "Revoke it.")))
+        return [
+            (f.mode, f.step, f.outcome, f.evidence_kind)
+            for f in Engine([WrongInformationDetector()]).evaluate(run).findings
+        ]
+
+    # The run's own tool names say which tool carries "revoked": no list of verbs of any domain.
+    failed = [
+        ask(call("c1", "revoke_booking", booking_id="BK-77")),
+        {"role": "tool", "tool_call_id": "c1", "content": "Error: too late"},
+    ]
+    assert claim_after(*failed) == [("wrong_information", 6, "terminal", "structural")]
+    ok = [ask(call("c1", "revoke_booking", booking_id="BK-77")), result("c1", "ok")]
+    assert claim_after(*ok) == []
+    assert claim_after() == [("wrong_information", 4, "terminal", "textual")]  # never called: a suspicion
+    # A verb no tool carries is nothing to check ("found", "noted").
+    run = run_of(*VERIFIED, say("I have found your booking."))
+    assert found(WrongInformationDetector(), run) == []
+    evaluation = Engine([WrongInformationDetector()]).evaluate(
+        run_of(*VERIFIED, user("Revoke booking BK-77 please."), say("Booking BK-77 has been revoked."))
+    )
+    assert isinstance(evaluation, Evaluation) and evaluation.outcome == "success"
+
+
 def test_transfer() -> None:
     handed_off = run_of(*VERIFIED, user("Cancel #W1."), ask(call("c1", "transfer_to_human_agents")), result("c1", "ok"))
     assert found(TransferDetector(), handed_off) == [("unnecessary_transfer", 4, "terminal")]
@@ -358,10 +388,26 @@ def test_misread_output() -> None:
 def test_clarification() -> None:
     from otel_agent_eval.evaluate.detectors import ClarificationDetector
 
-    again = run_of(user("I'm ann@example.com."), say("Could you give me your email address?"))
-    assert found(ClarificationDetector(), again) == [("clarification_failure", 1, "recovered")]
-    retry = run_of(user("I'm ann@example.com."), say("That email was not found; could you double-check your email?"))
+    given = [
+        user("I'm ann@example.com."),
+        ask(call("c1", "find_user_id_by_email", email="ann@example.com")),
+        result("c1", "ann_1"),
+    ]
+    again = run_of(*given, say("Could you give me your email address?"))
+    assert found(ClarificationDetector(), again) == [("clarification_failure", 3, "recovered")]
+    retry = run_of(*given, say("That email was not found; could you double-check your email?"))
     assert found(ClarificationDetector(), retry) == []
+    # The detail is named by the tool's own argument, whatever it is called: no list of kinds of detail.
+    renamed = [
+        user("My member number is ZX-4411."),
+        ask(call("c1", "lookup_member", member_number="ZX-4411")),
+        result("c1", "ok"),
+    ]
+    assert found(ClarificationDetector(), run_of(*renamed, say("What is your member number?"))) == [
+        ("clarification_failure", 3, "recovered")
+    ]
+    # Never used by a call: the agent may well ask (it had no use for it yet).
+    assert found(ClarificationDetector(), run_of(user("I'm ann@example.com."), say("Your email, please?"))) == []
 
 
 AIRLINE = "# Airline Agent Policy\nAs an airline agent, you can help users book, modify, or cancel flight reservations."

@@ -175,3 +175,47 @@ def test_the_docs_list_every_mode_and_detector() -> None:
         assert f"`{mode.category}.{mode.mode}`" in doc, mode.mode
     for detector in BUILTIN_DETECTORS:
         assert f"| `{detector.name}` |" in doc, detector.name
+
+
+class Kinded:
+    """An evaluator that reports one finding of a given evidence kind."""
+
+    def __init__(self, name: str, step: int, *, textual: bool, targets: tuple[str, ...] = ()) -> None:
+        self.name, self.step, self.textual, self.targets = name, step, textual, targets
+
+    def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+        yield context.finding(
+            self.name,
+            "wrong_information",
+            self.step,
+            "c",
+            "e",
+            confidence=0.9,
+            textual=self.textual,
+            targets=self.targets,
+        )
+
+
+def test_a_textual_finding_alone_is_a_suspicion() -> None:
+    evaluation = Engine([Kinded("words", 5, textual=True)]).evaluate(RUN)
+    assert evaluation.outcome == "success"
+    assert [f.evidence_kind for f in evaluation.suspicions] == ["textual"]
+    assert evaluation.to_dict()["suspicions"][0]["evidence_kind"] == "textual"
+    assert Engine([Kinded("facts", 5, textual=False)]).evaluate(RUN).outcome == "terminal"
+
+
+def test_a_textual_finding_is_corroborated_by_a_structural_one_on_its_step_or_target() -> None:
+    same_step = Engine([Kinded("words", 5, textual=True), Kinded("facts", 5, textual=False)]).evaluate(RUN)
+    assert len(same_step.failures) == 2
+    # The claim at step 5 points at the call at step 3; a structural finding there backs it, and the root
+    # cause is the call, not the message that reported it.
+    pointed = Engine(
+        [Kinded("words", 5, textual=True, targets=("step:3",)), Kinded("facts", 3, textual=False)]
+    ).evaluate(RUN)
+    assert {f.evaluator for f in pointed.failures} == {"words", "facts"}
+    assert pointed.root_cause_step == 3
+    elsewhere = Engine([Kinded("words", 5, textual=True), Kinded("facts", 1, textual=False)]).evaluate(RUN)
+    assert [f.evaluator for f in elsewhere.failures] == ["facts"]
+    # Two findings of one evaluator do not corroborate each other.
+    alone = Engine([Kinded("words", 5, textual=True), Kinded("words", 5, textual=True)]).evaluate(RUN)
+    assert alone.failures == ()

@@ -17,6 +17,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from ..model import AgentRun, AssistantMessage, Step, ToolCall, ToolDefinition, ToolExecution, UserMessage
+from .actions import ToolVerbs
 from .policy import ResolvedPolicy
 from .text import lowered, refuses
 
@@ -128,6 +129,17 @@ class RunFacts:
     @cached_property
     def writes(self) -> list[Call]:
         return [c for c in self.calls if self.policy.is_write(c.name)]
+
+    @cached_property
+    def tool_verbs(self) -> ToolVerbs:
+        """The verbs naming each tool's action, from the run's tool definitions and the tools it called."""
+        descriptions = {t.name: t.description for t in self.run.tool_definitions}
+        names = dict.fromkeys([*descriptions, *(c.name for c in self.calls)])
+        return ToolVerbs.of(names, descriptions)
+
+    def writes_carrying(self, verb: str) -> set[str]:
+        """The state-changing tools whose action ``verb`` names (``"cancelled"`` -> ``{"cancel_order"}``)."""
+        return {name for name in self.tool_verbs.carrying(verb) if self.policy.is_write(name)}
 
     @cached_property
     def user_messages(self) -> list[UserMessage]:

@@ -5,27 +5,27 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from ...model import AgentRun, AssistantMessage, UserMessage
+from ...model import AgentRun, AssistantMessage
+from ..actions import name_words
 from ..engine import RunContext
 from ..findings import Finding
-from ..text import sentences
+from ..text import lowered, sentences
 
-# What the agent asks for, and how the user's answer looks once given.
-_KINDS = {
-    "e-mail address": (re.compile(r"\be-?mail\b", re.I), re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")),
-    "zip code": (re.compile(r"\b(zip|postal) ?code\b", re.I), re.compile(r"\b\d{5}(?:-\d{4})?\b")),
-    "phone number": (re.compile(r"\bphone\b", re.I), re.compile(r"\+?\d[\d ()-]{8,}\d")),
-}
-_DIGIT_OR_AT = re.compile(r"[\d@]")
 _ASK = re.compile(r"\?|\b(please (provide|share|confirm|give)|could you|can you|may i have)\b", re.I)
 # Asking for another value, or to check one that did not work, is not asking again.
 _ANOTHER = re.compile(
     r"\b(new|different|another|other|alternate|alternative|double.?check|again|correct|updated)\b", re.I
 )
+_WORD = re.compile(r"[a-z0-9]+")
 
 
 class ClarificationDetector:
-    """The agent asks for an e-mail, zip code or phone number the user already wrote in the conversation."""
+    """The agent asks for a detail the user already gave, and a tool call already used.
+
+    What counts as "a detail" comes from the tools: a call's argument whose value the user wrote is a detail
+    the user gave, named by the argument's name (``email``, ``zip``, ``member_number``). A later question
+    naming every word of that argument's name, and not asking for another value, asks for it again.
+    """
 
     name = "clarification"
 
@@ -35,36 +35,53 @@ class ClarificationDetector:
             isinstance(focused, AssistantMessage) and focused.content and _ASK.search(focused.content)
         ):
             return
-        given: dict[str, int] = {}
-        for step in run.steps:
-            if isinstance(step, UserMessage):
-                text = step.content or ""
-                if not _DIGIT_OR_AT.search(text):  # every answer looked for has a digit or an @
+        facts = context.facts
+        # argument name -> (the user's step that gave the value, the call's step that used it, the value)
+        given: dict[str, tuple[int, int, str]] = {}
+        for call in facts.calls:
+            for key, value in (call.call.arguments or {}).items():
+                if key in given or not isinstance(value, str) or len(value) < 3:
                     continue
-                for kind, (_, answer) in _KINDS.items():
-                    if kind not in given and answer.search(text):
-                        given[kind] = step.index
-            elif (
-                given
-                and context.concerns(step.index)
-                and isinstance(step, AssistantMessage)
-                and step.content
-                and _ASK.search(step.content)
-                and any(_KINDS[kind][0].search(step.content) for kind in given)
+                user = next(
+                    (
+                        u
+                        for u in facts.user_messages
+                        if u.index < call.step and value.lower() in lowered(u.content or "")
+                    ),
+                    None,
+                )
+                if user is not None:
+                    given[key] = (user.index, call.step, value.lower())
+        if not given:
+            return
+        for step in run.steps:
+            if (
+                not isinstance(step, AssistantMessage)
+                or not step.content
+                or not context.concerns(step.index)
+                or not _ASK.search(step.content)
             ):
-                for sentence in sentences(step.content):
-                    if not _ASK.search(sentence) or _ANOTHER.search(sentence):
+                continue
+            for sentence in sentences(step.content):
+                if not _ASK.search(sentence) or _ANOTHER.search(sentence):
+                    continue
+                words = set(_WORD.findall(lowered(sentence)))
+                for key, (user_step, call_step, value) in list(given.items()):
+                    needed = [w for w in name_words(key) if len(w) >= 2]
+                    if call_step >= step.index or not needed or not words.issuperset(needed):
                         continue
-                    for kind, (asks, answer) in _KINDS.items():
-                        if kind in given and asks.search(sentence) and not answer.search(sentence):
-                            yield context.finding(
-                                self.name,
-                                "clarification_failure",
-                                step.index,
-                                f"The user already gave their {kind} at step {given[kind]}: use it instead of "
-                                "asking again.",
-                                f"asked {sentence.strip()[:120]!r} after the user gave a {kind} at step {given[kind]}",
-                                confidence=0.35,
-                                recovered=True,
-                            )
-                            given.pop(kind)
+                    if value in lowered(sentence):
+                        continue  # reading the value back to check it is not asking for it
+                    yield context.finding(
+                        self.name,
+                        "clarification_failure",
+                        step.index,
+                        f"The user already gave their {' '.join(needed)} at step {user_step}: use it instead of "
+                        "asking again.",
+                        f"asked {sentence.strip()[:120]!r} after the user gave {key} at step {user_step}, used "
+                        f"by the call at step {call_step}",
+                        confidence=0.35,
+                        recovered=True,
+                        textual=True,
+                    )
+                    given.pop(key)

@@ -11,23 +11,15 @@ from ..engine import RunContext
 from ..findings import Finding
 from ..text import plain_statements
 
+# "I will / let me / I'm going to <verb>": the verb is any word; which tool carries it is read from the
+# run's own tools (evaluate/actions.py), so "let me check" promises nothing a write must keep.
 _PROMISE = re.compile(
-    r"\b(i will|i'll|let me|i am going to|i'm going to)\s+(now\s+)?(go ahead and\s+)?(proceed|cancel|modify|update|"
-    r"change|book|process|return|exchange|refund|submit|place|issue|send|apply|make)\b",
+    r"\b(?:i will|i'll|let me|i am going to|i'm going to)\s+(?:now\s+)?(?:go ahead and\s+)?"
+    r"(?:proceed (?:to|with)\s+)?([a-z]{3,})\b",
 )
-# Verbs a user uses to ask for a change, and the tool-name verbs that carry it out.
-_REQUEST_VERBS = {
-    "cancel": ("cancel",),
-    "return": ("return",),
-    "exchange": ("exchange",),
-    "refund": ("refund", "return", "cancel"),
-    "book": ("book", "reserve", "create"),
-    "change": ("modify", "update", "change", "exchange", "edit"),
-    "modify": ("modify", "update", "change", "edit"),
-    "update": ("update", "modify", "change", "edit"),
-    "upgrade": ("update", "modify", "upgrade"),
-}
-_REQUEST = re.compile(r"\b(" + "|".join(_REQUEST_VERBS) + r")\w*\b", re.IGNORECASE)
+_WORDS = re.compile(r"[a-z]{4,}")
+_ASKS_TO_PROCEED = re.compile(r"\b(confirm|proceed|shall i|would you like me to|do you want me to)\b", re.I)
+_DECLINES = re.compile(r"\b(no|don'?t|not)\b", re.I)
 
 
 class CompletionDetector:
@@ -48,20 +40,28 @@ class CompletionDetector:
 
         # 1. The agent said it would act, and no write followed.
         for step in agent_texts:
-            promise = next(plain_statements(step.content or "", _PROMISE), None)
-            if promise and not any(c.step >= step.index for c in facts.writes) and not transferred:
-                later_refusal = any(r > step.index for r in refusals)
-                if later_refusal:
-                    continue
-                yield context.finding(
-                    self.name,
-                    "missing_action",
-                    step.index,
-                    "You said you would do it: make the tool call, or tell the user why you cannot.",
-                    f"the agent said {promise.group()!r} and no state-changing call followed",
-                    confidence=0.6,
-                )
-                break
+            promise, tools = next(
+                (
+                    (m, tools)
+                    for m in plain_statements(step.content or "", _PROMISE)
+                    if (tools := facts.writes_carrying(m.group(1)))
+                ),
+                (None, set()),
+            )
+            if promise is None or transferred or any(c.step >= step.index and c.name in tools for c in facts.calls):
+                continue
+            if any(r > step.index for r in refusals):
+                continue
+            yield context.finding(
+                self.name,
+                "missing_action",
+                step.index,
+                "You said you would do it: make the tool call, or tell the user why you cannot.",
+                f"the agent said {promise.group()!r} and no {'/'.join(sorted(tools))} call followed",
+                confidence=0.6,
+                textual=True,
+            )
+            break
 
         # 2. The user confirmed the agent's proposal, and the run ended without the write.
         last_user = facts.user_messages[-1] if facts.user_messages else None
@@ -70,12 +70,10 @@ class CompletionDetector:
             if (
                 isinstance(asked, AssistantMessage)
                 and asked.content
-                and re.search(
-                    r"\b(confirm|proceed|shall i|would you like me to|do you want me to)\b", asked.content, re.I
-                )
+                and _ASKS_TO_PROCEED.search(asked.content)
                 and asked.index not in refusals
                 and any(p.search(last_user.content or "") for p in policy.confirmations)
-                and not re.search(r"\b(no|don'?t|not)\b", (last_user.content or "")[:20], re.I)
+                and not _DECLINES.search((last_user.content or "")[:20])
                 and not any(c.step > asked.index for c in succeeded)
                 and not transferred
             ):
@@ -87,33 +85,28 @@ class CompletionDetector:
                     f"the agent asked {asked.content.strip()[:100]!r}, the user answered "
                     f"{(last_user.content or '').strip()[:60]!r}, and no state-changing call followed",
                     confidence=0.6,
+                    textual=True,
                 )
 
-        # 3. The user asked for a change this agent's tools can make, and the run ended with no change made,
-        #    no refusal and no hand-off. (Which write carries which request is domain knowledge — an
-        #    "exchange" of a pending order may be a modification — so only "nothing at all" is judged.)
+        # 3. The user asked, in words that name one of this agent's writes, for a change, and the run ended
+        #    with no change made, no refusal and no hand-off. (Which write carries which request is the
+        #    agent's to judge, so only "nothing at all" is.)
         if succeeded or refused or transferred or not (policy.writes.names or policy.writes.patterns):
             return
-        write_names = " ".join(c.name for c in succeeded).lower()
-        tool_names = (
-            " ".join(t.name for t in run.tool_definitions).lower() or " ".join(c.name for c in facts.calls).lower()
-        )
         for message in facts.user_messages:
-            for match in _REQUEST.finditer(message.content or ""):
-                verb = match.group(1).lower()
-                tools = _REQUEST_VERBS[verb]
-                if not any(t in tool_names for t in tools):
-                    continue  # nothing this agent could have done about it
-                if any(t in write_names for t in tools):
+            for word in _WORDS.findall((message.content or "").lower()):
+                tools = facts.writes_carrying(word)
+                if not tools:
                     continue
                 yield context.finding(
                     self.name,
                     "missing_action",
                     run.steps[-1].index,
-                    f"The user asked to {verb} and the conversation ended without it: carry it out after "
+                    f"The user asked to {word} and the conversation ended without it: carry it out after "
                     "confirmation, or explain why it cannot be done.",
                     f"user at step {message.index}: {(message.content or '').strip()[:120]!r}; no successful "
-                    f"{'/'.join(tools)} call and no refusal",
+                    f"{'/'.join(sorted(tools))} call and no refusal",
                     confidence=0.45,
+                    textual=True,
                 )
                 return

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 from ...model import AgentRun, AssistantMessage, ToolExecution, UserMessage
 from ..engine import RunContext
+from ..facts import Call
 from ..findings import Finding
 from ..text import numbers_in, plain_statements
+from .arguments import _leaves
 
 # Money: "$1,234.50", "1234.50 USD", "USD 12". Plain integers are left alone (counts, years, list numbers).
 _AMOUNT = re.compile(
@@ -20,11 +22,13 @@ _DIGIT = re.compile(r"\d")
 _IDENT = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b|#?\b(?=[A-Za-z_]*\d)(?=\d*[A-Za-z_])[A-Za-z0-9_]{5,}\b")
 # The same without the e-mail alternative, for text with no "@": trying it at every word is the costly part.
 _IDENT_NO_EMAIL = re.compile(r"#?\b(?=[A-Za-z_]*\d)(?=\d*[A-Za-z_])[A-Za-z0-9_]{5,}\b")
-_SUCCESS = re.compile(
-    r"\b(has|have) been (successfully )?(cancel+ed|modified|updated|changed|booked|processed|returned|exchanged|"
-    r"refunded|issued|sent|submitted|placed|created|removed|added|completed)\b|\bsuccessfully\b|"
-    r"\bi (have|'ve) (now )?(cancel+ed|modified|updated|changed|booked|processed|submitted|issued|sent|placed|"
-    r"initiated|completed)\b|\bis now (cancel+ed|updated|booked|confirmed)\b",
+# A sentence that states an action as done, and the verb of that action (any verb: which tool carries it is
+# read from the run's tools, see evaluate/actions.py). Matched against lower-cased, unhedged sentences.
+_DONE = re.compile(
+    r"\b(?:has|have|had) (?:now |also |just )?been (?:successfully |now |also )?([a-z]{3,})\b|"
+    r"\b(?:i|we) (?:have|'ve) (?:now |just |also |successfully )*([a-z]{3,}ed)\b|"
+    r"\b(?:is|are) now ([a-z]{3,}ed)\b|"
+    r"\bsuccessfully ([a-z]{3,}ed)\b|\b([a-z]{3,}ed) successfully\b"
 )
 _CORRECTION = re.compile(
     r"\b(correction|i made a mistake|i apologi[sz]e for the (error|confusion|mistake)|my mistake|"
@@ -96,7 +100,7 @@ class _Numbers:
                 return True
             if x:
                 k, rest = divmod(v, x)
-                if 2 <= k <= 10 and rest == 0:  # a small multiple (per passenger, per item)
+                if 2 <= k <= 10 and rest == 0:  # a small multiple (per person, per unit)
                     return True
         if len(known) <= 120:  # sums of three, over the smaller number sets only
             if self._pairs is None:
@@ -156,6 +160,7 @@ class WrongInformationDetector:
                     "and user messages",
                     confidence=0.55,
                     recovered=corrected_after(step.index),
+                    textual=True,
                 )
             invented = [
                 m.group()
@@ -172,39 +177,71 @@ class WrongInformationDetector:
                     f"identifier(s) {', '.join(invented[:5])} appear in no earlier tool result or user message",
                     confidence=0.45,
                     recovered=corrected_after(step.index),
+                    textual=True,
                 )
-            claim = next(plain_statements(text, _SUCCESS), None)
-            if claim:
-                yield from self._check_claim(run, context, step, claim.group(), corrected_after(step.index))
+            for claim in plain_statements(text, _DONE):
+                verb = next(g for g in claim.groups() if g)
+                found = self._check_claim(context, step, claim.string, verb, corrected_after(step.index))
+                if found is not None:
+                    yield found
+                    break
 
     def _check_claim(
-        self, run: AgentRun, context: RunContext, step: AssistantMessage, claim: str, corrected: bool
-    ) -> Iterator[Finding]:
-        writes = [c for c in context.facts.writes if c.step < step.index]
-        if not context.policy.writes.names and not context.policy.writes.patterns:
-            return
-        if not writes:
-            evidence = f"{claim!r} but no state-changing tool was called before"
-        elif not any(c.succeeded for c in writes):
-            evidence = f"{claim!r} but every state-changing call before it failed"
-        elif writes[-1].failed and not any(c.succeeded for c in writes if c.step > _index(context, step)):
-            error = writes[-1].execution.error if writes[-1].execution else ""
-            evidence = f"{claim!r} but the latest attempt, {writes[-1].name}, failed: {error}"
-        else:
-            return
-        yield context.finding(
+        self, context: RunContext, step: AssistantMessage, sentence: str, verb: str, corrected: bool
+    ) -> Finding | None:
+        """A sentence saying ``verb`` was done, against the calls of the tools that carry ``verb``.
+
+        Structural when the tool results contradict it (every such call failed); textual when no such call
+        was made at all, or none on the thing the sentence names.
+        """
+        facts = context.facts
+        tools = facts.writes_carrying(verb)
+        if not tools:
+            return None  # no tool of this agent carries that action: nothing to check it against
+        calls = [c for c in facts.calls if c.name in tools and c.step < step.index]
+        named = {m.group().lstrip("#") for m in _IDENT_NO_EMAIL.finditer(sentence)}
+        relevant = [c for c in calls if named & call_targets(c)] if named else calls
+        if any(c.succeeded or c.execution is None for c in relevant):
+            return None
+        kinds = "/".join(sorted(tools))
+        if relevant:
+            last = relevant[-1]
+            error = (last.execution.error if last.execution else "") or ""
+            return context.finding(
+                self.name,
+                "wrong_information",
+                step.index,
+                "Do not tell the user an action succeeded when its tool call failed; say what actually happened.",
+                f"{sentence.strip()[:160]!r}, but {last.name} at step {last.step} failed: {error[:120]}",
+                confidence=0.7,
+                recovered=corrected,
+                targets=[f"step:{c.step}" for c in relevant] + sorted(named),
+            )
+        elsewhere = [c for c in calls if c.succeeded]
+        evidence = (
+            f"{sentence.strip()[:160]!r}, but no {kinds} call was made before it"
+            if not elsewhere
+            else f"{sentence.strip()[:160]!r}, but the {kinds} calls before it were on other targets "
+            f"than {', '.join(sorted(named)[:3])}"
+        )
+        return context.finding(
             self.name,
             "wrong_information",
             step.index,
-            "Do not tell the user an action succeeded unless the tool call for it returned success; say what "
+            "Do not tell the user an action was done unless a tool call for it returned success; say what "
             "actually happened.",
-            evidence[:300],
-            confidence=0.7,
+            evidence,
+            confidence=0.6,
             recovered=corrected,
+            textual=True,
+            targets=sorted(named),
         )
 
 
-def _index(context: RunContext, step: AssistantMessage) -> int:
-    """The index of the user's last message before ``step`` (-1 when there is none)."""
-    last = context.facts.last_user_message_before(step.index)
-    return last.index if last is not None else -1
+def call_targets(call: Call) -> set[str]:
+    """The identifier-like string values among a call's arguments (what it acts on), lower-cased."""
+    return {
+        v.lstrip("#").lower()
+        for _, v in _leaves(call.call.arguments or {})
+        if isinstance(v, str) and _IDENT_NO_EMAIL.fullmatch(v) is not None
+    }

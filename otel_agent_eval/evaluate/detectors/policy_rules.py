@@ -79,6 +79,8 @@ class ConfirmationDetector:
                 ),
                 f"{call.name} called without explicit confirmation: {why}",
                 confidence=0.4,
+                # No user turn at all is structural; a user turn that reads as no yes is a reading of words.
+                textual=user is not None,
             )
 
     def _stale(self, context: RunContext, call: Call, since: int) -> Iterator[Finding]:

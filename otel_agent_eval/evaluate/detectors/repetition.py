@@ -88,6 +88,7 @@ class LoopDetector:
                     "You asked this already and the user answered: use the answer, or ask something new.",
                     f"the same message as at step {seen[text]}: {step.content.strip()[:120]!r}",
                     confidence=0.4,
+                    textual=True,
                 )
             else:
                 seen[text] = step.index

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 
-from ...model import AgentRun, JSONValue
+from ...model import AgentRun, AssistantMessage, JSONValue, UserMessage
 from ..engine import RunContext
 from ..findings import Finding
 
@@ -15,10 +15,11 @@ _SYSTEM = re.compile(
     r"service|traceback|exception|overloaded|try again later",
     re.IGNORECASE,
 )
-# The call was well formed but the state forbids it: the wrong action was attempted.
+# The call was well formed but the state forbids it: the wrong action was attempted. Plain English of
+# refusals, no word of any domain.
 _STATE = re.compile(
-    r"\bnon-\w+ \w+ cannot|cannot be (cancel|modif|return|exchang|chang|updat|book)|already|not allowed|"
-    r"not permitted|forbidden|not eligible",
+    r"\b(cannot|can ?not|can't|could not) be \w+|\balready\b|not allowed|not permitted|forbidden|not eligible|"
+    r"\bineligible|invalid (state|status)|\bstatus\b.{0,40}\b(is|was) not\b",
     re.IGNORECASE,
 )
 
@@ -53,7 +54,8 @@ class ToolErrorDetector:
                 ),
                 None,
             )
-            retried = any(c.name == call.name for c in later)
+            retries = [c for c in later if c.name == call.name]
+            last_attempt = retries[-1].step if retries else call.step
             if _SYSTEM.search(error):
                 mode = "tool_failure"
                 critique = (
@@ -75,10 +77,12 @@ class ToolErrorDetector:
                     "repeat the same call."
                 )
                 confidence = 0.6 if write else 0.25
-            # Without a fix, the agent still recovers by telling the user what went wrong instead of
-            # pretending (a false success claim is the information detector's finding).
-            told = any(r > call.step for r in facts.refusals)
-            recovered = fixed is not None or (told and not retried)
+            # Without a fix, the agent still recovers by telling the user, after its last attempt, what went
+            # wrong instead of pretending: a refused call changed nothing, and a false success claim is the
+            # information detector's (structural) finding. Reading "told" from words only ever acquits.
+            told = any(r > last_attempt for r in facts.refusals) or _answered_after(run, last_attempt)
+            handed_off = any(context.policy.is_transfer(c.name) and c.step > last_attempt for c in later)
+            recovered = fixed is not None or told or handed_off
             yield context.finding(
                 self.name,
                 mode,
@@ -88,7 +92,22 @@ class ToolErrorDetector:
                 + (f"; fixed by the call at step {fixed.step}" if fixed else ""),
                 confidence=confidence,
                 recovered=recovered,
+                targets=[f"step:{call.step}", *sorted(_identifiers(call.call.arguments))],
             )
+
+
+def _answered_after(run: AgentRun, index: int) -> bool:
+    """Whether, after step ``index``, the agent spoke to the user and the user replied: the conversation
+    went on with the user knowing (what was said is for the information detector to check)."""
+    spoke = False
+    for step in run.steps:
+        if step.index <= index:
+            continue
+        if isinstance(step, AssistantMessage) and (step.content or "").strip():
+            spoke = True
+        elif spoke and isinstance(step, UserMessage):
+            return True
+    return False
 
 
 def _identifiers(arguments: Mapping[str, JSONValue] | None) -> set[str]:

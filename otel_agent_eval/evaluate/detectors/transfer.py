@@ -44,5 +44,6 @@ class TransferDetector:
                 f"{call.name} at step {call.step}, with no refusal, no failed action and no request for a human "
                 "before it",
                 confidence=0.45,
+                textual=True,
             )
             return
