@@ -358,30 +358,34 @@ def test_misread_output() -> None:
             "item_3003": {"item_id": "item_3003", "available": True},
         },
     }
-    messages = [
-        user("Swap item item_1001 in #W1 for another colour."),
-        ask(call("c1", "get_product_details", product_id="p1")),
-        result("c1", catalogue),
-        say("Shall I swap item_1001 for item_2002?"),
-        user("yes"),
+
+    def order_holding(item: str) -> list[dict[str, Any]]:
+        return [
+            user(f"Swap item {item} in #W1 for another colour."),
+            ask(call("c0", "get_order_details", order_id="#W1")),
+            result("c0", {"order_id": "#W1", "status": "pending", "items": [{"item_id": item}]}),
+            ask(call("c1", "get_product_details", product_id="p1")),
+            result("c1", catalogue),
+            say("Shall I swap it?"),
+            user("yes"),
+        ]
+
+    def swap(old: str, new: str, **names: str) -> AgentRun:  # names: argument names to use
+        args = {names.get("order", "order_id"): "#W1", "item_ids": [old], names.get("acquired", "new_item_ids"): [new]}
+        return run_of(
+            *order_holding(old),
+            ask(call("c2", "modify_pending_order_items", **args)),
+            result("c2", "ok"),
+            policy=RETAIL,
+        )
+
+    assert found(MisreadOutputDetector(), swap("item_1001", "item_2002")) == [("misread_output", 7, "terminal")]
+    # Which argument acquires is read from the results (the order already holds the item it gives up), not
+    # from argument names: the same with any name for the argument.
+    assert found(MisreadOutputDetector(), swap("item_1001", "item_2002", acquired="replacements")) == [
+        ("misread_output", 7, "terminal")
     ]
-    unavailable = run_of(
-        *messages,
-        ask(
-            call("c2", "modify_pending_order_items", order_id="#W1", item_ids=["item_1001"], new_item_ids=["item_2002"])
-        ),
-        result("c2", "ok"),
-        policy=RETAIL,
-    )
-    assert found(MisreadOutputDetector(), unavailable) == [("misread_output", 5, "terminal")]
-    available = run_of(
-        *messages,
-        ask(
-            call("c2", "modify_pending_order_items", order_id="#W1", item_ids=["item_2002"], new_item_ids=["item_3003"])
-        ),
-        result("c2", "ok"),
-        policy=RETAIL,
-    )
+    available = swap("item_2002", "item_3003")
     assert found(MisreadOutputDetector(), available) == []  # giving up an unavailable item is fine
 
 

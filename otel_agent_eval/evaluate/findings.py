@@ -122,6 +122,13 @@ def corroborated(finding: Finding, others: Iterable[Finding]) -> bool:
     return False
 
 
+def origin(finding: Finding) -> int:
+    """The earliest step a finding is about: its own, or an earlier one it points at (a claim of success
+    points at the call that failed; that call, not the message, is where the run went wrong)."""
+    pointed = [int(t[5:]) for t in finding.targets if t.startswith("step:") and t[5:].isdigit()]
+    return min([finding.step, *pointed])
+
+
 def decides(finding: Finding, others: Iterable[Finding]) -> bool:
     """Whether a finding decides a run's outcome: confident enough, and structural or corroborated.
 
@@ -174,7 +181,7 @@ class Evaluation:
         app_failed = run.outcome is not None and not run.outcome.success
         outcome: RunOutcome = "terminal" if decisive or app_failed else ("recovered" if recovered else "success")
         value = 1.0 if app_failed else (score or noisy_or_score)(run, ordered, deciding)
-        root = min((f.step for f in decisive), default=None)
+        root = min((origin(f) for f in decisive), default=None)
         return cls(
             run=run,
             findings=ordered,

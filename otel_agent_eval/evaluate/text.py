@@ -7,8 +7,11 @@ from collections.abc import Iterator
 from functools import lru_cache
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-_LARGEST_AMOUNT = 10_000_000  # whole numbers from here up are identifiers (item ids), not amounts
+# A number standing on its own: not digits inside an identifier ("W1234", "card_42", "#77").
+_NUMBER = re.compile(r"(?<![\w#])-?\d[\d,]*(?:\.\d+)?(?![\w])")
+_CODE_DIGITS = 7
+"""A bare run of this many digits or more (no separator, no decimals) is a code, not a quantity: amounts
+that large are written with separators. Judged by the shape of the number, whatever the domain."""
 # These patterns are lower-case and matched against lower-cased text: case-insensitive matching of long
 # alternations is over twice as slow, and they run on every message of every run.
 # A sentence that is conditional, hypothetical or a question does not state a fact or a commitment.
@@ -66,10 +69,12 @@ def numbers_in(text: str) -> tuple[float, ...]:
     """
     out = []
     for match in _NUMBER.finditer(text):
+        raw = match.group().lstrip("-")
+        if len(raw) >= _CODE_DIGITS and raw.isdigit():
+            continue
         try:
-            value = float(match.group().replace(",", ""))
+            value = float(raw.replace(",", ""))
         except ValueError:
             continue
-        if abs(value) < _LARGEST_AMOUNT:
-            out.append(abs(value))
+        out.append(value)
     return tuple(out)

@@ -9,12 +9,15 @@ from typing import Any
 
 from ...model import AgentRun, ToolExecution
 from ..engine import RunContext
-from ..facts import NOT_JSON, decoded_json
+from ..facts import NOT_JSON, decoded_json, is_identifier_key
 from ..findings import Finding
 from .arguments import _leaves
 
-# Statuses that, on an object a tool returned, mean "cannot be had or acted on".
+# How a tool result says that a thing cannot be had: plain English availability words on the object (a
+# boolean flag, or a status), the same for every domain.
 _UNAVAILABLE = {"unavailable", "not available", "sold out", "sold_out", "out of stock", "out_of_stock"}
+_FLAG = re.compile(r"^(is_)?(available|in_stock|bookable|purchasable|orderable)$", re.IGNORECASE)
+_STATUS = re.compile(r"^(status|state|availability)$", re.IGNORECASE)
 _MAY_SAY_UNAVAILABLE = re.compile(r"false|unavailable|not available|sold.out|out.of.stock")
 
 
@@ -29,11 +32,11 @@ def _objects(value: Any) -> Iterator[Mapping[str, Any]]:
 
 
 def _unavailable(obj: Mapping[str, Any]) -> str | None:
-    if obj.get("available") is False:
-        return "available: false"
-    status = obj.get("status")
-    if isinstance(status, str) and status.strip().lower() in _UNAVAILABLE:
-        return f"status: {status}"
+    for key, value in obj.items():
+        if value is False and _FLAG.match(key):
+            return f"{key}: false"
+        if isinstance(value, str) and _STATUS.match(key) and value.strip().lower() in _UNAVAILABLE:
+            return f"{key}: {value}"
     return None
 
 
@@ -50,13 +53,26 @@ def _unavailable_in(text: str) -> tuple[tuple[Mapping[str, Any], str], ...]:
 
 
 def _names(obj: Mapping[str, Any], value: str) -> bool:
-    """Whether the object is the thing ``value`` identifies (an id-like field holding it)."""
-    return any(v == value and (k.endswith("id") or k.endswith("_number") or k == "sku") for k, v in obj.items())
+    """Whether the object is the thing ``value`` identifies: one of its own fields holds it."""
+    return any(v == value for v in obj.values())
 
 
-# Arguments that name what a call acquires (not what it gives up): "new_item_ids", or every argument of a
-# call that books or buys. The item being exchanged away may well be unavailable by now.
-_ACQUIRES = re.compile(r"^(book|buy|purchase|order|reserve|add|create)(_|$)", re.IGNORECASE)
+def _target(arguments: Mapping[str, Any]) -> str | None:
+    """What a call acts on: its first top-level identifier argument (``*_id``), when it has one."""
+    return next((v for k, v in arguments.items() if isinstance(v, str) and is_identifier_key(k)), None)
+
+
+def _held(results: Mapping[int, Any], target: str, before: int) -> set[str]:
+    """Every value in the latest result object about ``target`` before step ``before``: what the target
+    already holds (the things a call gives up, as opposed to the things it acquires)."""
+    held: set[str] = set()
+    for index, value in results.items():
+        if index >= before:
+            break
+        for obj in _objects(value):
+            if any(v == target and is_identifier_key(k) for k, v in obj.items()):
+                held = {str(v) for _, v in _leaves(obj) if isinstance(v, str)}
+    return held
 
 
 class MisreadOutputDetector:
@@ -82,11 +98,14 @@ class MisreadOutputDetector:
             return
         for call in acting:
             assert call.call.arguments is not None
-            acquires_all = _ACQUIRES.search(call.name) is not None
+            target = _target(call.call.arguments)
+            # What the call acquires: every value it names that its target does not already hold (an item
+            # being exchanged away may well be unavailable by now). Read from the results, not from words.
+            held = _held(facts.results_json, target, call.step) if target is not None else set()
             values = {
                 v
-                for path, v in _leaves(call.call.arguments)
-                if isinstance(v, str) and len(v) >= 3 and (acquires_all or "new" in path.lower())
+                for _, v in _leaves(call.call.arguments)
+                if isinstance(v, str) and len(v) >= 3 and v != target and v not in held
             }
             for step_index, obj, reason in unavailable:
                 if step_index >= call.step:
