@@ -134,6 +134,10 @@ def test_labels_reach_the_downstream(tmp_path: Path, running: Callable[..., Proc
     assert event.attributes["gen_ai.evaluation.name"] == "wrong_arguments"
     assert event.attributes["gen_ai.evaluation.score.label"] == "fail"
     assert "reason" in labelled[0].attributes["agent_eval.failure.critique"]
+    # How far to trust the label, on the span and on its event: a schema violation is structural evidence.
+    assert labelled[0].attributes["agent_eval.failure.evidence_kind"] == "structural"
+    assert event.attributes["agent_eval.failure.evidence_kind"] == "structural"
+    assert event.attributes["agent_eval.failure.evaluator"] == "schema"
 
 
 def test_embedded_store_and_commands(tmp_path: Path, running: Callable[..., Processor]) -> None:

@@ -1,10 +1,12 @@
 """Evaluation results written onto the spans they are about.
 
-* On each span where a failure is located: ``agent_eval.failure.mode``, ``.category``, ``.outcome`` and
-  ``.critique`` (of its most severe failure: terminal before recovered, then the most confident), and one
-  ``gen_ai.evaluation.result`` event per failure (``gen_ai.evaluation.name`` = the mode,
-  ``gen_ai.evaluation.score.label`` = ``fail``, ``gen_ai.evaluation.score.value`` = the confidence,
-  ``gen_ai.evaluation.explanation`` = the critique).
+* On each span where a failure is located: ``agent_eval.failure.mode``, ``.category``, ``.outcome``,
+  ``.critique`` and ``.evidence_kind`` (``structural`` or ``textual``) of its most severe failure
+  (terminal before recovered, then the most confident), and one ``gen_ai.evaluation.result`` event per
+  failure (``gen_ai.evaluation.name`` = the mode, ``gen_ai.evaluation.score.label`` = ``fail``,
+  ``gen_ai.evaluation.score.value`` = the confidence, ``gen_ai.evaluation.explanation`` = the critique,
+  with the finding's category, outcome, step, evaluator and evidence kind). Only deciding findings are
+  written: suspicions are counted on the root span.
 * On the run's root span: ``agent_eval.trace.outcome``, ``.failure_score``, ``.failures``,
   ``.terminal_failures``, ``.suspicions``.
 * A failure with no span of its own (the run ended without an action) goes on the root span.
@@ -42,7 +44,8 @@ def _event_attributes(finding: Finding) -> list[KeyValue]:
         key_value(sc.AGENT_EVAL_FAILURE_CATEGORY, finding.category),
         key_value(sc.AGENT_EVAL_FAILURE_OUTCOME, finding.outcome),
         key_value(sc.AGENT_EVAL_STEP_INDEX, finding.step),
-        key_value("agent_eval.failure.evaluator", finding.evaluator),
+        key_value(sc.AGENT_EVAL_FAILURE_EVALUATOR, finding.evaluator),
+        key_value(sc.AGENT_EVAL_FAILURE_EVIDENCE_KIND, finding.evidence_kind),
     ]
 
 
@@ -72,6 +75,7 @@ def label_spans(spans_by_id: dict[str, Span], evaluation: Evaluation) -> int:
                 sc.AGENT_EVAL_FAILURE_CATEGORY: worst.category,
                 sc.AGENT_EVAL_FAILURE_OUTCOME: worst.outcome,
                 sc.AGENT_EVAL_FAILURE_CRITIQUE: worst.critique,
+                sc.AGENT_EVAL_FAILURE_EVIDENCE_KIND: worst.evidence_kind,
             },
         )
         for finding in findings:

@@ -13,7 +13,9 @@ from ..findings import Finding
 from ..text import numbers_in
 from .arguments import _leaves
 
-_NEGATION = re.compile(r"^\W*(no|nope|not|don'?t|do not|wait|hold on|stop|cancel that|never ?mind)\b", re.IGNORECASE)
+_NEGATION = re.compile(
+    r"^\W*(no|nope|not|don'?t|do not|wait|hold on|stop|scratch that|forget it|never ?mind)\b", re.IGNORECASE
+)
 _ASKS = re.compile(
     r"\?|\bconfirm|\bproceed|\bshall i\b|\bwould you like\b|\bdo you want\b|\bok(ay)? to\b", re.IGNORECASE
 )
