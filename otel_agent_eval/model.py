@@ -69,18 +69,32 @@ class ToolDefinition:
     name: str
     description: str | None = None
     parameters: Mapping[str, JSONValue] | None = None
+    annotations: Mapping[str, JSONValue] | None = None
+    """MCP tool annotations, when the definition carries them (``readOnlyHint``, ``destructiveHint``,
+    ``idempotentHint``, ``openWorldHint``): what the tool's author says it does."""
 
     @classmethod
     def from_openai(cls, obj: Mapping[str, JSONValue]) -> ToolDefinition:
-        """Read ``{"type": "function", "function": {...}}`` or the bare ``{"name", ...}`` form."""
+        """Read ``{"type": "function", "function": {...}}``, the bare ``{"name", ...}`` form, or an MCP tool
+        (``inputSchema`` for the parameters, ``annotations``).
+
+        >>> ToolDefinition.from_openai({"name": "rm", "inputSchema": {}, "annotations": {"destructiveHint": True}})
+        ToolDefinition(name='rm', description=None, parameters={}, annotations={'destructiveHint': True})
+        """
         fn = obj.get("function", obj) if obj.get("type", "function") == "function" else obj
         if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
             raise ValueError("tool definition has no 'name'")
-        params = fn.get("parameters")
+        params = fn.get("parameters", fn.get("inputSchema"))
         if params is not None and not isinstance(params, Mapping):
             raise ValueError(f"tool definition {fn['name']!r}: 'parameters' is not an object")
         desc = fn.get("description")
-        return cls(name=fn["name"], description=desc if isinstance(desc, str) else None, parameters=params)
+        notes = fn.get("annotations", obj.get("annotations"))
+        return cls(
+            name=fn["name"],
+            description=desc if isinstance(desc, str) else None,
+            parameters=params,
+            annotations=notes if isinstance(notes, Mapping) else None,
+        )
 
     @classmethod
     def parse_list(cls, value: object) -> tuple[ToolDefinition, ...]:
@@ -112,6 +126,8 @@ class ToolDefinition:
             fn["description"] = self.description
         if self.parameters is not None:
             fn["parameters"] = dict(self.parameters)
+        if self.annotations is not None:
+            fn["annotations"] = dict(self.annotations)
         return {"type": "function", "function": fn}
 
 
@@ -142,6 +158,8 @@ class AssistantMessage(_Step):
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
+    reasoning: str | None = None
+    """What the model reasoned beside its answer, when the source gives it apart (never shown to the user)."""
     kind: Literal["assistant"] = field(default="assistant", init=False)
 
 

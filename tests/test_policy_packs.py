@@ -96,3 +96,20 @@ def test_preconditions_need_a_field_or_conditions_and_argument_schemas_must_be_v
     pack.write_text("name: x\nrules: {argument_rules: [{tools: [a], schema: {type: 12}}]}\n")
     with pytest.raises(InputError, match="rules/argument_rules/0/schema: not a valid JSON Schema"):
         PolicyPack.load(pack)
+
+
+def test_a_tool_definition_says_what_it_does_before_its_name_is_guessed_at() -> None:
+    from otel_agent_eval.evaluate import Engine
+    from otel_agent_eval.model import AgentRun, ToolDefinition
+
+    tools = (
+        ToolDefinition.from_openai(
+            {"name": "purge_cache", "inputSchema": {}, "annotations": {"destructiveHint": True}}
+        ),
+        ToolDefinition.from_openai({"name": "update_feed_view", "annotations": {"readOnlyHint": True}}),
+        ToolDefinition("update_profile"),
+    )
+    policy = Engine(plugins=False).context(AgentRun(steps=(), tool_definitions=tools)).policy
+    # MCP annotations first (purge is no verb the generic pack knows; update_feed_view says it reads), then
+    # the generic pack's guess from the name.
+    assert [policy.is_write(t.name) for t in tools] == [True, False, True]

@@ -166,9 +166,8 @@ class Engine:
         """How findings become ``failure_score`` (a calibration's combiner; ``None``: the noisy-or)."""
 
     def context(self, run: AgentRun, *, complete: bool = True, focus: int | None = None) -> RunContext:
-        return RunContext(
-            run=run, policy=self.packs.policy_for(run.system_instructions), complete=complete, focus=focus
-        )
+        policy = self.packs.policy_for(run.system_instructions).for_tools(run.tool_definitions)
+        return RunContext(run=run, policy=policy, complete=complete, focus=focus)
 
     def findings(self, run: AgentRun, *, complete: bool = True, focus: int | None = None) -> list[Finding]:
         context = self.context(run, complete=complete, focus=focus)

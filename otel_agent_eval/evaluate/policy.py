@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -28,6 +28,7 @@ import jsonschema
 import yaml
 
 from ..errors import InputError
+from ..model import ToolDefinition
 from .conditions import CONDITION_SCHEMA, Condition
 from .schemas import SchemaCheck
 
@@ -225,8 +226,41 @@ class ResolvedPolicy:
     once_per_target: tuple[OncePerTarget, ...] = ()
     critiques: Mapping[str, str] = field(default_factory=dict)
 
+    declared_reads: frozenset[str] = frozenset()
+    """Tools whose own definitions say they change nothing (MCP ``readOnlyHint: true``)."""
+    declared_writes: frozenset[str] = frozenset()
+    """Tools whose own definitions say they change state (``destructiveHint: true``, ``readOnlyHint: false``)."""
+
     def is_write(self, tool: str) -> bool:
-        return tool in self.writes and tool not in self.inert and tool not in self.transfer
+        if tool in self.inert or tool in self.transfer:
+            return False
+        if tool in self.writes.names:  # the pack names it: the pack knows best
+            return True
+        if tool in self.declared_reads:
+            return False
+        return tool in self.declared_writes or tool in self.writes
+
+    def for_tools(self, tools: Sequence[ToolDefinition]) -> ResolvedPolicy:
+        """These rules with what the run's tool definitions declare about themselves (MCP annotations):
+        a tool the pack does not name is a write or not as its author says, before its name is guessed at.
+
+        >>> policy = PolicyPack.from_mapping({"name": "p"}).resolve("")
+        >>> tools = [ToolDefinition("purge", annotations={"destructiveHint": True}),
+        ...          ToolDefinition("update_view", annotations={"readOnlyHint": True})]
+        >>> [policy.for_tools(tools).is_write(t.name) for t in tools]
+        [True, False]
+        """
+        reads = set()
+        writes = set()
+        for tool in tools:
+            notes = tool.annotations or {}
+            if notes.get("readOnlyHint") is True:
+                reads.add(tool.name)
+            elif notes.get("destructiveHint") is True or notes.get("readOnlyHint") is False:
+                writes.add(tool.name)
+        if not reads and not writes:
+            return self
+        return replace(self, declared_reads=frozenset(reads), declared_writes=frozenset(writes))
 
     def is_identity(self, tool: str) -> bool:
         return tool in self.identity
