@@ -16,7 +16,8 @@
 'allow'
 
 The same evaluators as the processor judge the proposed step (``Engine.check``): a step is sent back for
-revision when a finding about it is terminal and at least ``min_confidence`` sure. Each verdict is an event
+revision when a finding about it is terminal, at least ``min_confidence`` sure, and structural or corroborated
+(the rule that decides an outcome: a heuristic over words alone does not send a step back). Each verdict is an event
 (``agent_eval.guard.verdict``) on the span that is current when ``check`` is called.
 """
 
@@ -32,6 +33,7 @@ from opentelemetry import trace
 
 from .. import semconv as sc
 from ..evaluate import Engine, Finding, PackLibrary
+from ..evaluate.findings import corroborated
 from ..ingest.messages import messages_to_steps, parse_openai_message
 from ..model import AgentRun, AssistantMessage, Step, ToolDefinition
 
@@ -85,7 +87,14 @@ class Guard:
         step = proposed if not isinstance(proposed, Mapping) else self._step(proposed, len(run.steps))
         assert self.engine is not None
         findings = tuple(self.engine.check(run, step))
-        blocking = [f for f in findings if f.outcome == "terminal" and f.confidence >= self.min_confidence]
+        # The processor's rule: words alone suspect, they do not send a step back.
+        blocking = [
+            f
+            for f in findings
+            if f.outcome == "terminal"
+            and f.confidence >= self.min_confidence
+            and (f.evidence_kind == "structural" or corroborated(f, findings))
+        ]
         verdict = Verdict("revise" if blocking else "allow", tuple(blocking), time.perf_counter() - started)
         _record(verdict)
         return verdict
