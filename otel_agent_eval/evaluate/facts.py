@@ -94,6 +94,7 @@ class RunFacts:
         self.run = run
         self.policy = policy
         self.steps = run.steps
+        self._carrying: dict[str, frozenset[str]] = {}
 
     @cached_property
     def calls(self) -> list[Call]:
@@ -137,9 +138,14 @@ class RunFacts:
         names = dict.fromkeys([*descriptions, *(c.name for c in self.calls)])
         return ToolVerbs.of(names, descriptions)
 
-    def writes_carrying(self, verb: str) -> set[str]:
-        """The state-changing tools whose action ``verb`` names (``"cancelled"`` -> ``{"cancel_order"}``)."""
-        return {name for name in self.tool_verbs.carrying(verb) if self.policy.is_write(name)}
+    def writes_carrying(self, verb: str) -> frozenset[str]:
+        """The state-changing tools whose action ``verb`` names (``"cancelled"`` -> ``{"cancel_order"}``),
+        remembered per word: the words of every user message are asked about."""
+        memo = self._carrying
+        found = memo.get(verb)
+        if found is None:
+            found = memo[verb] = frozenset(n for n in self.tool_verbs.carrying(verb) if self.policy.is_write(n))
+        return found
 
     @cached_property
     def user_messages(self) -> list[UserMessage]:

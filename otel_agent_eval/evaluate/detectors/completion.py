@@ -46,7 +46,7 @@ class CompletionDetector:
                     for m in plain_statements(step.content or "", _PROMISE)
                     if (tools := facts.writes_carrying(m.group(1)))
                 ),
-                (None, set()),
+                (None, frozenset()),
             )
             if promise is None or transferred or any(c.step >= step.index and c.name in tools for c in facts.calls):
                 continue
