@@ -22,9 +22,12 @@ Ground truth, read only to score:
   ``otel_agent_eval.evaluate.reference.same_arguments`` does); when every such call matches, the last step of
   the run (an expected write is missing, or the failure is in what the agent said). A failed run is **caught**
   when the guard's first ``revise`` is at or before that step; *caught late* when its first ``revise`` comes after;
-* a **successful** run (reward > 0) with any ``revise`` verdict is a **false alarm**.
+* a **successful** run (reward > 0) with any ``revise`` verdict is a **false alarm**. Also counted apart:
+  false alarms on a step the environment *accepted* (every tool call of the step went through in the
+  recording): a revise of a call the tool itself refused sends back a step that changed nothing, which is
+  the guard being early rather than wrong; the goal is judged on all false alarms all the same.
 
-Goals (issue 5, item 5): at least 60% of the failed runs caught at or before the root cause, at most 10% of
+Goals (issue 9, item 8): at least 40% of the failed runs caught at or before the root cause, at most 5% of
 the successful runs with a false alarm. Also printed: how many checks were made, wall time per check (mean,
 p50, p99 of ``Verdict.seconds``), and which failure modes fired first.
 """
@@ -48,12 +51,13 @@ from quality import DEFAULT_DATA, DataFile, discover, fmt, table
 
 import otel_agent_eval
 from otel_agent_eval.evaluate import Engine, PackLibrary
+from otel_agent_eval.evaluate.facts import Call
 from otel_agent_eval.evaluate.reference import same_arguments
 from otel_agent_eval.hook.guard import Guard
 from otel_agent_eval.model import AgentRun, AssistantMessage
 
-GOAL_CAUGHT = 0.60
-GOAL_FALSE_ALARMS = 0.10
+GOAL_CAUGHT = 0.40
+GOAL_FALSE_ALARMS = 0.05
 
 
 @dataclass
@@ -70,6 +74,8 @@ class Replay:
     first_revise: int | None = None
     first_modes: tuple[str, ...] = ()
     revises: int = 0
+    accepted_revise: int | None = None
+    """The first revise of a step whose tool calls all went through in the recording."""
     seconds: list[float] = field(default_factory=list)
 
     @property
@@ -112,6 +118,7 @@ def replay(df: DataFile, engine: Engine) -> list[Replay]:
         blind = replace(run, reference=None, outcome=None)
         guard = Guard(tools=df.tools, policy=run.system_instructions, engine=engine)
         r = Replay(df.label, run.source.index, run.source.id, failed, cause, kind, len(run.steps))
+        context_calls = engine.context(blind).facts.calls
         for k, step in enumerate(blind.steps):
             if not isinstance(step, AssistantMessage):
                 continue
@@ -120,11 +127,18 @@ def replay(df: DataFile, engine: Engine) -> list[Replay]:
             r.seconds.append(verdict.seconds)
             if verdict.action == "revise":
                 r.revises += 1
+                if r.accepted_revise is None and _accepted(context_calls, step):
+                    r.accepted_revise = step.index
                 if r.first_revise is None:
                     r.first_revise = step.index
                     r.first_modes = tuple(sorted({f"{f.evaluator}/{f.mode}" for f in verdict.findings}))
         out.append(r)
     return out
+
+
+def _accepted(calls: Sequence[Call], step: AssistantMessage) -> bool:
+    """Whether the environment accepted the step: none of its tool calls failed in the recording."""
+    return not any(c.failed for c in calls if c.step == step.index)
 
 
 def summary(replays: Sequence[Replay]) -> dict[str, Any]:
@@ -145,6 +159,7 @@ def summary(replays: Sequence[Replay]) -> dict[str, Any]:
         "divergence_roots": sum(r.root_kind == "divergence" for r in failed),
         "false_alarms": alarms,
         "false_alarm_share": alarms / len(good) if good else None,
+        "false_alarms_accepted": sum(r.accepted_revise is not None for r in good),
         "checks": len(seconds),
         "revise_verdicts": sum(r.revises for r in replays),
         "mean_ms": statistics.fmean(seconds) * 1e3 if seconds else None,
@@ -187,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pooled = summary(pooled_replays)
 
     header = ["file", "runs", "failed", "caught ≤ root", "caught late", "missed", "caught share", "successful"]
-    header += ["false alarms", "false-alarm share", "checks", "ms/check mean", "p50", "p99"]
+    header += ["false alarms", "false-alarm share", "on accepted steps", "checks", "ms/check mean", "p50", "p99"]
     rows = []
     for label, m in [*numbers.items(), ("**pooled**", pooled)]:
         rows.append(
@@ -202,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 str(m["successful"]),
                 str(m["false_alarms"]),
                 _pct(m["false_alarm_share"]),
+                str(m["false_alarms_accepted"]),
                 str(m["checks"]),
                 fmt(m["mean_ms"]),
                 fmt(m["p50_ms"]),
@@ -215,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{pooled['failed'] - pooled['divergence_roots']} the last step (a missing write, or what was said)"
     )
 
-    print("\n## Goals (issue 5, item 5)\n")
+    print("\n## Goals (issue 9, item 8)\n")
     goals = [
         ("failed runs caught at or before the root cause", pooled["caught_share"], f"≥ {GOAL_CAUGHT:.0%}", True),
         ("successful runs with a false alarm", pooled["false_alarm_share"], f"≤ {GOAL_FALSE_ALARMS:.0%}", False),
