@@ -45,7 +45,11 @@ def stem(word: str) -> str:
 
 
 def same_verb(a: str, b: str) -> bool:
-    """Whether two words are the same verb, as far as their stems show."""
+    """Whether two words are the same verb, as far as their stems show.
+
+    >>> same_verb("exchanged", "exchange"), same_verb("reservation", "reserve"), same_verb("modified", "modify")
+    (True, False, True)
+    """
     sa, sb = stem(a), stem(b)
     if sa == sb:
         return True
@@ -54,7 +58,9 @@ def same_verb(a: str, b: str) -> bool:
         if x != y:
             break
         shared += 1
-    return shared >= _MIN_SHARED and shared >= min(len(sa), len(sb)) - 1
+    # Nearly all of the shorter stem shared, and not much more to the longer one: "reserve" meets
+    # "reserved", not the noun "reservation"; "cancel" meets "cancelled", not "cancellation".
+    return shared >= _MIN_SHARED and shared >= min(len(sa), len(sb)) - 1 and abs(len(sa) - len(sb)) <= 2
 
 
 def name_words(name: str) -> list[str]:

@@ -72,7 +72,7 @@ PACK_SCHEMA: dict[str, Any] = {
         "tools": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {k: _ROLE for k in ("writes", "identity", "transfer", "inert", "account")},
+            "properties": {k: _ROLE for k in ("writes", "reads", "identity", "transfer", "inert", "account")},
         },
         "rules": {
             "type": "object",
@@ -216,6 +216,7 @@ class ResolvedPolicy:
     transfer: ToolRole
     inert: ToolRole
     account: ToolRole | None
+    reads: ToolRole = field(default_factory=ToolRole)
     identity_before_access: bool = False
     confirm_before_write: bool = False
     confirmations: tuple[re.Pattern[str], ...] = ()
@@ -229,7 +230,11 @@ class ResolvedPolicy:
     declared_reads: frozenset[str] = frozenset()
     """Tools whose own definitions say they change nothing (MCP ``readOnlyHint: true``)."""
     declared_writes: frozenset[str] = frozenset()
-    """Tools whose own definitions say they change state (``destructiveHint: true``, ``readOnlyHint: false``)."""
+    """Tools whose own definitions say they change state (``destructiveHint: true``, ``readOnlyHint: false``),
+    or whose verbs do not say they only read."""
+    _for_tools: dict[tuple[int, ...], tuple[tuple[ToolDefinition, ...], ResolvedPolicy]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def is_write(self, tool: str) -> bool:
         if tool in self.inert or tool in self.transfer:
@@ -238,29 +243,65 @@ class ResolvedPolicy:
             return True
         if tool in self.declared_reads:
             return False
-        return tool in self.declared_writes or tool in self.writes
+        if tool in self.declared_writes:
+            return True
+        return tool in self.writes and tool not in self.reads
 
     def for_tools(self, tools: Sequence[ToolDefinition]) -> ResolvedPolicy:
-        """These rules with what the run's tool definitions declare about themselves (MCP annotations):
-        a tool the pack does not name is a write or not as its author says, before its name is guessed at.
+        """These rules with what the run's tool definitions say about each tool the pack does not name: its
+        MCP annotations (``readOnlyHint``, ``destructiveHint``); else the leading verb of its name, then of
+        its description, as the pack's ``reads`` and ``writes`` patterns know it; else, as MCP's defaults
+        have it, a tool that does not say it only reads changes state.
 
-        >>> policy = PolicyPack.from_mapping({"name": "p"}).resolve("")
+        >>> policy = PolicyPack.from_mapping({"name": "p", "tools": {"reads": {"patterns": ["^get(_|$)"]},
+        ...     "writes": {"patterns": ["^purge(_|$)"]}}}).resolve("")
         >>> tools = [ToolDefinition("purge", annotations={"destructiveHint": True}),
-        ...          ToolDefinition("update_view", annotations={"readOnlyHint": True})]
+        ...          ToolDefinition("update_view", annotations={"readOnlyHint": True}),
+        ...          ToolDefinition("flux_capacitor", "Get the flux level."),
+        ...          ToolDefinition("flux_capacitor_2", "Flux the capacitor.")]
         >>> [policy.for_tools(tools).is_write(t.name) for t in tools]
-        [True, False]
+        [True, False, False, True]
         """
-        reads = set()
-        writes = set()
+        key = tuple(id(t) for t in tools)
+        cached = self._for_tools.get(key)
+        if cached is not None and all(a is b for a, b in zip(cached[0], tools, strict=True)):
+            return cached[1]  # runs of one agent share their definitions: worked out once
+        resolved = self._resolve_tools(tools)
+        if len(self._for_tools) < 64:
+            self._for_tools[key] = (tuple(tools), resolved)
+        return resolved
+
+    def _resolve_tools(self, tools: Sequence[ToolDefinition]) -> ResolvedPolicy:
+        reads: set[str] = set()
+        writes: set[str] = set()
+        named = self.writes.names | self.inert.names | self.transfer.names | self.reads.names
         for tool in tools:
+            if tool.name in named:
+                continue
             notes = tool.annotations or {}
             if notes.get("readOnlyHint") is True:
                 reads.add(tool.name)
-            elif notes.get("destructiveHint") is True or notes.get("readOnlyHint") is False:
+                continue
+            if notes.get("destructiveHint") is True or notes.get("readOnlyHint") is False:
                 writes.add(tool.name)
+                continue
+            if tool.name in self.inert or tool.name in self.transfer:
+                continue
+            verdict = self._verb_role(tool.name) or self._verb_role(_first_word(tool.description))
+            (reads if verdict == "read" else writes).add(tool.name)
         if not reads and not writes:
             return self
-        return replace(self, declared_reads=frozenset(reads), declared_writes=frozenset(writes))
+        return replace(self, declared_reads=frozenset(reads), declared_writes=frozenset(writes), _for_tools={})
+
+    def _verb_role(self, name: str) -> str | None:
+        """``read`` or ``write`` as the leading verb of a tool name (or description word) says, or ``None``."""
+        if not name:
+            return None
+        if any(p.search(name) for p in self.reads.patterns):
+            return "read"
+        if any(p.search(name) for p in self.writes.patterns):
+            return "write"
+        return None
 
     def is_identity(self, tool: str) -> bool:
         return tool in self.identity
@@ -358,6 +399,7 @@ class PolicyPack:
             identity=ToolRole.from_mapping(tools.get("identity")),
             transfer=ToolRole.from_mapping(tools.get("transfer")),
             inert=ToolRole.from_mapping(tools.get("inert")),
+            reads=ToolRole.from_mapping(tools.get("reads")),
             account=ToolRole.from_mapping(tools["account"]) if tools.get("account") else None,
             identity_before_access=on(rules.get("identity_before_access")),
             confirm_before_write=on(confirm),
@@ -396,6 +438,14 @@ class PolicyPack:
             ),
             critiques=critiques,
         )
+
+
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def _first_word(text: str | None) -> str:
+    match = _WORD.search(text or "")
+    return match.group().lower() if match else ""
 
 
 def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

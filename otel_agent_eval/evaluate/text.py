@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from functools import lru_cache
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
-# A number standing on its own: not digits inside an identifier ("W1234", "card_42", "#77").
-_NUMBER = re.compile(r"(?<![\w#])-?\d[\d,]*(?:\.\d+)?(?![\w])")
+# A number standing on its own: not digits inside an identifier ("W1234", "card_42", "#77", "BK-6425").
+_NUMBER = re.compile(r"(?<![\w#])(?<!\w-)-?\d[\d,]*(?:\.\d+)?(?![\w-])")
 _CODE_DIGITS = 7
 """A bare run of this many digits or more (no separator, no decimals) is a code, not a quantity: amounts
 that large are written with separators. Judged by the shape of the number, whatever the domain."""
@@ -66,10 +66,12 @@ def numbers_in(text: str) -> tuple[float, ...]:
 
     >>> numbers_in("2 bags, $1,250.50 in total")
     (2.0, 1250.5)
+    >>> numbers_in("booking BK-642515, item 1234567890, -3 left")
+    (3.0,)
     """
     out = []
     for match in _NUMBER.finditer(text):
-        raw = match.group().lstrip("-")
+        raw = match.group().lstrip("-").rstrip(",")
         if len(raw) >= _CODE_DIGITS and raw.isdigit():
             continue
         try:

@@ -19,9 +19,13 @@ _AMOUNT = re.compile(
 )
 _DIGIT = re.compile(r"\d")
 # Identifiers the agent quotes: mixed letters and digits (order #W123, HAT001, credit_card_12), e-mails.
-_IDENT = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b|#?\b(?=[A-Za-z_]*\d)(?=\d*[A-Za-z_])[A-Za-z0-9_]{5,}\b")
+_IDENT = re.compile(
+    r"\b[\w.+-]+@[\w-]+\.[\w.]+\b|#?\b(?=[A-Za-z_-]*\d)(?=[\d-]*[A-Za-z_])(?=[A-Za-z0-9_-]{5,})[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*\b"
+)
 # The same without the e-mail alternative, for text with no "@": trying it at every word is the costly part.
-_IDENT_NO_EMAIL = re.compile(r"#?\b(?=[A-Za-z_]*\d)(?=\d*[A-Za-z_])[A-Za-z0-9_]{5,}\b")
+_IDENT_NO_EMAIL = re.compile(
+    r"#?\b(?=[A-Za-z_-]*\d)(?=[\d-]*[A-Za-z_])(?=[A-Za-z0-9_-]{5,})[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*\b"
+)
 # A sentence that states an action as done, and the verb of that action (any verb: which tool carries it is
 # read from the run's tools, see evaluate/actions.py). Matched against lower-cased, unhedged sentences.
 _DONE = re.compile(
