@@ -54,6 +54,7 @@ from otel_agent_eval.evaluate import Engine, PackLibrary
 from otel_agent_eval.evaluate.findings import DECISIVE_CONFIDENCE, Evaluation
 from otel_agent_eval.evaluate.reference import ReferenceEvaluator
 from otel_agent_eval.ingest.recorded import detect_format, load_runs, load_tools, read_json_or_jsonl
+from otel_agent_eval.metamorphic import invariance
 from otel_agent_eval.model import AgentRun, ToolDefinition
 
 REPO = Path(__file__).resolve().parent.parent
@@ -442,6 +443,40 @@ def print_detectors(rows: list[dict[str, Any]], pooled: dict[str, Any]) -> None:
     print(table(header, body, "ll" + "r" * 7))
 
 
+def print_invariance(files: Sequence[DataFile]) -> dict[str, Any]:
+    """The metamorphic rows: every run rewritten consistently (otel_agent_eval.metamorphic), evaluated with
+    --pack generic before and after."""
+    engine = engine_for("generic")
+    runs = [run for df in files for run in df.runs]
+    report = invariance(engine, runs)
+    targets = {"same_outcome": 0.98, "same_failures": 0.98, "spearman": 0.95}
+    print(
+        "\n## Metamorphic invariance (--pack generic)\n\nEvery run rewritten consistently: tool and argument "
+        "names, result keys, identifier formats, amounts (×3) and currency (€), person names, in the calls, "
+        "results, definitions and policy (`otel_agent_eval.metamorphic.rewrite`); evaluated before and after.\n"
+    )
+    rows = [
+        [
+            name.replace("_", " "),
+            fmt(getattr(report, name)),
+            f"≥ {goal:.2f}",
+            "✓ met" if getattr(report, name) >= goal else "✗ not met",
+        ]
+        for name, goal in targets.items()
+    ]
+    print(table(["measure", "value", "target", "status"], rows, "lrrl"))
+    for change in report.changed[:10]:
+        print(f"- {change.describe()}")
+    return {
+        "runs": report.runs,
+        "same_outcome": report.same_outcome,
+        "same_failures": report.same_failures,
+        "spearman": report.spearman,
+        "changed": [c.describe() for c in report.changed],
+        "met": report.meets(targets),
+    }
+
+
 def _disagreement(label: str, r: Result) -> str:
     found = "; ".join(f"{h.mode} at step {h.step} ({h.outcome}, {h.confidence:g})" for h in r.hits) or "no findings"
     reward = "0 (failed)" if r.failed else "1 (succeeded)"
@@ -555,6 +590,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if free_results:
         print_detectors(numbers["free"]["detectors"], numbers["free"]["pooled"])
+
+    if "generic" in modes and not args.via_cli:
+        numbers["invariance"] = print_invariance(files)
+        all_met &= numbers["invariance"]["met"]
+        numbers["all_targets_met"] = all_met
 
     if disagreements:
         print(f"\nReference-based evaluation disagrees with the reward on {len(disagreements)} runs:\n")
