@@ -3,6 +3,12 @@
 Recorded runs (OpenAI chat messages, τ-bench, τ²) and the message lists carried on model-call spans (GenAI
 ``role`` + ``parts``, OpenInference's and OpenLLMetry's flattened attributes) all become :class:`ChatMessage`
 first, then steps by :func:`messages_to_steps`: one reading of roles, tool calls and tool results for all.
+
+An assistant message becomes a step as what it says to the user (:func:`assistant_text`): text an agent
+framework wrapped in a JSON object (``{"message": "..."}``, ``{"thought": "...", "response": "..."}``) is that
+text, its reasoning kept apart; the reasoning a model gives beside its answer (``reasoning_content``,
+``reasoning``, ``thinking``, Anthropic ``thinking`` blocks, GenAI ``reasoning`` parts) is the step's
+``reasoning``, never its text; and blank text beside tool calls is no message at all.
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ class ChatMessage:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
+    reasoning: str | None = None
+    """What the model reasoned beside its answer (not shown to the user), when the source gives it apart."""
+    text_read: bool = False
+    """``content`` is already the text the user sees (:func:`assistant_text` applied): it is not read again."""
 
     def same_message(self, other: ChatMessage) -> bool:
         """Whether two readings are of the same message (used to line up prompts of successive model calls)."""
@@ -75,7 +85,11 @@ def normalize_role(role: object, *, field: str) -> str:
 
 
 def content_text(content: object, *, field: str) -> str | None:
-    """Message content as text: a string, or a list of OpenAI content parts whose text parts are joined."""
+    """Message content as text: a string, or a list of OpenAI content parts whose text parts are joined.
+
+    Reasoning parts (Anthropic ``thinking`` blocks, ``reasoning`` parts) are not text: :func:`content_reasoning`
+    reads them.
+    """
     if content is None or isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -84,6 +98,8 @@ def content_text(content: object, *, field: str) -> str | None:
             if isinstance(part, str):
                 texts.append(part)
             elif isinstance(part, Mapping):
+                if part.get("type") in REASONING_PART_TYPES:
+                    continue
                 text = part.get("text", part.get("content"))
                 if isinstance(text, str):
                     texts.append(text)
@@ -91,6 +107,119 @@ def content_text(content: object, *, field: str) -> str | None:
     if isinstance(content, (dict, int, float, bool)):
         return json.dumps(content, ensure_ascii=False)
     raise InputError(f"content is a {type(content).__name__}, not text", field=field)
+
+
+REASONING_PART_TYPES = frozenset({"reasoning", "thinking", "redacted_thinking"})
+"""Content-part types that hold the model's reasoning, not its answer (GenAI ``reasoning``; Anthropic
+``thinking`` and ``redacted_thinking``, whose text is encrypted and so not read)."""
+
+REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
+"""Message fields that hold the reasoning beside an answer: ``reasoning_content`` (DeepSeek, vLLM, LiteLLM),
+``reasoning`` (OpenRouter, τ²), ``thinking`` (Ollama)."""
+
+
+def content_reasoning(content: object) -> str | None:
+    """The reasoning parts of a list of content parts, joined (``None`` when there are none).
+
+    >>> content_reasoning([{"type": "thinking", "thinking": "Look it up."}, {"type": "text", "text": "Hi"}])
+    'Look it up.'
+    """
+    if not isinstance(content, list):
+        return None
+    texts = []
+    for part in content:
+        if isinstance(part, Mapping) and part.get("type") in REASONING_PART_TYPES:
+            text = part.get("thinking", part.get("content", part.get("text")))
+            if isinstance(text, str) and text.strip():
+                texts.append(text)
+    return "\n\n".join(texts) if texts else None
+
+
+def _message_reasoning(obj: Mapping[str, Any], raw_content: object) -> str | None:
+    """The reasoning an OpenAI-style assistant message carries beside its content."""
+    texts = []
+    for key in REASONING_FIELDS:
+        value = obj.get(key)
+        if isinstance(value, str) and value.strip():
+            texts.append(value)
+            break  # producers that write two of these write the same text twice
+    parts = content_reasoning(raw_content) if type(raw_content) is list else None
+    if parts:
+        texts.append(parts)
+    return "\n\n".join(texts) if texts else None
+
+
+# Keys of a JSON object that wraps the text an agent says to the user ({"message": "..."}), and keys of the
+# reasoning such an object may hold beside it ({"thought": "...", "message": "..."}).
+_TEXT_KEYS = frozenset({"message", "response", "content", "text", "answer", "reply", "final_answer"})
+_THOUGHT_KEYS = frozenset({"thought", "thoughts", "thinking", "reasoning", "reasoning_content", "rationale"})
+# Keys that say what the object is, with the only value that keeps it a wrapper of the text.
+_MARKER_KEYS = {"role": "assistant", "type": "text"}
+_MAX_WRAPPING = 3
+
+
+def assistant_text(content: str | None, *, tool_calls: bool = False) -> tuple[str | None, str | None]:
+    """``(text, reasoning)``: what an assistant message says to the user, and the reasoning it wraps.
+
+    Text that is a JSON object of exactly a wrapping shape -- one text field (``message``, ``response``,
+    ``content``, ``text``, ``answer``, ``reply``, ``final_answer``) holding a string (or another such object),
+    beside nothing but string reasoning fields (``thought``, ``thoughts``, ``thinking``, ``reasoning``,
+    ``reasoning_content``, ``rationale``) and ``"role": "assistant"`` or ``"type": "text"`` -- is the text it
+    wraps. Any other text, JSON included, is what the agent showed the user and is kept as written. With
+    ``tool_calls``, blank text is ``None``: the message is its calls, not something said to the user.
+
+    >>> assistant_text('{"thought": "The order is pending.", "message": "Your order is cancelled."}')
+    ('Your order is cancelled.', 'The order is pending.')
+    >>> assistant_text('{"order_id": "#W1", "status": "cancelled"}')
+    ('{"order_id": "#W1", "status": "cancelled"}', None)
+    >>> assistant_text("  ", tool_calls=True)
+    (None, None)
+    """
+    if content is None:
+        return None, None
+    text: str | None = content
+    reasoning = None
+    stripped = content.strip()
+    if stripped[:1] == "{" and stripped[-1:] == "}":
+        try:
+            decoded = json.loads(stripped)
+        except (ValueError, RecursionError):  # not JSON, or nested past the decoder's limit
+            decoded = None
+        unwrapped = _unwrap(decoded, _MAX_WRAPPING)
+        if unwrapped is not None:
+            text, thoughts = unwrapped
+            reasoning = "\n\n".join(thoughts) if thoughts else None
+    if tool_calls and text is not None and not text.strip():
+        text = None
+    return text, reasoning
+
+
+def _unwrap(value: object, depth: int) -> tuple[str, list[str]] | None:
+    """The text and reasoning of a wrapping object, or ``None`` when ``value`` is not one."""
+    if type(value) is not dict or depth == 0:
+        return None
+    text: object = None
+    thoughts: list[str] = []
+    found = False
+    for key, item in value.items():
+        if key in _TEXT_KEYS:
+            if found:
+                return None  # two texts: not a wrapper of one
+            found, text = True, item
+        elif key in _THOUGHT_KEYS:
+            if isinstance(item, str):
+                if item.strip():
+                    thoughts.append(item)
+            elif item is not None:
+                return None
+        elif key not in _MARKER_KEYS or item != _MARKER_KEYS[key]:
+            return None
+    if isinstance(text, str):
+        return text, thoughts
+    inner = _unwrap(text, depth - 1) if found else None
+    if inner is None:
+        return None
+    return inner[0], [*thoughts, *inner[1]]
 
 
 def parse_arguments(value: object, *, field: str, strict: bool) -> tuple[Mapping[str, JSONValue] | None, str | None]:
@@ -182,6 +311,7 @@ def parse_openai_message(obj: object, *, field: str, strict: bool = True) -> Cha
         id_key, tool_call_id = "id", obj["id"]  # τ² keeps the call's id in "id"
     name = obj.get("name")
     error = obj.get("error")
+    reasoning = _message_reasoning(obj, raw_content) if role == "assistant" else None
     if role == "tool" and error is None:
         # τ-bench tools answer errors as text starting with "Error:"; there is no other error signal.
         error = isinstance(content, str) and content.startswith("Error:")
@@ -194,6 +324,7 @@ def parse_openai_message(obj: object, *, field: str, strict: bool = True) -> Cha
         error=bool(error),
         requestor=requestor,
         call_id_field=f"{field}.{id_key}" if tool_call_id is not None else None,
+        reasoning=reasoning,
     )
 
 
@@ -210,16 +341,19 @@ def parse_genai_messages(obj: object, *, field: str) -> list[ChatMessage]:
     """A message in the GenAI semantic conventions' shape: ``{"role", "parts": [...]}``.
 
     Parts: ``text`` (``content``), ``tool_call`` (``id``, ``name``, ``arguments``), ``tool_call_response``
-    (``id``, ``response``); others (images, reasoning) are skipped. Every ``tool_call_response`` is a tool
-    message of its own (Anthropic-style APIs answer several calls in one user message), in front of what the
-    message says besides; a message of nothing but responses is only those.
+    (``id``, ``response``), ``reasoning`` (``content``: the message's ``reasoning``, not its text); others
+    (images, files) are skipped. Every ``tool_call_response`` is a tool message of its own (Anthropic-style
+    APIs answer several calls in one user message), in front of what the message says besides; a message of
+    nothing but responses is only those. An assistant message's text is read as what it says to the user
+    (:func:`assistant_text`).
     """
     if not isinstance(obj, Mapping):
         raise InputError("message is not an object", field=field)
     if "parts" not in obj:  # some producers write OpenAI-shaped messages into gen_ai.*.messages
-        return [parse_openai_message(obj, field=field, strict=False)]
+        return [read_as_said(parse_openai_message(obj, field=field, strict=False))]
     role = normalize_role(obj.get("role"), field=f"{field}.role")
     texts: list[str] = []
+    thoughts: list[str] = []
     calls: list[ToolCall] = []
     responses: list[ChatMessage] = []
     parts = obj.get("parts")
@@ -245,6 +379,10 @@ def parse_genai_messages(obj: object, *, field: str) -> list[ChatMessage]:
                     tool_name=obj.get("name") if isinstance(obj.get("name"), str) else None,
                 )
             )
+        elif kind in REASONING_PART_TYPES:
+            thought = part.get("content", part.get("thinking", part.get("text")))
+            if isinstance(thought, str) and thought.strip():
+                thoughts.append(thought)
     if responses and not texts and not calls:
         return responses
     finish = obj.get("finish_reason")
@@ -254,8 +392,25 @@ def parse_genai_messages(obj: object, *, field: str) -> list[ChatMessage]:
         tool_calls=tuple(calls),
         tool_name=obj.get("name") if isinstance(obj.get("name"), str) else None,
         finish_reason=finish if isinstance(finish, str) else None,
+        reasoning="\n\n".join(thoughts) if thoughts and role == "assistant" else None,
     )
-    return [*responses, message]
+    return [*responses, read_as_said(message)]
+
+
+def read_as_said(message: ChatMessage) -> ChatMessage:
+    """An assistant message with its content read as what it says to the user (:func:`assistant_text`), the
+    reasoning it wrapped added to its ``reasoning``; other messages, and one already read, as they are.
+
+    >>> read_as_said(ChatMessage(role="assistant", content='{"response": "Done."}')).content
+    'Done.'
+    """
+    if message.role != "assistant" or message.text_read:
+        return message
+    text, wrapped = assistant_text(message.content, tool_calls=bool(message.tool_calls))
+    if text is message.content and wrapped is None:
+        return message  # read as it is, so reading it again changes nothing
+    reasoning = "\n\n".join(r for r in (message.reasoning, wrapped) if r) or None
+    return replace(message, content=text, reasoning=reasoning, text_read=True)
 
 
 def messages_to_steps(
@@ -264,7 +419,8 @@ def messages_to_steps(
     """Turn a conversation into ``(system_instructions, steps)``.
 
     Every message keeps its position (from ``first_index``) as its step index; system messages are joined
-    into the system instructions. A tool message becomes a :class:`ToolExecution` whose name and arguments
+    into the system instructions. An assistant message's text is what it says to the user
+    (:func:`read_as_said`). A tool message becomes a :class:`ToolExecution` whose name and arguments
     come from the call with the same id (the assistant's, or in dual control the user's), or, for a message
     without an id, the next unanswered call. ``strict`` (recorded runs) makes an explicit id that answers no
     earlier call an :class:`InputError`; otherwise the step keeps its id and no call.
@@ -294,9 +450,11 @@ def messages_to_steps(
         if msg.role == "user":
             steps.append(UserMessage(content=msg.content, tool_calls=msg.tool_calls, **timing))
         elif msg.role == "assistant":
+            msg = read_as_said(msg)
             steps.append(
                 AssistantMessage(
                     content=msg.content,
+                    reasoning=msg.reasoning,
                     tool_calls=msg.tool_calls,
                     model=msg.model,
                     provider=msg.provider,

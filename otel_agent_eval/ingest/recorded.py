@@ -26,7 +26,14 @@ from ..errors import InputError
 from ..model import AgentRun, ExpectedAction, Reference, RunSource, ToolDefinition
 from .jsonfile import JsonLines
 from .jsonfile import read_json_or_jsonl as read_json_or_jsonl  # re-exported: callers read files through here
-from .messages import ChatMessage, messages_to_steps, parse_openai_message, with_timing
+from .messages import (
+    REASONING_FIELDS,
+    ChatMessage,
+    content_reasoning,
+    messages_to_steps,
+    parse_openai_message,
+    with_timing,
+)
 from .values import as_float, as_int, as_list, as_object, as_str
 
 Format = Literal["tau-bench", "tau2", "openai", "otlp-json"]
@@ -272,13 +279,25 @@ class _Tau2File:
         if msg.role != "assistant":
             return msg
         usage = as_object(obj.get("usage"))
+        raw_data = as_object(obj.get("raw_data"))
         return replace(
             msg,
             model=self.model,
             input_tokens=as_int(usage.get("prompt_tokens")),
             output_tokens=as_int(usage.get("completion_tokens")),
-            finish_reason=as_str(as_object(obj.get("raw_data")).get("finish_reason")),
+            finish_reason=as_str(raw_data.get("finish_reason")),
+            reasoning=msg.reasoning or _raw_reasoning(as_object(raw_data.get("message"))),
         )
+
+
+def _raw_reasoning(message: Mapping[str, Any]) -> str | None:
+    """The reasoning in the provider's own answer that τ² keeps as ``raw_data.message`` (LiteLLM's
+    ``reasoning_content`` or ``thinking_blocks``), for a message whose own ``reasoning`` is empty."""
+    for key in REASONING_FIELDS:
+        value = message.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return content_reasoning(message.get("thinking_blocks"))
 
 
 def _tau2_timing(messages: list[ChatMessage], raw: list[Any], start_ns: int | None) -> list[ChatMessage]:
