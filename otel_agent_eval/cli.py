@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from . import __version__
+from .calibrate_cli import calibrate, calibration_option, load_calibration
 from .errors import InputError
 from .ingest.files import file_format, read_runs
 from .ingest.otlp import read_otlp_json
@@ -196,6 +197,7 @@ def replay(
     "with --policy-pack); 'auto' chooses per run from its policy text, 'generic' judges as for a domain no "
     "pack knows.",
 )
+@calibration_option
 @strict_option
 def evaluate(
     inputs: tuple[str, ...],
@@ -205,6 +207,7 @@ def evaluate(
     reference: bool,
     packs: tuple[str, ...],
     pack: str,
+    calibration_file: str | None,
     strict: bool,
 ) -> None:
     """Evaluate agent runs and write one result per run: outcome, failure score and failures.
@@ -218,7 +221,12 @@ def evaluate(
         library = PackLibrary.with_builtins(packs, force=pack)
     except InputError as exc:
         raise BadInput(str(exc)) from None
-    engine = Engine([ReferenceEvaluator()], packs=library) if reference else Engine(packs=library)
+    if reference and calibration_file:
+        raise BadInput("--calibration is for reference-free evaluation; --reference says what the benchmark says")
+    calibration = load_calibration(calibration_file)
+    engine = (
+        Engine([ReferenceEvaluator()], packs=library) if reference else Engine(packs=library, calibration=calibration)
+    )
     loader = RunLoader(fmt, tools_file, strict)
     runs = list(loader.runs(inputs))
     if reference:
@@ -275,6 +283,7 @@ def _print_traces(records: list[SpanRecord], out: TextIO, width: int) -> None:
 
 
 main.add_command(report)
+main.add_command(calibrate)
 main.add_command(serve)
 main.add_command(traces)
 main.add_command(show)

@@ -29,12 +29,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..model import AgentRun, Step
 from .facts import RunFacts
 from .findings import Evaluation, FailureOutcome, Finding, ScoreFunction
 from .policy import PackLibrary, ResolvedPolicy
+
+if TYPE_CHECKING:
+    from .calibration import Calibration
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +158,7 @@ class Engine:
         packs: PackLibrary | None = None,
         plugins: bool = True,
         score: ScoreFunction | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         if evaluators is None:
             evaluators = builtin_evaluators()
@@ -162,7 +166,10 @@ class Engine:
                 evaluators = [*evaluators, *plugin_evaluators(exclude=(e.name for e in evaluators))]
         self.evaluators = list(evaluators)
         self.packs = packs or PackLibrary.with_builtins()
-        self.score = score
+        self.calibration = calibration
+        """Measured precisions put in place of the detectors' confidences, and its combiner as the default
+        ``score`` (see :mod:`otel_agent_eval.evaluate.calibration`); ``None``: the detectors' own."""
+        self.score = score if score is not None or calibration is None else calibration.score
         """How findings become ``failure_score`` (a calibration's combiner; ``None``: the noisy-or)."""
 
     def context(self, run: AgentRun, *, complete: bool = True, focus: int | None = None) -> RunContext:
@@ -188,7 +195,7 @@ class Engine:
                         confidence=1.0,
                     )
                 )
-        return out
+        return self.calibration.apply(out) if self.calibration is not None else out
 
     def evaluate(self, run: AgentRun, *, complete: bool = True) -> Evaluation:
         """Evaluate a run (or, with ``complete=False``, the prefix of one that is still going)."""

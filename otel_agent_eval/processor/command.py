@@ -166,6 +166,13 @@ def _downstream_default() -> str | None:
     "as for a domain no pack knows).",
 )
 @click.option(
+    "--calibration",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A calibration file (`otel-agent-eval calibrate`), or 'builtin': measured precisions as the findings' "
+    "confidences and its fitted failure_score.",
+)
+@click.option(
     "--drain-seconds",
     type=float,
     default=10.0,

@@ -43,6 +43,9 @@ class ServeConfig:
     tls_key: Path | None = None
     policy_packs: tuple[Path, ...] = ()
     pack: str = "auto"
+    calibration: Path | None = None
+    """A calibration file (``otel-agent-eval calibrate``) for the engine; ``None``: the detectors' own
+    confidences and the noisy-or score."""
     drain_seconds: float = 10.0
     evaluate: bool = True
     metrics_otlp_endpoint: str | None = None
@@ -79,7 +82,13 @@ class Processor:
             max_spans_per_trace=config.max_spans_per_trace,
             on_limit=lambda reason: self.metrics.released_early.add(1, {"reason": reason}),
         )
-        self.engine = engine or Engine(packs=PackLibrary.with_builtins(config.policy_packs, force=config.pack))
+        if engine is None:
+            from ..evaluate.calibration import load_calibration
+
+            calibration = load_calibration(config.calibration) if config.calibration is not None else None
+            packs = PackLibrary.with_builtins(config.policy_packs, force=config.pack)
+            engine = Engine(packs=packs, calibration=calibration)
+        self.engine = engine
         self.pipeline = Pipeline(
             self.store,
             self.engine,
