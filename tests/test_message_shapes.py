@@ -34,7 +34,7 @@ from otel_agent_eval.ingest.recorded import load_runs, runs_from_data
 from otel_agent_eval.ingest.span_record import SpanRecord
 from otel_agent_eval.ingest.spans import runs_from_records, runs_from_spans
 from otel_agent_eval.instrument.recorded import RunSpanWriter
-from otel_agent_eval.model import AgentRun, AssistantMessage, UserMessage
+from otel_agent_eval.model import AgentRun, AssistantMessage, ToolExecution, UserMessage
 
 SAID = "Your order #W2378156 is cancelled; the refund of $54.04 goes back to your Visa in 5-7 business days."
 THOUGHT = "The order is pending and the user confirmed, so the cancellation went through."
@@ -203,8 +203,8 @@ def _check_conversation(run: AgentRun) -> None:
     assert [c.id for c in cancel.tool_calls] == ["call_c", "call_d", "call_e"]
     assert [c.name for c in cancel.tool_calls] == ["cancel_pending_order"] * 2 + ["get_order_details"]
     assert (final.content, final.reasoning) == (SAID, THOUGHT)
-    executions = [s for s in run.steps if s.kind == "tool"]
-    assert [(e.call_id, e.name) for e in executions] == [  # type: ignore[union-attr]
+    executions = [s for s in run.steps if isinstance(s, ToolExecution)]
+    assert [(e.call_id, e.name) for e in executions] == [
         ("call_a", "get_order_details"),
         ("call_b", "get_order_details"),
         ("call_c", "cancel_pending_order"),
