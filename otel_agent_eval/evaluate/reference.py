@@ -12,6 +12,9 @@ Only state changes count (reads leave no trace in the outcome), and only those t
 finding is terminal: the final state, or what the user was told, differs from the expected one. Findings
 of the reference-free detectors are not included: this mode says what a benchmark's grader would say, and
 where.
+
+:func:`first_divergence` says where a run first departs from its reference: the yardstick for the
+reference-free evaluator's ``root_cause_step`` on failed runs.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from typing import Any
 
 from ..model import AgentRun, AssistantMessage, ExpectedAction
 from .engine import RunContext
-from .facts import Call
+from .facts import Call, RunFacts
 from .findings import Finding
+from .policy import PackLibrary, ResolvedPolicy
 
 _IDENTIFIER_KEY = re.compile(r"(^|_)id$")
 
@@ -178,3 +182,79 @@ class ReferenceEvaluator:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+_library: PackLibrary | None = None
+
+
+def _default_policy(run: AgentRun) -> ResolvedPolicy:
+    global _library
+    if _library is None:
+        _library = PackLibrary.with_builtins()
+    return _library.policy_for(run.system_instructions).for_tools(run.tool_definitions)
+
+
+def first_divergence(run: AgentRun, *, policy: ResolvedPolicy | None = None) -> int | None:
+    """The index of the step where the run first departs from its reference; ``None`` when it does not, or
+    when the run has no reference (or no step).
+
+    Only successful state changes count, compared as :class:`ReferenceEvaluator` compares them (the tool's
+    name, and :func:`same_arguments`), with the writes of ``policy`` (by default the built-in pack chosen by
+    the run's system instructions and tool definitions):
+
+    * the first successful write that matches no expected write still to be done (another tool, or other
+      arguments) diverges at the step that asked for it. A write matches the next expected one, or any later
+      one still undone: the order of independent changes is not held against the run, as the grader compares
+      final states. A write repeated after its expectation was met matches nothing and diverges;
+    * when every write made matches but some expected ones were never done, or an expected output was never
+      said, the run diverges at its last assistant step: where it stopped without them (the request for the
+      missing action may come late in the conversation, so no earlier step is known to be the one). When that
+      step is the last matching write itself, the run diverges at its last step, after it.
+
+    A write that failed changed nothing and is no divergence (its retry is judged instead).
+
+    >>> from otel_agent_eval.model import AgentRun, AssistantMessage, ExpectedAction, Reference, ToolCall
+    >>> from otel_agent_eval.model import ToolExecution, UserMessage
+    >>> def cancel(order_id, reason):
+    ...     return ToolCall("c", "cancel_pending_order", {"order_id": order_id, "reason": reason})
+    >>> def run(*calls):
+    ...     steps = [UserMessage(index=0, content="Cancel #W1: I ordered it by mistake.")]
+    ...     for call in calls:
+    ...         steps += [AssistantMessage(index=len(steps), tool_calls=(call,)),
+    ...                   ToolExecution(index=len(steps) + 1, name=call.name, call_id="c", arguments=call.arguments)]
+    ...     steps.append(AssistantMessage(index=len(steps), content="Done."))
+    ...     expected = ExpectedAction("cancel_pending_order", {"order_id": "#W1", "reason": "ordered by mistake"})
+    ...     return AgentRun(steps=tuple(steps), reference=Reference(reward=0.0, actions=(expected,)))
+    >>> first_divergence(run(cancel("#W1", "ordered by mistake"))) is None
+    True
+    >>> first_divergence(run(cancel("#W1", "no longer needed")))   # the wrong call, not the message after it
+    1
+    >>> first_divergence(run())                                    # never done: where the run stopped
+    1
+    """
+    reference = run.reference
+    if reference is None:
+        return None
+    if policy is None:
+        policy = _default_policy(run)
+    expected: list[ExpectedAction] = [a for a in reference.actions if policy.is_write(a.name)]
+    last_match: Call | None = None
+    for call in RunFacts(run, policy).writes:
+        if not call.succeeded:
+            continue
+        match = next(
+            (a for a in expected if a.name == call.name and same_arguments(a.arguments, call.call.arguments)), None
+        )
+        if match is None:
+            return call.step
+        expected.remove(match)
+        last_match = call
+    said = " ".join((s.content or "").lower().replace(",", "") for s in run.steps if isinstance(s, AssistantMessage))
+    if not expected and all(_said(said, output) for output in reference.outputs):
+        return None
+    if not run.steps:
+        return None
+    last_assistant = next((s.index for s in reversed(run.steps) if isinstance(s, AssistantMessage)), None)
+    if last_assistant is None or (last_match is not None and last_assistant <= last_match.step):
+        return run.steps[-1].index
+    return last_assistant
