@@ -53,9 +53,11 @@ calibration_option = click.option(
     "--calibration",
     "calibration_file",
     type=click.Path(dir_okay=False),
-    default=None,
-    help="A calibration file (`otel-agent-eval calibrate`), or 'builtin' for the one fitted on the development "
-    "data: measured precisions replace the detectors' confidences, and failure_score is its fitted probability.",
+    default="builtin",
+    show_default=True,
+    help="A calibration file (`otel-agent-eval calibrate`): failure_score is its fitted probability, and "
+    "(fitted with --confidences measured) its measured precisions replace the detectors' confidences. "
+    "'builtin': the one shipped, fitted on the development data; 'none': the detectors' own, noisy-or.",
 )
 
 
@@ -141,6 +143,8 @@ def _command(params: dict[str, Any]) -> str:
         parts += ["--pack", params["pack"]]
     if params["features"] != ",".join(DEFAULT_FEATURE_GROUPS):
         parts += ["--features", params["features"]]
+    if params["confidences"] != "measured":
+        parts += ["--confidences", params["confidences"]]
     parts += ["--output", params["output"]]
     return shlex.join(parts)
 
@@ -210,6 +214,14 @@ def _short(name: str) -> str:
     help=f"The combiner's feature groups, comma-separated, from {', '.join(FEATURE_GROUPS)}.",
 )
 @click.option(
+    "--confidences",
+    type=click.Choice(["measured", "detector"]),
+    default="measured",
+    show_default=True,
+    help="measured: findings take their measured precision as confidence (and so decide outcomes with it); "
+    "detector: they keep the detectors' own, and only failure_score is calibrated.",
+)
+@click.option(
     "--strict", is_flag=True, help="Fail (exit 2) on the first run that cannot be read, instead of skipping it."
 )
 def calibrate(
@@ -222,6 +234,7 @@ def calibrate(
     packs: tuple[str, ...],
     pack: str,
     features: str,
+    confidences: str,
     strict: bool,
 ) -> None:
     """Fit a calibration on runs whose outcome is known: each detector's precision (as its confidence) and
@@ -292,6 +305,7 @@ def calibrate(
         [item.failed for item in labelled],
         sources,
         feature_groups=groups,
+        confidences=confidences,
         fitted={
             "command": _command(params),
             "evaluators": [e.name for e in engine.evaluators],

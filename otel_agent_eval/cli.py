@@ -221,7 +221,7 @@ def evaluate(
         library = PackLibrary.with_builtins(packs, force=pack)
     except InputError as exc:
         raise BadInput(str(exc)) from None
-    if reference and calibration_file:
+    if reference and calibration_file not in (None, "builtin", "none"):
         raise BadInput("--calibration is for reference-free evaluation; --reference says what the benchmark says")
     calibration = load_calibration(calibration_file)
     engine = (

@@ -16,4 +16,5 @@ BIN="${OTEL_AGENT_EVAL:-.venv/bin/otel-agent-eval}"
     --tools "$DATA/tau-bench/airline-tools.json" \
     --tools "$DATA/tau-bench/retail-tools.json" \
     --tools "$DATA/tau-bench/retail-tools.json" \
+    --confidences detector \
     --output otel_agent_eval/evaluate/calibration.json "$@"

@@ -66,6 +66,8 @@ def dev_args(output: Path) -> list[str]:
         str(RETAIL_TOOLS),
         "--tools",
         str(RETAIL_TOOLS),
+        "--confidences",
+        "detector",
         "--output",
         str(output),
     ]
@@ -158,7 +160,7 @@ def test_figures_on_hand_computed_examples() -> None:
 # --- the precision table and apply -------------------------------------------------------------------------
 
 
-def test_precision_is_counted_per_run_and_shrunk_to_the_base_rate() -> None:
+def test_precision_is_a_likelihood_ratio_counted_per_run_and_shrunk_to_one() -> None:
     run = tiny_run()
     items = [
         (run, [finding(step=1), finding(step=1)]),  # twice in one failed run: one run
@@ -171,7 +173,31 @@ def test_precision_is_counted_per_run_and_shrunk_to_the_base_rate() -> None:
     assert base == 0.5
     loop = next(p for p in table if p.evaluator == "loop")
     assert (loop.runs, loop.failed) == (3, 2)
-    assert loop.precision == pytest.approx((2 + 2 * 0.5) / (3 + 2))
+    # Seen in 2 of 2 failed and 1 of 2 successful runs, half a run added to each cell (Mantel-Haenszel over
+    # one source): (2.5·3/6) / (1.5·3/6) = 5/3, shrunk by 3/(3+2) in the log; the precision at rate 0.5.
+    ratio = (5 / 3) ** (3 / 5)
+    assert loop.ratio == pytest.approx(ratio)
+    assert loop.precision == pytest.approx(ratio / (ratio + 1))
+
+
+def test_a_finding_that_only_marks_a_source_is_worth_nothing() -> None:
+    """A detector firing in every run of a source that fails 80% of the time, and in no run of one that
+    fails 20% of the time, is "80% precise" on the pooled runs: within each source it tells nothing."""
+    run = tiny_run()
+    items: list[Any] = []
+    labels: list[bool] = []
+    groups: list[str] = []
+    for source, failed_share in (("often", 0.8), ("rarely", 0.2)):
+        for i in range(50):
+            items.append((run, [finding()] if source == "often" else []))
+            labels.append(i < 50 * failed_share)
+            groups.append(source)
+    pooled, _ = precision_table(items, labels)
+    stratified, rate = precision_table(items, labels, groups)
+    assert pooled[0].precision > 0.7  # pooled over sources, the base rate of the source it fires in
+    assert stratified[0].ratio == pytest.approx(1.0, abs=0.1)  # within sources: no information
+    assert rate == pytest.approx(0.5)  # the mean of the sources' failure rates
+    assert stratified[0].precision == pytest.approx(0.5, abs=0.03)
 
 
 def test_apply_replaces_confidence_only_with_enough_support() -> None:
@@ -310,14 +336,23 @@ def test_unreadable_files_are_errors(tmp_path: Path) -> None:
 
 def test_loso_scores_a_source_with_a_fit_that_never_saw_it() -> None:
     items, labels, groups = synthetic()
-    cv = leave_one_source_out(items, labels, groups, feature_groups=("evidence", "modes", "run"))
+    every = ("evidence", "modes", "run")
+    # Every fold states its probabilities at one failure rate (given here; by default that of all runs).
+    cv = leave_one_source_out(items, labels, groups, feature_groups=every, rate=0.4)
     held = [i for i, g in enumerate(groups) if g == "source-1"]
     train = [i for i, g in enumerate(groups) if g != "source-1"]
-    alone = fit([items[i] for i in train], [labels[i] for i in train], feature_groups=("evidence", "modes", "run"))
+    alone = fit(
+        [items[i] for i in train],
+        [labels[i] for i in train],
+        [groups[i] for i in train],
+        feature_groups=every,
+        rate=0.4,
+        validate=False,
+    )
     assert [cv.scores[i] for i in held] == pytest.approx([alone.score_item(items[i]) for i in held])
     # The held-out source's labels (and its other runs) change nothing about its scores.
     flipped = [not y if g == "source-1" else y for y, g in zip(labels, groups, strict=True)]
-    again = leave_one_source_out(items, flipped, groups, feature_groups=("evidence", "modes", "run"))
+    again = leave_one_source_out(items, flipped, groups, feature_groups=every, rate=0.4)
     assert [again.scores[i] for i in held] == pytest.approx([cv.scores[i] for i in held])
 
 
@@ -358,15 +393,25 @@ def test_calibrate_on_the_dev_data_and_evaluate_with_it(dev_calibration: Path, t
     assert cal.fitted["command"].startswith("otel-agent-eval calibrate ")
     plain, calibrated = tmp_path / "plain.jsonl", tmp_path / "calibrated.jsonl"
     args = [str(TAU2), "--tools", str(RETAIL_TOOLS)]
-    assert cli("evaluate", *args, "-o", str(plain))[0] == 0
+    assert cli("evaluate", *args, "--calibration", "none", "-o", str(plain))[0] == 0
     assert cli("evaluate", *args, "--calibration", str(dev_calibration), "-o", str(calibrated))[0] == 0
     a = [json.loads(line) for line in plain.read_text().splitlines()]
     b = [json.loads(line) for line in calibrated.read_text().splitlines()]
     assert len(a) == len(b) == 40
     assert all(0.0 <= r["failure_score"] <= 1.0 for r in b)
     assert [r["failure_score"] for r in a] != [r["failure_score"] for r in b]
-    confidences = {f["confidence"] for r in b for f in r["failures"] + r["suspicions"]}
-    measured = {round(p.precision, 4) for p in cal.precision if p.runs >= cal.min_support}
+    # The shipped kind keeps the detectors' confidences; a calibration of measured confidences puts them in.
+    kept = {f["confidence"] for r in b for f in r["failures"] + r["suspicions"]}
+    assert kept == {f["confidence"] for r in a for f in r["failures"] + r["suspicions"]}
+    measured_file = tmp_path / "measured.json"
+    code, err = cli(*[a if a != "detector" else "measured" for a in dev_args(measured_file)])
+    assert code == 0, err
+    measured_cal = Calibration.load(measured_file)
+    assert measured_cal.confidences == "measured"
+    assert cli("evaluate", *args, "--calibration", str(measured_file), "-o", str(calibrated))[0] == 0
+    c = [json.loads(line) for line in calibrated.read_text().splitlines()]
+    confidences = {f["confidence"] for r in c for f in r["failures"] + r["suspicions"]}
+    measured = {round(p.precision, 4) for p in measured_cal.precision if p.runs >= measured_cal.min_support}
     assert confidences & measured
 
 

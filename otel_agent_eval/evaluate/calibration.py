@@ -56,17 +56,16 @@ from ..model import AgentRun, AssistantMessage, ToolExecution, UserMessage
 from .findings import FailureOutcome, Finding, decides, noisy_or_score
 from .taxonomy import TAXONOMY
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 MIN_SUPPORT = 5
 """A key's measured precision replaces the detector's prior only when at least this many runs had a finding
 of that key: below it the measure is mostly noise (one run more or less moves it by a fifth or more)."""
 
-PRIOR_STRENGTH = 2.0
-"""The Beta prior on a key's precision: ``Beta(k·b, k·(1 - b))`` with ``b`` the base rate of failure of the
-runs it was fitted on and ``k`` this strength, so ``precision = (failed + k·b) / (runs + k)``. A finding
-nobody measured says nothing beyond the base rate; ``k = 2`` lets five runs that all failed give 0.84 at a
-base rate of 0.45, not 1.0."""
+PRIOR_STRENGTH = 5.0
+"""How far a likelihood ratio is pulled towards 1 (no information): ``log ratio · n / (n + k)`` with ``n``
+the runs that had such a finding. With ``k = 5``, five runs carry half their measured weight, fifty runs
+nine tenths."""
 
 L2 = 1.0
 """The penalty on the combiner's coefficients: ``λ/2 · Σ w²`` added to the summed log loss (the intercept is
@@ -112,17 +111,19 @@ SCHEMA: dict[str, Any] = {
         "base_rate": _PROBABILITY,
         "min_support": _COUNT,
         "prior_strength": {"type": "number", "minimum": 0},
+        "confidences": {"enum": ["measured", "detector"]},
         "precision": {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["evaluator", "mode", "outcome", "runs", "failed", "precision"],
+                "required": ["evaluator", "mode", "outcome", "runs", "failed", "ratio", "precision"],
                 "properties": {
                     "evaluator": {"type": "string", "minLength": 1},
                     "mode": {"type": "string", "minLength": 1},
                     "outcome": {"enum": ["terminal", "recovered"]},
                     "runs": _COUNT,
                     "failed": _COUNT,
+                    "ratio": {"type": "number", "exclusiveMinimum": 0},
                     "precision": _PROBABILITY,
                 },
                 "additionalProperties": False,
@@ -191,7 +192,11 @@ class Precision:
     runs: int
     failed: int
     precision: float
-    """``(failed + k·b) / (runs + k)``: shrunk towards the base rate ``b`` (see :data:`PRIOR_STRENGTH`)."""
+    """The share of runs with such a finding that fail, at the calibration's failure rate ``b``:
+    ``ratio·b / (ratio·b + 1 - b)``."""
+    ratio: float = 1.0
+    """How many times more common such a finding is among failed runs than among successful ones (a
+    likelihood ratio, estimated within each source and pooled: see :func:`precision_table`)."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -296,6 +301,10 @@ class Calibration:
     fitted: Mapping[str, Any] = field(default_factory=dict)
     """What it was fitted on, when, by which command, with which evaluators."""
     validation: Validation | None = None
+    confidences: str = "measured"
+    """``measured``: findings' confidences are replaced by the measured precisions (:meth:`apply`), and so
+    decide outcomes; ``detector``: the detectors' own confidences stay, the precisions are reported, and
+    only the score is calibrated. The shipped calibration is ``detector``: see docs/evaluation.md."""
     _table: dict[tuple[str, str, str], Precision] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -317,7 +326,10 @@ class Calibration:
         return entry.precision
 
     def apply(self, findings: Iterable[Finding]) -> list[Finding]:
-        """The findings with each confidence replaced by its measured precision (see :meth:`confidence`)."""
+        """The findings with each confidence replaced by its measured precision (see :meth:`confidence`),
+        when :attr:`confidences` is ``measured``; as they are otherwise."""
+        if self.confidences != "measured":
+            return list(findings)
         out = []
         for f in findings:
             value = self.confidence(f)
@@ -355,6 +367,7 @@ class Calibration:
                     "outcome": p.outcome,
                     "runs": p.runs,
                     "failed": p.failed,
+                    "ratio": round(p.ratio, 6),
                     "precision": round(p.precision, 6),
                 }
                 for p in self.precision
@@ -368,6 +381,7 @@ class Calibration:
                     for f in self.combiner.features
                 ],
             },
+            "confidences": self.confidences,
             "fitted": dict(self.fitted),
             "validation": self.validation.to_dict() if self.validation else None,
         }
@@ -400,6 +414,7 @@ class Calibration:
                     runs=p["runs"],
                     failed=p["failed"],
                     precision=float(p["precision"]),
+                    ratio=float(p["ratio"]),
                 )
                 for p in obj["precision"]
             ),
@@ -415,6 +430,7 @@ class Calibration:
             min_support=int(obj["min_support"]),
             prior_strength=float(obj["prior_strength"]),
             fitted=dict(obj.get("fitted") or {}),
+            confidences=str(obj.get("confidences", "measured")),
             validation=(
                 Validation(
                     pooled=Figures.from_dict(validation["pooled"]),
@@ -460,8 +476,14 @@ BUILTIN = "builtin"
 """The name that stands for :func:`default_calibration` where a calibration file is asked for."""
 
 
-def load_calibration(value: str | Path) -> Calibration:
-    """A calibration file, or (``"builtin"``) the shipped one."""
+NONE = "none"
+"""The name that turns calibration off: the detectors' own confidences, the noisy-or score."""
+
+
+def load_calibration(value: str | Path) -> Calibration | None:
+    """A calibration file, ``"builtin"`` for the shipped one, or ``"none"`` for none."""
+    if str(value) == NONE:
+        return None
     return default_calibration() if str(value) == BUILTIN else Calibration.load(value)
 
 
@@ -569,30 +591,77 @@ Item = tuple[AgentRun, Sequence[Finding]]
 """A run and its findings, as the detectors gave them (before any calibration)."""
 
 
+def failure_rate(labels: Sequence[bool], groups: Sequence[str] | None = None) -> float:
+    """The failure rate probabilities are stated at: the mean of the sources' failure rates, each source
+    weighing the same (one source: its own rate). A source of many runs of one agent does not set the rate
+    for every other agent."""
+    if not labels:
+        raise ValueError("no runs")
+    if groups is None:
+        return sum(labels) / len(labels)
+    rates = []
+    for source in dict.fromkeys(groups):
+        mine = [y for y, g in zip(labels, groups, strict=True) if g == source]
+        rates.append(sum(mine) / len(mine))
+    return sum(rates) / len(rates)
+
+
 def precision_table(
-    items: Sequence[Item], labels: Sequence[bool], *, prior_strength: float = PRIOR_STRENGTH
+    items: Sequence[Item],
+    labels: Sequence[bool],
+    groups: Sequence[str] | None = None,
+    *,
+    prior_strength: float = PRIOR_STRENGTH,
+    rate: float | None = None,
 ) -> tuple[tuple[Precision, ...], float]:
-    """The precision of every kind of finding in ``items`` (see :class:`Precision`), and the base rate."""
+    """The precision of every kind of finding in ``items`` (see :class:`Precision`), and the failure rate
+    it is stated at (:func:`failure_rate`, unless ``rate`` is given).
+
+    A precision measured directly on pooled runs is mostly the base rate of whichever source a detector
+    fires in: on runs that fail seven times in ten, a detector that fires at random is "70% precise". So
+    what is measured is the **likelihood ratio**: how much more often the finding is seen in failed runs
+    than in successful ones, within each source (Mantel-Haenszel, with half a run added to each cell so
+    that a finding never seen in successful runs has a finite ratio), shrunk towards 1 by the support
+    (``log ratio · n / (n + k)``, ``n`` the runs with such a finding, ``k`` :data:`PRIOR_STRENGTH`). The
+    precision is that ratio at the failure rate ``b``: ``ratio·b / (ratio·b + 1 - b)``.
+    """
     _check(items, labels)
-    base = sum(labels) / len(labels)
-    runs: dict[tuple[str, str, str], int] = defaultdict(int)
-    failed: dict[tuple[str, str, str], int] = defaultdict(int)
-    for (_, findings), label in zip(items, labels, strict=True):
-        for key in {(f.evaluator, f.mode, f.outcome) for f in findings if f.counts}:
-            runs[key] += 1
-            failed[key] += int(label)
-    table = tuple(
-        Precision(
-            evaluator=key[0],
-            mode=key[1],
-            outcome="recovered" if key[2] == "recovered" else "terminal",
-            runs=runs[key],
-            failed=failed[key],
-            precision=(failed[key] + prior_strength * base) / (runs[key] + prior_strength),
-        )
-        for key in sorted(runs)
+    sources = list(groups) if groups is not None else ["all"] * len(items)
+    if len(sources) != len(items):
+        raise ValueError(f"{len(sources)} groups for {len(items)} runs")
+    b = failure_rate(labels, groups) if rate is None else rate
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # source -> [failed, successful]
+    cells: dict[tuple[str, str, FailureOutcome], dict[str, list[int]]] = defaultdict(
+        lambda: defaultdict(lambda: [0, 0])
     )
-    return table, base
+    for (_, findings), label, source in zip(items, labels, sources, strict=True):
+        totals[source][0 if label else 1] += 1
+        for key in {(f.evaluator, f.mode, f.outcome) for f in findings if f.counts}:
+            cells[key][source][0 if label else 1] += 1
+    table = []
+    for key in sorted(cells):
+        numerator = denominator = 0.0
+        runs = failed = 0
+        for source, (all_failed, all_ok) in totals.items():
+            hit_failed, hit_ok = cells[key][source]
+            runs += hit_failed + hit_ok
+            failed += hit_failed
+            n = all_failed + all_ok + 2.0
+            numerator += (hit_failed + 0.5) * (all_ok + 1.0) / n
+            denominator += (hit_ok + 0.5) * (all_failed + 1.0) / n
+        ratio = math.exp(math.log(numerator / denominator) * runs / (runs + prior_strength))
+        table.append(
+            Precision(
+                evaluator=key[0],
+                mode=key[1],
+                outcome="recovered" if key[2] == "recovered" else "terminal",
+                runs=runs,
+                failed=failed,
+                precision=ratio * b / (ratio * b + 1.0 - b),
+                ratio=ratio,
+            )
+        )
+    return tuple(table), b
 
 
 def fit(
@@ -606,25 +675,47 @@ def fit(
     feature_groups: Sequence[str] = DEFAULT_FEATURE_GROUPS,
     fitted: Mapping[str, Any] | None = None,
     validate: bool = True,
+    rate: float | None = None,
+    confidences: str = "measured",
 ) -> Calibration:
     """Fit a calibration on runs with their (uncalibrated) findings; ``labels[i]`` is True when run ``i``
     failed. With ``groups`` (each run's source) naming two sources or more, the leave-one-source-out figures
     are stored with it (unless ``validate`` is false). ``feature_groups``: which of :data:`FEATURE_GROUPS`
     the combiner uses."""
     prefixes = _prefixes(feature_groups)
-    table, base = precision_table(items, labels, prior_strength=prior_strength)
+    table, base = precision_table(items, labels, groups, prior_strength=prior_strength, rate=rate)
+    if confidences not in ("measured", "detector"):
+        raise ValueError(f"confidences {confidences!r}: measured or detector")
     draft = Calibration(
         precision=table,
         combiner=Combiner(0.0, ()),
         base_rate=base,
         min_support=min_support,
         prior_strength=prior_strength,
+        confidences=confidences,
     )
     rows = [_feature_row(draft, run, findings) for run, findings in items]
     names = sorted({name for row in rows for name in row if name.startswith(prefixes) and _varies(rows, name)})
     means = {name: sum(row.get(name, 0.0) for row in rows) / len(rows) for name in names}
     matrix = [[row.get(name, 0.0) - means[name] for name in names] for row in rows]
-    intercept, weights = fit_logistic(matrix, [float(y) for y in labels], l2=l2)
+    # One intercept per source while fitting, so that the coefficients say what separates failed from
+    # successful runs within a source, not which source a run came from (sources fail at different rates:
+    # 69% and 15% here). The intercept kept is then moved to the failure rate ``base``: the sources'
+    # intercepts, each less its own log-odds of failure, averaged, plus the log-odds of ``base``.
+    sources = list(dict.fromkeys(groups)) if groups is not None else []
+    fitted_sources = sources[1:]
+    dummies = [[1.0 if g == src else 0.0 for src in fitted_sources] for g in (groups or [""] * len(rows))]
+    design = [[*row, *d] for row, d in zip(matrix, dummies, strict=True)]
+    intercept, all_weights = fit_logistic(design, [float(y) for y in labels], l2=l2, free=len(fitted_sources))
+    weights = all_weights[: len(names)]
+    if sources:
+        shifts = dict(zip(fitted_sources, all_weights[len(names) :], strict=True))
+        offsets = []
+        for src in sources:
+            mine = [y for y, g in zip(labels, groups or (), strict=True) if g == src]
+            own = min(max(sum(mine) / len(mine), 1e-3), 1 - 1e-3)
+            offsets.append(intercept + shifts.get(src, 0.0) - math.log(own / (1 - own)))
+        intercept = sum(offsets) / len(offsets) + math.log(base / (1 - base))
     combiner = Combiner(
         intercept=intercept,
         features=tuple(Feature(n, means[n], w) for n, w in zip(names, weights, strict=True)),
@@ -656,6 +747,8 @@ def fit(
                 prior_strength=prior_strength,
                 l2=l2,
                 feature_groups=feature_groups,
+                rate=base,
+                confidences=confidences,
             ).validation
     return replace(draft, combiner=combiner, fitted=info, validation=validation)
 
@@ -681,12 +774,17 @@ def leave_one_source_out(
     prior_strength: float = PRIOR_STRENGTH,
     l2: float = L2,
     feature_groups: Sequence[str] = DEFAULT_FEATURE_GROUPS,
+    rate: float | None = None,
+    confidences: str = "measured",
 ) -> CrossValidated:
     """Fit on every source but one, score the one left out, for each source in turn. Nothing about the
-    held-out source (its findings, its labels, its feature means) enters the fit that scores it. A fold
-    whose training runs are all of one class cannot be fitted: its runs are scored with the training base
-    rate."""
+    held-out source's runs (their findings, their labels, their feature means) enters the fit that scores
+    it, except one number: every fold states its probabilities at the same failure rate (``rate``, by
+    default :func:`failure_rate` of all the runs), as one deployment states all its agents' scores at
+    one rate, so that the pooled figures compare the folds' rankings and not the rates they were fitted at.
+    A fold whose training runs are all of one class cannot be fitted: its runs are scored with that rate."""
     _check(items, labels)
+    stated = failure_rate(labels, groups) if rate is None else rate
     if len(groups) != len(items):
         raise ValueError(f"{len(groups)} groups for {len(items)} runs")
     sources = list(dict.fromkeys(groups))
@@ -699,18 +797,20 @@ def leave_one_source_out(
         test = [i for i, g in enumerate(groups) if g == held]
         train_labels = [labels[i] for i in train]
         if all(train_labels) or not any(train_labels):
-            rate = sum(train_labels) / len(train_labels)
             for i in test:
-                scores[i] = rate
+                scores[i] = stated
         else:
             cal = fit(
                 [items[i] for i in train],
                 train_labels,
+                [groups[i] for i in train],
                 min_support=min_support,
                 prior_strength=prior_strength,
                 l2=l2,
                 feature_groups=feature_groups,
                 validate=False,
+                rate=stated,
+                confidences=confidences,
             )
             for i in test:
                 scores[i] = cal.score_item(items[i])
@@ -764,11 +864,18 @@ def _check(items: Sequence[Item], labels: Sequence[bool]) -> None:
 
 
 def fit_logistic(
-    x: Sequence[Sequence[float]], y: Sequence[float], *, l2: float = L2, max_iter: int = 100, tol: float = 1e-10
+    x: Sequence[Sequence[float]],
+    y: Sequence[float],
+    *,
+    l2: float = L2,
+    max_iter: int = 100,
+    tol: float = 1e-10,
+    free: int = 0,
 ) -> tuple[float, list[float]]:
-    """``(intercept, weights)`` minimising ``Σ logloss + l2/2 · Σ w²`` (the intercept unpenalised), by
-    Newton's method (iteratively reweighted least squares) with step halving. Both classes must be present
-    (otherwise the intercept has no finite optimum)."""
+    """``(intercept, weights)`` minimising ``Σ logloss + l2/2 · Σ w²`` (the intercept and the last ``free``
+    columns, such as per-source intercepts, lightly penalised: a thousandth of ``l2``, enough to keep a
+    source of one class finite), by Newton's method (iteratively reweighted least squares) with step
+    halving. Both classes must be present (otherwise the intercept has no finite optimum)."""
     n = len(y)
     if n == 0 or len(x) != n:
         raise ValueError("fit_logistic: one row per label, at least one")
@@ -779,8 +886,10 @@ def fit_logistic(
     beta = [math.log(rate / (1.0 - rate)), *([0.0] * d)]
     rows = [[1.0, *row] for row in x]
 
+    penalty = [0.0, *([l2] * (d - free)), *([l2 * 1e-3] * free)]
+
     def objective(b: Sequence[float]) -> float:
-        total = 0.5 * l2 * sum(w * w for w in b[1:])
+        total = 0.5 * sum(p * w * w for p, w in zip(penalty, b, strict=True))
         for row, target in zip(rows, y, strict=True):
             z = sum(c * v for c, v in zip(b, row, strict=True))
             # log(1 + e^z) - y·z, stable for large |z|
@@ -802,8 +911,8 @@ def fit_logistic(
                 for k, u in nonzero:
                     hj[k] += w * v * u
         for j in range(1, d + 1):
-            grad[j] += l2 * beta[j]
-            hess[j][j] += l2
+            grad[j] += penalty[j] * beta[j]
+            hess[j][j] += penalty[j]
         step = _solve(hess, grad)
         scale = 1.0
         while True:

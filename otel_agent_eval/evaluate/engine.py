@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from ..model import AgentRun, Step
 from .facts import RunFacts
@@ -158,17 +158,23 @@ class Engine:
         packs: PackLibrary | None = None,
         plugins: bool = True,
         score: ScoreFunction | None = None,
-        calibration: Calibration | None = None,
+        calibration: Calibration | Literal["builtin"] | None = "builtin",
     ) -> None:
+        if calibration == "builtin":
+            # The shipped calibration was fitted on the built-in detectors: it is theirs, not a custom set's.
+            from .calibration import default_calibration
+
+            calibration = default_calibration() if evaluators is None else None
         if evaluators is None:
             evaluators = builtin_evaluators()
             if plugins:
                 evaluators = [*evaluators, *plugin_evaluators(exclude=(e.name for e in evaluators))]
         self.evaluators = list(evaluators)
         self.packs = packs or PackLibrary.with_builtins()
-        self.calibration = calibration
-        """Measured precisions put in place of the detectors' confidences, and its combiner as the default
-        ``score`` (see :mod:`otel_agent_eval.evaluate.calibration`); ``None``: the detectors' own."""
+        self.calibration: Calibration | None = calibration
+        """Its combiner is the default ``score``, and (when it says ``confidences: measured``) its measured
+        precisions replace the detectors' confidences (see :mod:`otel_agent_eval.evaluate.calibration`).
+        By default, with the built-in detectors, the shipped one; ``None``: the detectors' own, noisy-or."""
         self.score = score if score is not None or calibration is None else calibration.score
         """How findings become ``failure_score`` (a calibration's combiner; ``None``: the noisy-or)."""
 

@@ -168,9 +168,9 @@ def _downstream_default() -> str | None:
 @click.option(
     "--calibration",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="A calibration file (`otel-agent-eval calibrate`), or 'builtin': measured precisions as the findings' "
-    "confidences and its fitted failure_score.",
+    default=Path("builtin"),
+    help="A calibration file (`otel-agent-eval calibrate`) for failure_score (and, fitted with --confidences "
+    "measured, the findings' confidences); 'builtin': the one shipped; 'none': the detectors' own, noisy-or.",
 )
 @click.option(
     "--drain-seconds",

@@ -43,9 +43,9 @@ class ServeConfig:
     tls_key: Path | None = None
     policy_packs: tuple[Path, ...] = ()
     pack: str = "auto"
-    calibration: Path | None = None
-    """A calibration file (``otel-agent-eval calibrate``) for the engine; ``None``: the detectors' own
-    confidences and the noisy-or score."""
+    calibration: Path | None = Path("builtin")
+    """A calibration file (``otel-agent-eval calibrate``) for the engine; ``builtin`` (the default): the
+    shipped one; ``none`` or ``None``: the detectors' own confidences and the noisy-or score."""
     drain_seconds: float = 10.0
     evaluate: bool = True
     metrics_otlp_endpoint: str | None = None
