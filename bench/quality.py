@@ -51,8 +51,14 @@ from typing import Any
 import otel_agent_eval
 from otel_agent_eval.errors import InputError
 from otel_agent_eval.evaluate import Engine, PackLibrary
+from otel_agent_eval.evaluate.calibration import (
+    default_calibration,
+    failure_rate,
+    leave_one_source_out,
+    reliability_table,
+)
 from otel_agent_eval.evaluate.findings import DECISIVE_CONFIDENCE, Evaluation
-from otel_agent_eval.evaluate.reference import ReferenceEvaluator
+from otel_agent_eval.evaluate.reference import ReferenceEvaluator, first_divergence
 from otel_agent_eval.ingest.recorded import detect_format, load_runs, load_tools, read_json_or_jsonl
 from otel_agent_eval.metamorphic import invariance
 from otel_agent_eval.model import AgentRun, ToolDefinition
@@ -150,6 +156,9 @@ class Result:
     outcome: str
     score: float
     hits: tuple[Hit, ...]
+    root_cause: int | None = None
+    divergence: int | None = None
+    """The step where the run first departs from its reference (``reference.first_divergence``)."""
 
     @property
     def terminal(self) -> bool:
@@ -206,6 +215,8 @@ def in_process(df: DataFile, mode: str, engine: Engine) -> list[Result]:
                 evaluation.outcome,
                 evaluation.failure_score,
                 hits,
+                evaluation.root_cause_step,
+                first_divergence(run),
             )
         )
     return out
@@ -221,6 +232,7 @@ def cli_command() -> list[str]:
 
 def via_cli(df: DataFile, setting: str, command: Sequence[str]) -> list[Result]:
     truth = df.failed()
+    divergences = {run.source.index: first_divergence(run) for run in df.runs if run.source is not None}
     mode = SETTING_MODE[setting]
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
         output = Path(tmp) / "results.jsonl"
@@ -258,7 +270,16 @@ def via_cli(df: DataFile, setting: str, command: Sequence[str]) -> list[Result]:
             for f in group
         )
         out.append(
-            Result(index, obj["source"].get("id"), truth[index], obj["outcome"], float(obj["failure_score"]), hits)
+            Result(
+                index,
+                obj["source"].get("id"),
+                truth[index],
+                obj["outcome"],
+                float(obj["failure_score"]),
+                hits,
+                obj.get("root_cause_step"),
+                divergences.get(index),
+            )
         )
     missing = sorted(set(truth) - seen)
     if missing:
@@ -443,6 +464,111 @@ def print_detectors(rows: list[dict[str, Any]], pooled: dict[str, Any]) -> None:
     print(table(header, body, "ll" + "r" * 7))
 
 
+def root_cause_figures(results: Sequence[Result]) -> dict[str, Any]:
+    """On failed runs with a reference divergence: how often root_cause_step is exactly it, or within 2."""
+    failed = [r for r in results if r.failed and r.divergence is not None]
+    named = [r for r in failed if r.root_cause is not None]
+    exact = sum(r.root_cause == r.divergence for r in named)
+    near = sum(abs(r.root_cause - r.divergence) <= 2 for r in named if r.root_cause is not None)
+    return {
+        "failed_with_divergence": len(failed),
+        "with_root_cause": len(named),
+        "exact": exact,
+        "within_2": near,
+        "exact_share": _ratio(exact, len(failed)),
+        "within_2_share": _ratio(near, len(failed)),
+        "exact_share_of_named": _ratio(exact, len(named)),
+        "within_2_share_of_named": _ratio(near, len(named)),
+    }
+
+
+def print_root_cause(setting: str, by_file: dict[str, list[Result]]) -> dict[str, Any]:
+    print(
+        f"\n## Root cause ({SETTING_TITLE[setting]})\n\nOn failed runs, `root_cause_step` against the step where "
+        "the run first departs from its reference (`reference.first_divergence`: the first successful write "
+        "no expected write accounts for, or the last assistant step when an expected action is missing). "
+        "Shares of the failed runs with a divergence (a run with no root cause is a miss), and, in brackets, "
+        "of those the evaluator named a root cause for.\n"
+    )
+    rows = []
+    out: dict[str, Any] = {}
+    pooled: list[Result] = []
+    for label, results in [*by_file.items(), ("**pooled**", [])]:
+        figures = root_cause_figures(pooled if label == "**pooled**" else results)
+        pooled += results
+        out[label] = figures
+        rows.append(
+            [
+                label,
+                str(figures["failed_with_divergence"]),
+                str(figures["with_root_cause"]),
+                f"{fmt(figures['exact_share'])} ({fmt(figures['exact_share_of_named'])})",
+                f"{fmt(figures['within_2_share'])} ({fmt(figures['within_2_share_of_named'])})",
+            ]
+        )
+    print(table(["file", "failed, diverging", "with a root cause", "exact", "within 2 steps"], rows, "lrrrr"))
+    return out
+
+
+def print_calibration(files: Sequence[DataFile]) -> dict[str, Any]:
+    """The shipped calibration's procedure, leave-one-source-out: each file scored by a calibration fitted on
+    the others, and the reliability of those out-of-fold scores."""
+    engine = Engine(calibration=None)
+    items = []
+    labels: list[bool] = []
+    groups: list[str] = []
+    for df in files:
+        truth = df.failed()
+        for run in df.runs:
+            assert run.source is not None
+            if truth[run.source.index] is None:
+                continue
+            blind = replace(run, reference=None)
+            items.append((blind, engine.findings(blind)))
+            labels.append(bool(truth[run.source.index]))
+            groups.append(df.label)
+    shipped = default_calibration()
+    cv = leave_one_source_out(
+        items,
+        labels,
+        groups,
+        feature_groups=tuple(shipped.fitted.get("features", ("evidence",))),
+        confidences=shipped.confidences,
+    )
+    print(
+        "\n## Calibration (leave-one-source-out)\n\nThe shipped calibration's procedure "
+        f"(`scripts/calibrate-builtin.sh`: confidences {shipped.confidences}, features "
+        f"{', '.join(shipped.fitted.get('features', ('evidence',)))}), each file scored by a fit on the other two, "
+        f"every fold stated at the failure rate {fmt(failure_rate(labels, groups))} (the mean of the files' rates). "
+        "ECE: expected calibration error over 10 equal-width bins.\n"
+    )
+    rows = [
+        [f.name, str(f.runs), str(f.failed), fmt(f.auroc), fmt(f.ece), fmt(f.noisy_or_auroc)]
+        for f in (*cv.validation.sources, cv.validation.pooled)
+    ]
+    print(table(["held-out file", "runs", "failed", "AUROC", "ECE", "uncalibrated AUROC"], rows, "lrrrrr"))
+    bins = reliability_table(list(cv.scores), list(cv.labels))
+    print("\nReliability of the out-of-fold scores (pooled):\n")
+    print(
+        table(
+            ["score bin", "runs", "mean score", "share failed"],
+            [
+                [f"{b.lower:.1f}–{b.upper:.1f}", str(b.runs), fmt(b.mean_score), fmt(b.failure_rate)]
+                for b in bins
+                if b.runs
+            ],
+            "lrrr",
+        )
+    )
+    return {
+        "validation": cv.validation.to_dict(),
+        "reliability": [
+            {"lower": b.lower, "upper": b.upper, "runs": b.runs, "mean_score": b.mean_score, "failed": b.failure_rate}
+            for b in bins
+        ],
+    }
+
+
 def print_invariance(files: Sequence[DataFile]) -> dict[str, Any]:
     """The metamorphic rows: every run rewritten consistently (otel_agent_eval.metamorphic), evaluated with
     --pack generic before and after."""
@@ -528,6 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     mismatches: list[str] = []
     free_results: list[Result] = []
+    by_setting: dict[str, dict[str, list[Result]]] = {}
     disagreements: list[str] = []
     for mode in modes:
         engine = engine_for(mode)
@@ -551,6 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 per_file_detectors[df.label] = detector_table(results)
             pooled_results += results
             by_file[df.label] = results
+        by_setting[mode] = by_file
         wall = time.perf_counter() - started
         pooled = metrics(pooled_results)
         numbers[mode] = {"files": per_file, "pooled": pooled, "seconds": round(wall, 2)}
@@ -590,6 +718,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if free_results:
         print_detectors(numbers["free"]["detectors"], numbers["free"]["pooled"])
+
+    for setting in ("free", "generic"):
+        if setting in modes:
+            numbers[setting]["root_cause"] = print_root_cause(setting, by_setting[setting])
+    if "free" in modes and not args.via_cli:
+        numbers["calibration"] = print_calibration(files)
 
     if "generic" in modes and not args.via_cli:
         numbers["invariance"] = print_invariance(files)
