@@ -18,6 +18,7 @@ from otel_agent_eval import semconv as sc
 from otel_agent_eval.instrument import ContentPolicy, RunSpanWriter, agent_run, tool
 from otel_agent_eval.model import (
     AgentRun,
+    AssistantMessage,
     ExpectedAction,
     Reference,
     ToolCall,
@@ -133,6 +134,105 @@ def test_no_input_messages_when_capture_is_off(memory_spans: Pipeline) -> None:
     assert sc.GEN_AI_INPUT_MESSAGES not in chat
     assert chat[sc.GEN_AI_REQUEST_MODEL] == "m"
     assert SECRET not in everything(exporter.get_finished_spans())
+
+
+# --- 6a': reasoning is content, wherever a message holds it ------------------------------------------------
+
+THOUGHT = f"The account of {SECRET} is the one to look up."
+
+REASONING_MESSAGES: list[dict[str, Any]] = [
+    {"role": "assistant", "content": "ok", "reasoning_content": THOUGHT},  # DeepSeek, vLLM, LiteLLM
+    {"role": "assistant", "content": "ok", "reasoning": THOUGHT},  # OpenRouter, τ²
+    {"role": "assistant", "content": "ok", "thinking": THOUGHT},  # Ollama
+    {  # Anthropic thinking blocks
+        "role": "assistant",
+        "content": [{"type": "thinking", "thinking": THOUGHT, "signature": "sig"}, {"type": "text", "text": "ok"}],
+    },
+    {"role": "assistant", "parts": [{"type": "reasoning", "content": THOUGHT}, {"type": "text", "content": "ok"}]},
+    {"role": "assistant", "content": "ok", "thinking_blocks": [{"type": "thinking", "thinking": THOUGHT}]},
+    {
+        "role": "assistant",
+        "content": "ok",
+        "reasoning_details": [
+            {"type": "reasoning.summary", "summary": THOUGHT},
+            {"type": "reasoning.text", "text": THOUGHT, "signature": "sig"},
+        ],
+    },
+    {"role": "assistant", "content": "ok", "reasoning": [{"type": "text", "text": THOUGHT}]},
+]
+
+REASONING_REDACTED: list[dict[str, Any]] = [
+    {"role": "assistant", "content": "<r>", "reasoning_content": "<r>"},
+    {"role": "assistant", "content": "<r>", "reasoning": "<r>"},
+    {"role": "assistant", "content": "<r>", "thinking": "<r>"},
+    {
+        "role": "assistant",
+        "content": [{"type": "thinking", "thinking": "<r>", "signature": "sig"}, {"type": "text", "text": "<r>"}],
+    },
+    {"role": "assistant", "parts": [{"type": "reasoning", "content": "<r>"}, {"type": "text", "content": "<r>"}]},
+    {"role": "assistant", "content": "<r>", "thinking_blocks": [{"type": "thinking", "thinking": "<r>"}]},
+    {
+        "role": "assistant",
+        "content": "<r>",
+        "reasoning_details": [
+            {"type": "reasoning.summary", "summary": "<r>"},
+            {"type": "reasoning.text", "text": "<r>", "signature": "sig"},
+        ],
+    },
+    {"role": "assistant", "content": "<r>", "reasoning": [{"type": "text", "text": "<r>"}]},
+]
+
+
+def test_reasoning_in_input_messages_goes_through_the_redactor(memory_spans: Pipeline) -> None:
+    provider, exporter = memory_spans
+    seen: list[str] = []
+
+    def redact(text: str) -> str:
+        seen.append(text)
+        return "<r>"
+
+    policy = ContentPolicy(capture=True, redact=redact)
+    for message, redacted in zip(REASONING_MESSAGES, REASONING_REDACTED, strict=True):
+        seen.clear()
+        exporter.clear()
+        with agent_run("a", tracer_provider=provider, content=policy) as run, run.chat(input_messages=[message]):
+            pass
+        chat = exporter.get_finished_spans()[0]
+        assert json.loads(attrs_of(chat)[sc.GEN_AI_INPUT_MESSAGES]) == [redacted]
+        assert THOUGHT in seen  # the redactor saw the reasoning, as it sees the text
+        assert SECRET not in everything(exporter.get_finished_spans())
+
+
+def test_no_reasoning_in_input_messages_when_capture_is_off(memory_spans: Pipeline) -> None:
+    provider, exporter = memory_spans
+    with agent_run("a", tracer_provider=provider, content=OFF) as run, run.chat(input_messages=REASONING_MESSAGES):
+        pass
+    assert sc.GEN_AI_INPUT_MESSAGES not in attrs_of(exporter.get_finished_spans()[0])
+    assert SECRET not in everything(exporter.get_finished_spans())
+
+
+def test_a_steps_reasoning_is_written_through_the_policy() -> None:
+    """An assistant step's reasoning is a GenAI reasoning part of its output message, redacted like its text."""
+    run = AgentRun(
+        steps=(
+            UserMessage(index=0, content="Look me up."),
+            AssistantMessage(index=1, content=f"Found {SECRET}.", reasoning=THOUGHT),
+        )
+    )
+    chat = attrs_of(RunSpanWriter(content=EMAILS).spans(run)[2])
+    assert json.loads(chat[sc.GEN_AI_OUTPUT_MESSAGES]) == [
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "reasoning", "content": "The account of <email> is the one to look up."},
+                {"type": "text", "content": "Found <email>."},
+            ],
+            "finish_reason": "stop",
+        }
+    ]
+    spans = RunSpanWriter(content=OFF).spans(run)
+    assert sc.GEN_AI_OUTPUT_MESSAGES not in attrs_of(spans[2])
+    assert "look up" not in everything(tuple(spans)) and SECRET not in everything(tuple(spans))
 
 
 # --- 6b: exceptions -----------------------------------------------------------------------------------------

@@ -16,12 +16,15 @@ import copy
 import json
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import RECORDED_FILES, TAU2, TAU_BENCH
 
+from otel_agent_eval import Guard
+from otel_agent_eval.evaluate import Engine, Finding
 from otel_agent_eval.ingest.messages import (
     ChatMessage,
     assistant_text,
@@ -33,8 +36,9 @@ from otel_agent_eval.ingest.messages import (
 from otel_agent_eval.ingest.recorded import load_runs, runs_from_data
 from otel_agent_eval.ingest.span_record import SpanRecord
 from otel_agent_eval.ingest.spans import runs_from_records, runs_from_spans
+from otel_agent_eval.instrument.content import ContentPolicy
 from otel_agent_eval.instrument.recorded import RunSpanWriter
-from otel_agent_eval.model import AgentRun, AssistantMessage, ToolExecution, UserMessage
+from otel_agent_eval.model import AgentRun, AssistantMessage, Step, ToolExecution, UserMessage
 
 SAID = "Your order #W2378156 is cancelled; the refund of $54.04 goes back to your Visa in 5-7 business days."
 THOUGHT = "The order is pending and the user confirmed, so the cancellation went through."
@@ -454,7 +458,8 @@ def test_our_own_step_spans_read_as_said() -> None:
     _, calls, answer = run.steps
     assert isinstance(calls, AssistantMessage) and isinstance(answer, AssistantMessage)
     assert calls.content is None and [c.id for c in calls.tool_calls] == ["c1", "c2"]
-    assert answer.content == SAID
+    assert calls.reasoning == "Look both up first."  # a GenAI reasoning part
+    assert (answer.content, answer.reasoning) == (SAID, THOUGHT)  # reasoning the wrapped text held
 
 
 def test_openinference_attributes_read_as_said() -> None:
@@ -498,8 +503,84 @@ def test_imported_spans_carry_the_text_said() -> None:
     [recorded] = list(run)
     assert isinstance(recorded, AgentRun)
     [back] = runs_from_spans(RunSpanWriter().spans(recorded))
-    said = [(s.content, getattr(s, "tool_calls", ())) for s in recorded.steps if isinstance(s, AssistantMessage)]
-    assert said == [(s.content, s.tool_calls) for s in back.steps if isinstance(s, AssistantMessage)]
+    said = [(s.content, s.reasoning, s.tool_calls) for s in recorded.steps if isinstance(s, AssistantMessage)]
+    assert said == [(s.content, s.reasoning, s.tool_calls) for s in back.steps if isinstance(s, AssistantMessage)]
+    assert [r for _, r, _ in said] == [
+        "Both orders first: their status decides whether they can be cancelled.",
+        "Both are pending.",
+        None,
+        THOUGHT,
+    ]
+
+
+def test_reasoning_is_written_as_a_genai_reasoning_part() -> None:
+    """The conventions' ReasoningPart (gen-ai-output-messages.json: ``type`` "reasoning", ``content`` text),
+    ahead of the text; content like the text, so without content capture there is none."""
+    step = AssistantMessage(index=1, content=SAID, reasoning=THOUGHT, finish_reason="stop")
+    run = AgentRun(steps=(UserMessage(index=0, content="Cancel #W2378156."), step))
+    chat = RunSpanWriter().spans(run)[2]
+    [out] = json.loads(str((chat.attributes or {})["gen_ai.output.messages"]))
+    assert out["parts"] == [{"type": "reasoning", "content": THOUGHT}, {"type": "text", "content": SAID}]
+    [back] = runs_from_spans([chat])
+    assert [(s.content, s.reasoning) for s in back.steps] == [(SAID, THOUGHT)]
+    # a step without reasoning writes no reasoning part; with content capture off, no reasoning at all
+    plain = RunSpanWriter().spans(replace(run, steps=(run.steps[0], replace(step, reasoning=None))))[2]
+    assert [p["type"] for p in json.loads(str((plain.attributes or {})["gen_ai.output.messages"]))[0]["parts"]] == [
+        "text"
+    ]
+    dark = RunSpanWriter(content=ContentPolicy(capture=False)).spans(run)
+    assert all(THOUGHT not in str(v) for span in dark for v in (span.attributes or {}).values())
+
+
+# --- the in-loop guard reads a proposed step as the history's ----------------------------------------------
+
+
+class _Recording(Engine):
+    """No evaluators: records the steps it is asked about."""
+
+    def __init__(self) -> None:
+        super().__init__(evaluators=[])
+        self.proposed: list[Step] = []
+
+    def check(self, history: AgentRun, proposed: Step) -> list[Finding]:
+        self.proposed.append(proposed)
+        return super().check(history, proposed)
+
+
+@pytest.mark.parametrize(
+    ("proposed", "said", "reasoning"),
+    [
+        ({"content": json.dumps({"message": SAID})}, SAID, None),
+        ({"content": json.dumps({"thought": THOUGHT, "message": SAID})}, SAID, THOUGHT),
+        ({"content": SAID, "reasoning_content": THOUGHT}, SAID, THOUGHT),
+        ({"role": "assistant", "content": SAID, "thinking": THOUGHT}, SAID, THOUGHT),
+        ({"content": [{"type": "thinking", "thinking": THOUGHT}, {"type": "text", "text": SAID}]}, SAID, THOUGHT),
+        ({"content": json.dumps({"order_id": "#W1"})}, json.dumps({"order_id": "#W1"}), None),
+    ],
+    ids=["wrapped", "wrapped-with-thought", "reasoning_content", "thinking", "thinking-block", "other-json"],
+)
+def test_the_guard_reads_a_proposed_step_as_said(proposed: dict[str, Any], said: str, reasoning: str | None) -> None:
+    engine = _Recording()
+    history = [{"role": "user", "content": "Cancel #W2378156."}]
+    assert Guard(engine=engine).check(history, proposed).action == "allow"
+    [step] = engine.proposed
+    assert isinstance(step, AssistantMessage)
+    assert (step.index, step.content, step.reasoning) == (1, said, reasoning)
+    # the same message in a history reads the same
+    [as_history] = messages_to_steps([parse_openai_message({"role": "assistant", **proposed}, field="m")])[1]
+    assert isinstance(as_history, AssistantMessage)
+    assert (as_history.content, as_history.reasoning) == (said, reasoning)
+
+
+def test_the_guard_reads_blank_text_beside_proposed_calls_as_nothing_said() -> None:
+    engine = _Recording()
+    call = _call("c1", "get_order_details", {"order_id": "#W2378156"})
+    Guard(engine=engine).check(
+        [{"role": "user", "content": "Where is #W2378156?"}], {"content": " ", "tool_calls": [call]}
+    )
+    [step] = engine.proposed
+    assert isinstance(step, AssistantMessage)
+    assert step.content is None and [c.id for c in step.tool_calls] == ["c1"]
 
 
 # --- arbitrary text never breaks the reader --------------------------------------------------------------------

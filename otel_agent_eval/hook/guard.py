@@ -34,7 +34,7 @@ from opentelemetry import trace
 from .. import semconv as sc
 from ..evaluate import Engine, Finding, PackLibrary
 from ..evaluate.findings import corroborated
-from ..ingest.messages import messages_to_steps, parse_openai_message
+from ..ingest.messages import messages_to_steps, parse_openai_message, read_as_said
 from ..model import AgentRun, AssistantMessage, Step, ToolDefinition
 
 logger = logging.getLogger(__name__)
@@ -112,8 +112,12 @@ class Guard:
 
     @staticmethod
     def _step(message: Mapping[str, Any], index: int) -> Step:
-        parsed = parse_openai_message({"role": "assistant", **message}, field="proposed", strict=False)
-        return AssistantMessage(index=index, content=parsed.content, tool_calls=parsed.tool_calls)
+        """The proposed step read as the history's assistant messages are: as what it says to the user
+        (``{"message": "..."}`` is its text), its reasoning kept apart from its text."""
+        parsed = read_as_said(parse_openai_message({"role": "assistant", **message}, field="proposed", strict=False))
+        return AssistantMessage(
+            index=index, content=parsed.content, reasoning=parsed.reasoning, tool_calls=parsed.tool_calls
+        )
 
 
 def _record(verdict: Verdict) -> None:

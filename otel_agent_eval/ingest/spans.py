@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from ..model import AgentRun, AssistantMessage, Step, ToolExecution, UserMessage
 from .dialects import SpanReading, read_span
-from .messages import ChatMessage, messages_to_steps
+from .messages import ChatMessage, messages_to_steps, read_as_said
 from .span_record import SpanRecord, records_from_request
 
 logger = logging.getLogger(__name__)
@@ -238,10 +238,12 @@ def _explicit_steps(steps_read: list[tuple[SpanRecord, SpanReading]]) -> tuple[s
                 )
             )
         else:
-            out = r.outputs[0] if r.outputs else ChatMessage(role="assistant")
+            # Read as what it says, its reasoning kept (the GenAI reader has done so; reading again changes nothing).
+            out = read_as_said(r.outputs[0]) if r.outputs else ChatMessage(role="assistant")
             steps.append(
                 AssistantMessage(
                     content=out.content,
+                    reasoning=out.reasoning,
                     tool_calls=out.tool_calls,
                     model=out.model,
                     provider=out.provider,

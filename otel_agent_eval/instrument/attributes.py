@@ -90,6 +90,10 @@ def chat_request_attributes(
 def response_attributes(step: AssistantMessage, policy: ContentPolicy) -> Attributes:
     """What a model call produced: the output message, usage, finish reason.
 
+    The output message holds the answer's reasoning, when the step has it apart, as a GenAI ``reasoning`` part
+    ahead of its text (content like the text: through the policy, left out when content is not captured), so
+    that a span read back gives the step its ``reasoning``.
+
     ``gen_ai.response.finish_reasons`` is the provider's own value, and absent when the caller gave none; the
     output message carries it mapped to the conventions' enum (see :func:`.messages.finish_reason`).
     """

@@ -1,9 +1,10 @@
 """Messages and tool definitions as JSON in the GenAI semantic conventions' shapes.
 
 A message is ``{"role", "parts": [...]}`` with parts ``{"type": "text", "content"}``, ``{"type": "tool_call",
-"id", "name", "arguments"}`` and ``{"type": "tool_call_response", "id", "response"}``; an output message also
-has ``finish_reason``. A part's ``id`` is left out when it is unknown (the schema allows no id; an empty one
-would be an id that links to nothing).
+"id", "name", "arguments"}``, ``{"type": "tool_call_response", "id", "response"}`` and ``{"type": "reasoning",
+"content"}`` (an assistant's reasoning, first: the model gave it before its answer); an output message also has
+``finish_reason``. A part's ``id`` is left out when it is unknown (the schema allows no id; an empty one would be
+an id that links to nothing). Reasoning is content: it goes through the policy as text does.
 
 >>> from otel_agent_eval.model import AssistantMessage, ToolCall
 >>> from otel_agent_eval.instrument.content import ContentPolicy
@@ -65,6 +66,12 @@ def text_parts(text: str | None, policy: ContentPolicy) -> list[dict[str, Any]]:
     return [{"type": "text", "content": content}] if content else []
 
 
+def reasoning_parts(reasoning: str | None, policy: ContentPolicy) -> list[dict[str, Any]]:
+    """The conventions' ``ReasoningPart`` (``{"type": "reasoning", "content"}``), through the policy like text."""
+    content = policy.text(reasoning)
+    return [{"type": "reasoning", "content": content}] if content else []
+
+
 def tool_call_part(call: ToolCall, policy: ContentPolicy) -> dict[str, Any]:
     part: dict[str, Any] = {"type": "tool_call"}
     if call.id:
@@ -84,7 +91,8 @@ def step_message(step: Step, policy: ContentPolicy) -> dict[str, Any]:
         parts = text_parts(step.content, policy) + [tool_call_part(c, policy) for c in step.tool_calls]
         return {"role": "user", "parts": parts}
     if isinstance(step, AssistantMessage):
-        parts = text_parts(step.content, policy) + [tool_call_part(c, policy) for c in step.tool_calls]
+        parts = reasoning_parts(step.reasoning, policy) + text_parts(step.content, policy)
+        parts += [tool_call_part(c, policy) for c in step.tool_calls]
         return {"role": "assistant", "parts": parts, "finish_reason": finish_reason(step)}
     response: dict[str, Any] = {"type": "tool_call_response"}
     if step.call_id:
@@ -112,10 +120,18 @@ def tool_definitions_json(tools: Iterable[ToolDefinition]) -> str:
 # --- messages given by the caller ------------------------------------------------------------------------
 
 # Fields that carry content, in GenAI parts (content, arguments, response; result in older drafts) and in
-# OpenAI-style messages (content, text parts, function arguments, refusal).
-_CONTENT_FIELDS = frozenset({"content", "text", "arguments", "response", "result", "refusal", "reasoning_content"})
-# Fields holding parts or calls, whose own content fields are redacted in turn.
-_NESTED_FIELDS = frozenset({"parts", "tool_calls", "function", "function_call"})
+# OpenAI-style messages (content, text parts, function arguments, refusal), and every field of reasoning
+# (reasoning_content, reasoning, thinking: the reader's REASONING_FIELDS; Anthropic thinking blocks' thinking).
+_CONTENT_FIELDS = frozenset(
+    {"content", "text", "arguments", "response", "result", "refusal", "reasoning_content", "reasoning", "thinking"}
+)
+# Fields holding parts or calls, whose own content fields are redacted in turn (a bare string in one is content):
+# LiteLLM's thinking_blocks, OpenRouter's reasoning_details, a reasoning item's summary parts.
+_NESTED_FIELDS = frozenset(
+    {"parts", "tool_calls", "function", "function_call", "thinking_blocks", "reasoning_details", "summary"}
+)
+# Content fields that may hold a list of parts instead of text: each part's content is redacted in turn.
+_PART_LIST_FIELDS = frozenset({"content", "reasoning_content", "reasoning", "thinking"})
 
 
 def redact_messages(messages: Sequence[Any], policy: ContentPolicy) -> list[Any]:
@@ -139,7 +155,7 @@ def _redact_fields(value: Any, policy: ContentPolicy) -> Any:
     if isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
-            if key in _NESTED_FIELDS or (key == "content" and isinstance(item, (list, tuple))):
+            if key in _NESTED_FIELDS or (key in _PART_LIST_FIELDS and isinstance(item, (list, tuple))):
                 out[key] = _redact_fields(item, policy)  # a list of content parts: redact each part's content
             elif key in _CONTENT_FIELDS:
                 out[key] = policy.json_value(item)
