@@ -293,7 +293,7 @@ def calibrate(
             "and successful runs"
         )
 
-    engine = Engine(packs=library)
+    engine = Engine(packs=library, calibration=None)  # the detectors' own findings: never a calibration's
     items = []
     for item in labelled:
         # Reference-free: what a deployed agent's spans hold, without the outcome that is the label.

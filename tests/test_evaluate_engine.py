@@ -219,3 +219,16 @@ def test_a_textual_finding_is_corroborated_by_a_structural_one_on_its_step_or_ta
     # Two findings of one evaluator do not corroborate each other.
     alone = Engine([Kinded("words", 5, textual=True), Kinded("words", 5, textual=True)]).evaluate(RUN)
     assert alone.failures == ()
+
+
+def test_two_suspicions_do_not_corroborate_a_heuristic() -> None:
+    """A structural finding too weak to decide alone does not back a textual one either."""
+
+    class Weak:
+        name = "weak"
+
+        def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
+            yield context.finding(self.name, "policy_violation", 5, "c", "e", confidence=0.3)
+
+    evaluation = Engine([Kinded("words", 5, textual=True), Weak()]).evaluate(RUN)
+    assert evaluation.outcome == "success" and evaluation.failures == ()

@@ -113,3 +113,26 @@ def test_a_tool_definition_says_what_it_does_before_its_name_is_guessed_at() -> 
     # MCP annotations first (purge is no verb the generic pack knows; update_feed_view says it reads), then
     # the generic pack's guess from the name.
     assert [policy.is_write(t.name) for t in tools] == [True, False, True]
+
+
+def test_tool_roles_read_names_in_any_case_style_and_descriptions_in_the_third_person() -> None:
+    from otel_agent_eval.evaluate import Engine
+    from otel_agent_eval.model import AgentRun, ToolDefinition
+
+    tools = {
+        "getOrderDetails": None,  # camelCase read
+        "get-account-balance": None,  # kebab-case read
+        "cancelOrder": None,  # camelCase write
+        "order_details": "Returns the details of an order.",  # a description that says it reads
+        "authenticate_user": None,  # an identity check is not a write
+        "lookup_customer": None,  # nor is a lookup of the other party
+        "get_user_details": None,  # reading an account is not an identity check
+        "get_paid": None,  # "paid" is not "id": a read, not an identity check
+    }
+    defs = tuple(ToolDefinition(name, description) for name, description in tools.items())
+    run = AgentRun(steps=(), tool_definitions=defs, system_instructions="Authenticate the user first.")
+    policy = Engine(calibration=None).context(run).policy
+    writes = {name for name in tools if policy.is_write(name)}
+    identity = {name for name in tools if policy.is_identity(name)}
+    assert writes == {"cancelOrder"}
+    assert identity == {"authenticate_user", "lookup_customer"}

@@ -49,6 +49,8 @@ def same_verb(a: str, b: str) -> bool:
 
     >>> same_verb("exchanged", "exchange"), same_verb("reservation", "reserve"), same_verb("modified", "modify")
     (True, False, True)
+    >>> same_verb("active", "activate"), same_verb("cancelled", "cancel")
+    (False, True)
     """
     sa, sb = stem(a), stem(b)
     if sa == sb:
@@ -58,9 +60,9 @@ def same_verb(a: str, b: str) -> bool:
         if x != y:
             break
         shared += 1
-    # Nearly all of the shorter stem shared, and not much more to the longer one: "reserve" meets
-    # "reserved", not the noun "reservation"; "cancel" meets "cancelled", not "cancellation".
-    return shared >= _MIN_SHARED and shared >= min(len(sa), len(sb)) - 1 and abs(len(sa) - len(sb)) <= 2
+    # The whole shorter stem shared, and at most one letter more to the longer one: "reserve" meets
+    # "reserved", not the noun "reservation"; "activate" does not meet the adjective "active".
+    return shared >= _MIN_SHARED and shared == min(len(sa), len(sb)) and abs(len(sa) - len(sb)) <= 1
 
 
 def name_words(name: str) -> list[str]:

@@ -22,10 +22,10 @@ The out-of-fold scores give honest figures (AUROC, expected calibration error) f
 stored in the file beside the fit on all sources.
 
 The package ships one calibration, fitted on the development data (``scripts/calibrate-builtin.sh``
-re-estimates it; :func:`default_calibration` loads it). It is not switched on by default: ``Engine(
-calibration=...)``, ``evaluate --calibration FILE`` and ``serve --calibration FILE`` take one, and
-``otel-agent-eval calibrate`` fits one on a team's own runs and outcomes, since a precision measured on
-someone else's agents is only a prior for yours.
+re-estimates it; :func:`default_calibration` loads it). ``Engine()`` uses it by default (``Engine(
+calibration=None)`` and ``--calibration none`` do not); ``evaluate --calibration FILE`` and ``serve
+--calibration FILE`` take another, and ``otel-agent-eval calibrate`` fits one on a team's own runs and
+outcomes, since a precision measured on someone else's agents is only a prior for yours.
 
 The fit is pure Python (Newton's method on a few hundred runs and a few dozen features: milliseconds per
 iteration) so that no numerical library becomes a dependency of the processor; the numbers are
@@ -620,8 +620,9 @@ def precision_table(
     A precision measured directly on pooled runs is mostly the base rate of whichever source a detector
     fires in: on runs that fail seven times in ten, a detector that fires at random is "70% precise". So
     what is measured is the **likelihood ratio**: how much more often the finding is seen in failed runs
-    than in successful ones, within each source (Mantel-Haenszel, with half a run added to each cell so
-    that a finding never seen in successful runs has a finite ratio), shrunk towards 1 by the support
+    than in successful ones, within each source (Mantel-Haenszel over the sources where it occurs, half a
+    run added to each cell so that a finding never seen in successful runs has a finite ratio), shrunk
+    towards 1 by the support
     (``log ratio · n / (n + k)``, ``n`` the runs with such a finding, ``k`` :data:`PRIOR_STRENGTH`). The
     precision is that ratio at the failure rate ``b``: ``ratio·b / (ratio·b + 1 - b)``.
     """
@@ -644,6 +645,8 @@ def precision_table(
         runs = failed = 0
         for source, (all_failed, all_ok) in totals.items():
             hit_failed, hit_ok = cells[key][source]
+            if not hit_failed + hit_ok:
+                continue  # a source where this kind never occurs says nothing about its ratio
             runs += hit_failed + hit_ok
             failed += hit_failed
             n = all_failed + all_ok + 2.0
@@ -1049,6 +1052,7 @@ _EXAMPLE: dict[str, Any] = {
             "outcome": "terminal",
             "runs": 8,
             "failed": 7,
+            "ratio": 4.0,
             "precision": 0.8,
         }
     ],

@@ -105,8 +105,8 @@ class Finding:
 
 def corroborated(finding: Finding, others: Iterable[Finding]) -> bool:
     """Whether an independent structural signal backs a textual finding: a terminal structural finding of
-    another evaluator at the same step, or about one of the same targets (a call's target identifier, or
-    the step it points at)."""
+    another evaluator, confident enough to decide on its own, at the same step or about one of the same
+    targets (a call's target identifier, or the step it points at). Two suspicions do not make a verdict."""
     mine = {f"step:{finding.step}", *finding.targets}
     for other in others:
         if (
@@ -114,6 +114,7 @@ def corroborated(finding: Finding, others: Iterable[Finding]) -> bool:
             or other.evidence_kind != "structural"
             or other.evaluator == finding.evaluator
             or other.outcome != "terminal"
+            or other.confidence < DECISIVE_CONFIDENCE
             or not other.counts
         ):
             continue

@@ -155,10 +155,14 @@ class ToolRole:
     _known: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def __contains__(self, tool: str) -> bool:
-        # Asked for every call by several detectors: the answer per tool name is remembered.
+        # Asked for every call by several detectors: the answer per tool name is remembered. Patterns are
+        # written for snake_case and also match the same name written in camelCase or with hyphens.
         known = self._known.get(tool)
         if known is None:
-            known = self._known[tool] = tool in self.names or any(p.search(tool) for p in self.patterns)
+            snake = snake_case(tool)
+            known = self._known[tool] = tool in self.names or any(
+                p.search(tool) or p.search(snake) for p in self.patterns
+            )
         return known
 
     @classmethod
@@ -285,8 +289,8 @@ class ResolvedPolicy:
             if notes.get("destructiveHint") is True or notes.get("readOnlyHint") is False:
                 writes.add(tool.name)
                 continue
-            if tool.name in self.inert or tool.name in self.transfer:
-                continue
+            if tool.name in self.inert or tool.name in self.transfer or tool.name in self.identity:
+                continue  # an identity check, a hand-off or a scratchpad is not a write
             verdict = self._verb_role(tool.name) or self._verb_role(_first_word(tool.description))
             (reads if verdict == "read" else writes).add(tool.name)
         if not reads and not writes:
@@ -294,13 +298,21 @@ class ResolvedPolicy:
         return replace(self, declared_reads=frozenset(reads), declared_writes=frozenset(writes), _for_tools={})
 
     def _verb_role(self, name: str) -> str | None:
-        """``read`` or ``write`` as the leading verb of a tool name (or description word) says, or ``None``."""
+        """``read`` or ``write`` as the leading verb of a tool name (or description word) says, or ``None``.
+        Names in camelCase or with hyphens are read as snake_case; a description's "Returns" as "return"."""
         if not name:
             return None
-        if any(p.search(name) for p in self.reads.patterns):
-            return "read"
-        if any(p.search(name) for p in self.writes.patterns):
-            return "write"
+        snake = snake_case(name)
+        forms = [snake]
+        head, _, rest = snake.partition("_")
+        for suffix in ("es", "s"):  # third person: "retrieves", "gets", "cancels"
+            if head.endswith(suffix) and len(head) - len(suffix) >= 3:
+                forms.append(head[: -len(suffix)] + ("_" + rest if rest else ""))
+        for form in forms:
+            if any(p.search(form) for p in self.reads.patterns):
+                return "read"
+            if any(p.search(form) for p in self.writes.patterns):
+                return "write"
         return None
 
     def is_identity(self, tool: str) -> bool:
@@ -441,6 +453,16 @@ class PolicyPack:
 
 
 _WORD = re.compile(r"[A-Za-z]+")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def snake_case(name: str) -> str:
+    """``getOrderDetails`` / ``get-order-details`` -> ``get_order_details``.
+
+    >>> snake_case("getOrderDetails"), snake_case("find-account-id"), snake_case("GetWeather")
+    ('get_order_details', 'find_account_id', 'get_weather')
+    """
+    return _CAMEL.sub("_", name).replace("-", "_").replace(" ", "_").lower()
 
 
 def _first_word(text: str | None) -> str:
