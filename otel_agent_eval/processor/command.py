@@ -173,6 +173,18 @@ def _downstream_default() -> str | None:
     "measured, the findings' confidences); 'builtin': the one shipped; 'none': the detectors' own, noisy-or.",
 )
 @click.option(
+    "--max-agent-labels",
+    type=click.IntRange(min=0),
+    default=50,
+    help="At most this many agent names as the metrics' agent label; later ones count as 'other'.",
+)
+@click.option(
+    "--agent-label",
+    "agent_labels",
+    multiple=True,
+    help="An agent name to keep as a metric label (repeatable); when given, every other name is 'other'.",
+)
+@click.option(
     "--drain-seconds",
     type=float,
     default=10.0,

@@ -4,8 +4,10 @@ Prometheus names (the SDK's Prometheus exporter adds ``_total`` to counters and 
 ``agent_eval_traces_total{outcome,agent}``, ``agent_eval_failures_total{mode,category,outcome,agent}``,
 ``agent_eval_evaluation_duration_seconds``, ``agent_eval_queue_depth``, ``agent_eval_export_failures_total``,
 ``agent_eval_spans_received_total``, ``agent_eval_spans_exported_total``, ``agent_eval_traces_released_early_total
-{reason}``, ``agent_eval_evaluation_errors_total``. Labels stay low-cardinality: an agent's name, a failure mode,
-an outcome; never a trace id, a user or message text.
+{reason}``, ``agent_eval_evaluation_errors_total``. Labels stay low-cardinality: an agent's name (through
+:class:`~otel_agent_eval.processor.agent_labels.AgentLabels`: at most ``--max-agent-labels`` names, or an
+allow-list, then ``other``; ``redacted`` for anything that looks like an e-mail or an identifier), a failure
+mode, an outcome; never a trace id, a user or message text.
 """
 
 from __future__ import annotations
@@ -20,10 +22,20 @@ from opentelemetry.sdk.resources import Resource
 from .. import __version__
 from ..evaluate.findings import Evaluation
 from ..evaluate.taxonomy import TAXONOMY
+from .agent_labels import AgentLabels
 
 
 class ProcessorMetrics:
-    def __init__(self, readers: Iterable[MetricReader] = (), queue_depth: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        readers: Iterable[MetricReader] = (),
+        queue_depth: Callable[[], int] = lambda: 0,
+        *,
+        agent_labels: AgentLabels | None = None,
+    ) -> None:
+        self.agent_labels = agent_labels or AgentLabels()
+        """How an agent's name becomes the ``agent`` label: bounded, never personal data (see
+        :mod:`otel_agent_eval.processor.agent_labels`)."""
         self.provider = MeterProvider(
             metric_readers=list(readers), resource=Resource.create({"service.name": "otel-agent-eval"})
         )
@@ -79,8 +91,12 @@ class ProcessorMetrics:
                         0, {"mode": mode.mode, "category": mode.category, "outcome": outcome, "agent": agent}
                     )
 
+    def agent(self, name: str | None) -> str:
+        """The ``agent`` label value for an agent's name."""
+        return self.agent_labels.of(name)
+
     def record(self, evaluation: Evaluation, seconds: float) -> None:
-        agent = evaluation.run.agent_name or "unknown"
+        agent = self.agent(evaluation.run.agent_name)
         self._first_sight(agent)
         self.traces.add(1, {"outcome": evaluation.outcome, "agent": agent})
         for finding in evaluation.failures:

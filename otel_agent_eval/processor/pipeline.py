@@ -135,7 +135,7 @@ class Pipeline:
             except Exception:  # an early look that fails costs nothing: the final evaluation still happens
                 continue
             for evaluation in evaluations:
-                agent = evaluation.run.agent_name or "unknown"
+                agent = self.metrics.agent(evaluation.run.agent_name)
                 for finding in evaluation.failures:
                     key = (finding.evaluator, finding.mode, finding.step)
                     if finding.counts and key not in pending.early_findings:
@@ -197,7 +197,7 @@ class Pipeline:
     def _count_guard_recoveries(self, spans: dict[str, Span], evaluation: Evaluation) -> None:
         """Recovered failures at a step the in-loop guard had sent back: the failures the hook turned into
         recoveries (``agent_eval_guard_recoveries_total``)."""
-        agent = evaluation.run.agent_name or "unknown"
+        agent = self.metrics.agent(evaluation.run.agent_name)
         revised: set[str] = set()  # the step spans the guard sent back: the verdict is on them, or on a span of
         for span_id, span in spans.items():  # its own naming them (the step's span had ended)
             if any(

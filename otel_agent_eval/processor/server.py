@@ -10,6 +10,7 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..evaluate import Engine, PackLibrary
+from .agent_labels import DEFAULT_MAX_AGENTS, AgentLabels
 from .assembly import TraceAssembler
 from .export import OutboxExporter, sender_for
 from .metrics import ProcessorMetrics
@@ -46,6 +47,10 @@ class ServeConfig:
     calibration: Path | None = Path("builtin")
     """A calibration file (``otel-agent-eval calibrate``) for the engine; ``builtin`` (the default): the
     shipped one; ``none`` or ``None``: the detectors' own confidences and the noisy-or score."""
+    max_agent_labels: int = DEFAULT_MAX_AGENTS
+    """At most this many distinct ``agent`` label values in the metrics; later names count as ``other``."""
+    agent_labels: tuple[str, ...] = ()
+    """When given, the only agent names kept as ``agent`` label values (the rest: ``other``)."""
     drain_seconds: float = 10.0
     evaluate: bool = True
     metrics_otlp_endpoint: str | None = None
@@ -73,6 +78,7 @@ class Processor:
         self.metrics = ProcessorMetrics(
             readers,
             queue_depth=lambda: self.store.outbox_size() + self.store.inbox_size(),
+            agent_labels=AgentLabels(max_agents=config.max_agent_labels, allow=config.agent_labels),
         )
         self.assembler = TraceAssembler(
             quiet_period=config.quiet_period,
