@@ -11,8 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -26,6 +24,7 @@ from .assembly import PendingTrace, ResourceSpansBatch, SpanEntry, TraceAssemble
 from .labelling import label_spans, mark_unevaluated
 from .metrics import ProcessorMetrics
 from .store import Store
+from .workers import EvaluationPool, Task
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ class Pipeline:
         # Seconds between looks at a trace that is still open (0: none). Long conversations get their failures
         # counted as they happen, not when the conversation ends.
         self.early_interval = early_interval
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-eval-evaluate")
+        self._pool = EvaluationPool(workers)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -108,7 +107,7 @@ class Pipeline:
         self._thread.start()
 
     def _run(self) -> None:
-        early: list[tuple[PendingTrace, Future[list[Evaluation]]]] = []
+        early: list[tuple[PendingTrace, Task[list[Evaluation]]]] = []
         while not self._stop.is_set():
             ready = self.assembler.ready()
             self.process_all(ready)
@@ -118,17 +117,22 @@ class Pipeline:
                 # that complete traces need.
                 due = self.assembler.open_for_early_evaluation(self.early_interval) if not ready else []
                 for pending, spans in due:
-                    early.append((pending, self._executor.submit(self._evaluate_open, spans)))
+                    early.append((pending, self._pool.submit(self._evaluate_open, spans)))
             self._stop.wait(self.tick)
 
     def _collect_early(
-        self, early: list[tuple[PendingTrace, Future[list[Evaluation]]]]
-    ) -> list[tuple[PendingTrace, Future[list[Evaluation]]]]:
-        """Report the failures found in open traces (each once), as they are found; keep the unfinished."""
+        self, early: list[tuple[PendingTrace, Task[list[Evaluation]]]]
+    ) -> list[tuple[PendingTrace, Task[list[Evaluation]]]]:
+        """Report the failures found in open traces (each once), as they are found; keep the unfinished (an
+        early look stuck past the time limit is given up on: the final evaluation still happens)."""
         waiting = []
+        now = time.monotonic()
         for pending, future in early:
             if not future.done():
-                waiting.append((pending, future))
+                if future.running_for(now) > self.evaluation_timeout:
+                    self._pool.abandon(future)
+                else:
+                    waiting.append((pending, future))
                 continue
             try:
                 evaluations = future.result()
@@ -151,26 +155,53 @@ class Pipeline:
         if self._thread is not None:
             self._thread.join()
         self.process_all(self.assembler.ready() + self.assembler.drain())
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
     def process_all(self, pendings: list[PendingTrace]) -> None:
-        """Evaluate the traces side by side (``workers`` at a time), then label and hand each on, in order."""
-        futures = [(p, self._executor.submit(self._evaluate, p) if self.evaluate else None) for p in pendings]
-        for pending, future in futures:
-            self._hand_on(pending, future)
+        """Evaluate the traces side by side (``workers`` at a time) and hand each on as its evaluation ends:
+        labelled when it finished, unlabelled and marked when it raised or ran past ``evaluation_timeout``
+        (counted from when it started, not from when anyone began to wait). A hung evaluation costs its own
+        trace only: its worker is replaced and the traces behind it go on being evaluated."""
+        if not self.evaluate:
+            for pending in pendings:
+                self._hand_on(pending, [])
+            return
+        waiting = [(p, self._pool.submit(self._evaluate, p)) for p in pendings]
+        finished = self._pool.finished
+        while waiting:
+            now = time.monotonic()
+            still: list[tuple[PendingTrace, Task[list[Evaluation]]]] = []
+            for pending, task in waiting:
+                if task.done():
+                    outcome: list[Evaluation] | BaseException
+                    try:
+                        outcome = task.result()
+                    except Exception as exc:  # raised by the evaluation: forwarded unlabelled, marked
+                        outcome = exc
+                    self._hand_on(pending, outcome)
+                elif task.running_for(now) > self.evaluation_timeout:
+                    self._pool.abandon(task)
+                    self._hand_on(pending, EvaluationTimeout(f"evaluation took longer than {self.evaluation_timeout}s"))
+                else:
+                    still.append((pending, task))
+            waiting = still
+            if waiting:
+                with finished:
+                    # Woken when a task finishes; otherwise in time to see the next one run out of its time.
+                    if not any(task.done() for _, task in waiting):
+                        finished.wait(timeout=min(0.05, max(self.evaluation_timeout / 10, 0.001)))
 
     def process(self, pending: PendingTrace) -> None:
         self.process_all([pending])
 
-    def _hand_on(self, pending: PendingTrace, future: Future[list[Evaluation]] | None) -> None:
+    def _hand_on(self, pending: PendingTrace, outcome: list[Evaluation] | BaseException) -> None:
         spans: dict[str, Span] = {entry.span.span_id.hex(): entry.span for entry in pending.spans}
         evaluations: list[Evaluation] = []
         try:
-            if future is not None:
-                try:
-                    evaluations = future.result(timeout=self.evaluation_timeout)
-                except FutureTimeout:
-                    raise EvaluationTimeout(f"evaluation took longer than {self.evaluation_timeout}s") from None
+            if isinstance(outcome, BaseException):
+                raise outcome
+            evaluations = outcome
+            if evaluations:
                 for evaluation in evaluations:
                     label_spans(spans, evaluation)
                     self._count_guard_recoveries(spans, evaluation)
