@@ -24,6 +24,7 @@ from .assembly import PendingTrace, ResourceSpansBatch, SpanEntry, TraceAssemble
 from .labelling import label_spans, mark_unevaluated
 from .metrics import ProcessorMetrics
 from .store import Store
+from .validation import validate_request
 from .workers import EvaluationPool, Task
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ class Pipeline:
     # --- the receive path -------------------------------------------------------------------------------------
 
     def receive(self, request: ExportTraceServiceRequest, payload: bytes | None = None) -> int:
-        """Take a request: kept on disk first (so it survives a crash), then buffered. Returns its span count."""
+        """Take a request: kept on disk first (so it survives a crash), then buffered. Returns its span count.
+        Raises :class:`InvalidRequest` for malformed ids (nothing kept), :class:`Backpressure` under overload."""
+        validate_request(request)  # a span no downstream would take is never acknowledged
         batch = ResourceSpansBatch.of(request.resource_spans)
         if not batch.entries:
             return 0

@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from ..otlp_json import request_from_json
 from .pipeline import Backpressure
+from .validation import InvalidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class GrpcReceiver:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an OTLP ExportTraceServiceRequest: {exc}")
         try:
             self._receive(request, raw)
+        except InvalidRequest as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Backpressure as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except Exception:
@@ -180,6 +183,9 @@ class HttpReceiver:
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
+                    return
+                except InvalidRequest as exc:
+                    self._send(400, f"{exc}\n".encode())
                     return
                 except Exception:
                     logger.exception("could not take an export request")
