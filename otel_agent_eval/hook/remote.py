@@ -10,7 +10,9 @@
 A timeout or an unreachable service fails open by default (the step is allowed) or closed with
 ``fail_closed=True`` (the step is sent back with a critique saying the guard was unreachable). Either way the
 failure is counted (``failures``) and recorded as an event ``agent_eval.guard.error`` on the current span.
-Other errors (``INVALID_ARGUMENT``: a malformed history) raise :class:`RemoteGuardError`.
+A service that refuses for its limits (``RESOURCE_EXHAUSTED``: busy, or a history over its size limits) counts
+as unreachable the same way. Other errors (``INVALID_ARGUMENT``: a malformed history; ``UNAUTHENTICATED``: a
+missing or wrong ``bearer_token``) raise :class:`RemoteGuardError`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ._proto import evaluation_pb2 as pb
 from ._proto import evaluation_pb2_grpc as pb_grpc
 from .guard import Verdict, _record
 
-UNAVAILABLE_CODES = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+UNAVAILABLE_CODES = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 class RemoteGuardError(RuntimeError):
@@ -46,7 +48,9 @@ class RemoteGuard:
     """Checks proposed steps through an evaluation service at ``endpoint`` (``host:port``).
 
     ``tools`` (OpenAI function dicts or ``ToolDefinition``) and ``policy`` are sent with every request.
-    ``timeout`` is the deadline of one check, in seconds.
+    ``timeout`` is the deadline of one check, in seconds. ``bearer_token``: sent as ``authorization: Bearer ...``
+    (``serve --bearer-token``); ``root_certificates``: PEM roots to trust, for a service with TLS (``True``:
+    the system's roots). ``channel``: a channel of your own instead (then neither applies to it).
     """
 
     def __init__(
@@ -59,6 +63,8 @@ class RemoteGuard:
         policy: str | None = None,
         agent_name: str = "",
         channel: grpc.Channel | None = None,
+        bearer_token: str | None = None,
+        root_certificates: bytes | bool | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
@@ -70,7 +76,14 @@ class RemoteGuard:
         self._lock = threading.Lock()
         self._tools = [_tool_to_pb(t) for t in ToolDefinition.parse_list(list(tools))]
         self._own_channel = channel is None
-        self._channel = channel if channel is not None else grpc.insecure_channel(endpoint)
+        self._metadata = (("authorization", f"Bearer {bearer_token}"),) if bearer_token else ()
+        if channel is not None:
+            self._channel = channel
+        elif root_certificates:
+            roots = root_certificates if isinstance(root_certificates, bytes) else None
+            self._channel = grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(roots))
+        else:
+            self._channel = grpc.insecure_channel(endpoint)
         self._stub = pb_grpc.EvaluationServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def check(self, history: Sequence[Mapping[str, Any]], proposed: Mapping[str, Any]) -> Verdict:
@@ -79,7 +92,7 @@ class RemoteGuard:
         started = time.perf_counter()
         request = self.request(history, proposed)
         try:
-            response = self._stub.EvaluateStep(request, timeout=self.timeout)
+            response = self._stub.EvaluateStep(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
             details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)

@@ -14,7 +14,9 @@ Host it in any ``grpc.Server``::
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -34,6 +36,42 @@ class RequestError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class OverLimit(RequestError):
+    """A request beyond one of the service's :class:`ServiceLimits` (``RESOURCE_EXHAUSTED``, as gRPC answers a
+    message over its size limit)."""
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """What the service takes on at most, so that a server hosting other methods too (``serve``: OTLP
+    ``Export`` on the same port) always keeps worker threads for them. ``None``: no bound.
+
+    * ``max_concurrency``: evaluations in flight (``EvaluateStep`` calls and open ``EvaluateSession`` streams,
+      each of which holds a worker thread); beyond it a call is refused at once with ``RESOURCE_EXHAUSTED``
+      (retryable: the service is busy), never queued.
+    * ``max_messages``: messages of history in one request; ``max_request_bytes``: the size of one request.
+      Beyond either, ``RESOURCE_EXHAUSTED`` naming the limit, before anything is decoded.
+    """
+
+    max_concurrency: int | None = None
+    max_messages: int | None = None
+    max_request_bytes: int | None = None
+
+    def check(self, request: pb.EvaluateStepRequest) -> None:
+        """:class:`OverLimit` when ``request`` is beyond the size limits."""
+        if self.max_messages is not None and len(request.history) > self.max_messages:
+            raise OverLimit(
+                "history",
+                f"{len(request.history)} messages, over this service's limit of {self.max_messages} a request",
+            )
+        if self.max_request_bytes is not None:
+            size = request.ByteSize()
+            if size > self.max_request_bytes:
+                raise OverLimit(
+                    "request", f"{size} bytes, over this service's limit of {self.max_request_bytes} bytes a request"
+                )
 
 
 def message_to_dict(message: pb.Message, *, field: str) -> dict[str, Any]:
@@ -129,12 +167,18 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
     A request's own tools and policy override the guard's; otherwise the guard's configuration applies.
     """
 
-    def __init__(self, guard: Guard | None = None) -> None:
+    def __init__(self, guard: Guard | None = None, limits: ServiceLimits | None = None) -> None:
         self.guard = guard if guard is not None else Guard()
+        self.limits = limits if limits is not None else ServiceLimits()
+        self._slots = (
+            threading.BoundedSemaphore(self.limits.max_concurrency) if self.limits.max_concurrency is not None else None
+        )
         self._per_request: dict[tuple[str, str | None], Guard] = {}
 
     def evaluate(self, request: pb.EvaluateStepRequest) -> pb.EvaluateStepResponse:
-        """The verdict on one request; :class:`RequestError` when the request is malformed."""
+        """The verdict on one request; :class:`RequestError` when the request is malformed, :class:`OverLimit`
+        when it is beyond the service's limits."""
+        self.limits.check(request)
         history, proposed = request_to_messages(request)
         guard = self._guard_for(request)
         try:
@@ -166,25 +210,56 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
             self._per_request[key] = guard
         return guard
 
+    def _enter(self, context: grpc.ServicerContext) -> None:
+        """Take one of the service's slots, or refuse the call at once (``RESOURCE_EXHAUSTED``)."""
+        if self._slots is not None and not self._slots.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the evaluation service is busy: {self.limits.max_concurrency} evaluations in flight, its limit; "
+                "retry shortly",
+            )
+
+    def _leave(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
     def EvaluateStep(self, request: pb.EvaluateStepRequest, context: grpc.ServicerContext) -> pb.EvaluateStepResponse:
+        self._enter(context)
         try:
             return self.evaluate(request)
+        except OverLimit as exc:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            raise  # abort raises; this only satisfies the type checker
         except RequestError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # abort raises; this only satisfies the type checker
+        finally:
+            self._leave()
 
     def EvaluateSession(
         self, request_iterator: Iterator[pb.EvaluateStepRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.EvaluateStepResponse]:
-        for i, request in enumerate(request_iterator):
-            try:
-                yield self.evaluate(request)
-            except RequestError as exc:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request {i}: {exc}")
-                raise
+        self._enter(context)  # a session holds its slot (and its worker thread) while it is open
+        try:
+            for i, request in enumerate(request_iterator):
+                try:
+                    yield self.evaluate(request)
+                except OverLimit as exc:
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request {i}: {exc}")
+                    raise
+                except RequestError as exc:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request {i}: {exc}")
+                    raise
+        finally:
+            self._leave()
 
 
-def add_evaluation_service(server: grpc.Server, guard: Guard | None = None) -> None:
+def add_evaluation_service(
+    server: grpc.Server, guard: Guard | None = None, limits: ServiceLimits | None = None
+) -> EvaluationServicer:
     """Host ``otel_agent_eval.v1.EvaluationService`` on ``server``, backed by ``guard`` (a default
-    :class:`Guard`, the built-in evaluators and no tools, when none is given). Call before ``server.start()``."""
-    pb_grpc.add_EvaluationServiceServicer_to_server(EvaluationServicer(guard), server)  # type: ignore[no-untyped-call]
+    :class:`Guard`, the built-in evaluators and no tools, when none is given), within ``limits`` (none by
+    default). Call before ``server.start()``; returns the servicer."""
+    servicer = EvaluationServicer(guard, limits)
+    pb_grpc.add_EvaluationServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    return servicer
