@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..ingest.span_record import records_from_request
 from ..output import BadInput
 from ..tree import render_trace
+from .security import StartupError
 from .server import Processor, ServeConfig
 from .store import Store
 
@@ -144,7 +145,12 @@ def _downstream_default() -> str | None:
 )
 @click.option("--workers", type=int, default=2, help="Evaluation threads.")
 @click.option("--max-payload-bytes", type=int, default=16 * 1024 * 1024, help="Largest request accepted.")
-@click.option("--bearer-token", default=None, help="Require 'Authorization: Bearer TOKEN' from clients.")
+@click.option(
+    "--bearer-token",
+    default=None,
+    help="Require 'Authorization: Bearer TOKEN' on every gRPC method (OTLP Export and the evaluation service) "
+    "and on POST /v1/traces; /metrics, /healthz and /readyz stay open.",
+)
 @click.option(
     "--tls-cert",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -152,6 +158,25 @@ def _downstream_default() -> str | None:
     help="PEM certificate for the gRPC receiver (with --tls-key).",
 )
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PEM private key.")
+@click.option(
+    "--service-max-concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    help="Evaluation service calls (and open sessions) at once; beyond, RESOURCE_EXHAUSTED at once. They have "
+    "gRPC threads of their own: OTLP ingestion is never starved by them.",
+)
+@click.option(
+    "--service-max-messages",
+    type=click.IntRange(min=1),
+    default=5_000,
+    help="Messages of history in one evaluation service request at most (RESOURCE_EXHAUSTED beyond).",
+)
+@click.option(
+    "--service-max-request-bytes",
+    type=click.IntRange(min=1),
+    default=4 * 1024 * 1024,
+    help="Bytes of one evaluation service request at most (RESOURCE_EXHAUSTED beyond).",
+)
 @click.option(
     "--policy-pack",
     "policy_packs",
@@ -219,9 +244,19 @@ def serve(log_level: str, downstream_headers: tuple[str, ...], **settings: Any) 
     for key in ("grpc_endpoint", "http_endpoint", "metrics_endpoint"):
         settings[key] = settings[key] or None
     config = ServeConfig(downstream_headers=headers, **settings)
+    umask = os.umask(0o077)  # what serve writes (its data directory holds whole conversations) is private
+    try:
+        _serve(config)
+    finally:
+        os.umask(umask)
+
+
+def _serve(config: ServeConfig) -> None:
     try:
         processor = Processor(config)
     except InputError as exc:
+        raise BadInput(str(exc)) from None
+    except StartupError as exc:  # names the flag, the file or the address
         raise BadInput(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot start: {exc}") from None

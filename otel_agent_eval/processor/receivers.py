@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from ..otlp_json import request_from_json
 from .pipeline import Backpressure
+from .security import BearerTokenInterceptor, check_endpoint, listen_failure
 from .validation import InvalidRequest
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,10 @@ class GrpcReceiver:
         self._token = bearer_token
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-eval-grpc"),
-            options=[("grpc.max_receive_message_length", max_bytes)],
+            # The token guards every method on this server (the evaluation service too), before its handler.
+            interceptors=[BearerTokenInterceptor(bearer_token)] if bearer_token else None,
+            # No SO_REUSEPORT: a second serve on the same port is refused, not handed half the connections.
+            options=[("grpc.max_receive_message_length", max_bytes), ("grpc.so_reuseport", 0)],
         )
         handler = grpc.unary_unary_rpc_method_handler(
             self._export,
@@ -63,13 +67,16 @@ class GrpcReceiver:
             response_serializer=ExportTraceServiceResponse.SerializeToString,
         )
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
-        if tls is not None:
-            credentials = grpc.ssl_server_credentials([(tls[1], tls[0])])
-            self.port = self.server.add_secure_port(endpoint, credentials)
-        else:
-            self.port = self.server.add_insecure_port(endpoint)
+        try:
+            if tls is not None:
+                credentials = grpc.ssl_server_credentials([(tls[1], tls[0])])
+                self.port = self.server.add_secure_port(endpoint, credentials)
+            else:
+                self.port = self.server.add_insecure_port(endpoint)
+        except RuntimeError:  # gRPC's "Failed to bind": the probe finds the system's reason
+            self.port = 0
         if not self.port:
-            raise OSError(f"cannot listen for OTLP/gRPC on {endpoint}")
+            raise listen_failure("OTLP/gRPC", *check_endpoint(endpoint, "--grpc-endpoint"))
         self.endpoint = endpoint.rsplit(":", 1)[0] + f":{self.port}"
 
     def _export(self, raw: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -16,6 +17,15 @@ from .export import OutboxExporter, sender_for
 from .metrics import ProcessorMetrics
 from .pipeline import Pipeline
 from .receivers import GrpcReceiver, HttpReceiver
+from .security import (
+    DataDirLock,
+    StartupError,
+    check_downstream,
+    check_endpoint,
+    listen_failure,
+    load_tls,
+    prepare_data_dir,
+)
 from .store import Store
 
 logger = logging.getLogger(__name__)
@@ -42,6 +52,14 @@ class ServeConfig:
     bearer_token: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    service_max_concurrency: int = 4
+    """Evaluation service calls (``EvaluateStep``, open ``EvaluateSession`` streams) at once; beyond it a call is
+    refused at once with ``RESOURCE_EXHAUSTED``. They run on gRPC worker threads of their own, beside OTLP
+    ``Export``'s, so ingestion is never starved by evaluations."""
+    service_max_messages: int = 5_000
+    """Messages of history in one evaluation service request at most (``RESOURCE_EXHAUSTED`` beyond)."""
+    service_max_request_bytes: int = 4 * 1024 * 1024
+    """Bytes of one evaluation service request at most (``RESOURCE_EXHAUSTED`` beyond)."""
     policy_packs: tuple[Path, ...] = ()
     pack: str = "auto"
     calibration: Path | None = Path("builtin")
@@ -56,9 +74,38 @@ class ServeConfig:
     metrics_otlp_endpoint: str | None = None
 
 
-def _host_port(endpoint: str) -> tuple[str, int]:
-    host, _, port = endpoint.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
+OTLP_GRPC_WORKERS = 8
+"""gRPC worker threads for OTLP ``Export``; the evaluation service has ``service_max_concurrency`` more."""
+
+
+def check_config(config: ServeConfig) -> tuple[bytes, bytes] | None:
+    """Everything a setting can get wrong, before anything is opened or bound (:class:`StartupError` naming
+    the flag or the file); the TLS certificate and key, read."""
+    for flag, endpoint in (
+        ("--grpc-endpoint", config.grpc_endpoint),
+        ("--http-endpoint", config.http_endpoint),
+        ("--metrics-endpoint", config.metrics_endpoint),
+    ):
+        if endpoint:
+            check_endpoint(endpoint, flag)
+    if config.downstream:
+        check_downstream(config.downstream)
+    for flag, value in (
+        ("--service-max-concurrency", config.service_max_concurrency),
+        ("--service-max-messages", config.service_max_messages),
+        ("--service-max-request-bytes", config.service_max_request_bytes),
+    ):
+        if value < 1:
+            raise StartupError(f"{flag} {value}: must be at least 1")
+    return load_tls(config.tls_cert, config.tls_key)
+
+
+def _http_receiver(what: str, endpoint: str, flag: str, *args: Any, **kwargs: Any) -> HttpReceiver:
+    host, port = check_endpoint(endpoint, flag)
+    try:
+        return HttpReceiver(host, port, *args, **kwargs)
+    except OSError:
+        raise listen_failure(what, host, port) from None
 
 
 class Processor:
@@ -67,6 +114,9 @@ class Processor:
 
         self.config = config
         self._ready = False
+        tls = check_config(config)
+        prepare_data_dir(config.data_dir)  # 0700, its files 0600
+        self._lock = DataDirLock(config.data_dir)  # one processor per data directory
         self.store = Store(config.data_dir / "agent-eval.sqlite")
         self.registry = CollectorRegistry()  # one per processor: several can run in one process (tests)
         readers: list[MetricReader] = [PrometheusMetricReader(registry=self.registry)]
@@ -113,9 +163,6 @@ class Processor:
             if config.downstream
             else None
         )
-        tls = None
-        if config.tls_cert and config.tls_key:
-            tls = (config.tls_cert.read_bytes(), config.tls_key.read_bytes())
         self.grpc = (
             GrpcReceiver(
                 config.grpc_endpoint,
@@ -123,6 +170,7 @@ class Processor:
                 max_bytes=config.max_payload_bytes,
                 bearer_token=config.bearer_token,
                 tls=tls,
+                workers=OTLP_GRPC_WORKERS + config.service_max_concurrency,
             )
             if config.grpc_endpoint
             else None
@@ -130,22 +178,33 @@ class Processor:
         if self.grpc is not None:
             # The in-loop evaluation service (otel_agent_eval.v1.EvaluationService) on the same port, judging
             # with the same engine and policy packs as the processor.
+            # Its calls are bounded (service_max_concurrency, on threads of their own), and the bearer token
+            # guards them as it guards Export.
             from ..hook import Guard
-            from ..hook.service import add_evaluation_service
+            from ..hook.service import ServiceLimits, add_evaluation_service
 
-            add_evaluation_service(self.grpc.server, Guard(engine=self.engine))
+            limits = ServiceLimits(
+                max_concurrency=config.service_max_concurrency,
+                max_messages=config.service_max_messages,
+                max_request_bytes=config.service_max_request_bytes,
+            )
+            add_evaluation_service(self.grpc.server, Guard(engine=self.engine), limits)
         self.http = None
         if config.http_endpoint:
-            host, port = _host_port(config.http_endpoint)
-            self.http = HttpReceiver(
-                host, port, self.pipeline.receive, max_bytes=config.max_payload_bytes, bearer_token=config.bearer_token
+            self.http = _http_receiver(
+                "OTLP/HTTP",
+                config.http_endpoint,
+                "--http-endpoint",
+                self.pipeline.receive,
+                max_bytes=config.max_payload_bytes,
+                bearer_token=config.bearer_token,
             )
         self.admin = None
-        if config.metrics_endpoint:
-            host, port = _host_port(config.metrics_endpoint)
-            self.admin = HttpReceiver(
-                host,
-                port,
+        if config.metrics_endpoint:  # /metrics, /healthz, /readyz: open (no token), plaintext, take no data
+            self.admin = _http_receiver(
+                "metrics",
+                config.metrics_endpoint,
+                "--metrics-endpoint",
                 None,
                 metrics=lambda: (generate_latest(self.registry), CONTENT_TYPE_LATEST),
                 ready=lambda: self._ready,
@@ -183,3 +242,4 @@ class Processor:
             self.admin.stop()
         self.metrics.shutdown()
         self.store.close()
+        self._lock.release()
