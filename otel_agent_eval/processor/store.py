@@ -4,7 +4,10 @@
   trace in it has been evaluated and handed on. After a crash (even ``kill -9``) the inbox is read again, so a
   span acknowledged to a client is never lost.
 * ``outbox``: labelled requests waiting for the downstream; deleted only when the downstream accepted them,
-  so an outage or a restart loses nothing.
+  so an outage or a restart loses nothing. ``attempts``: how many times each was sent and not taken.
+* ``deadletter``: requests the downstream refused for good (bad data, too large even alone), moved out of the
+  outbox so that they block nothing: the payload, when, the status code, the downstream, its (truncated) status
+  message and the trace ids, for ``otel-agent-eval deadletter list`` / ``replay`` / ``purge``.
 * ``traces``: the embedded trace store used when there is no downstream: each evaluated trace with its outcome,
   failure modes and labelled spans, for ``otel-agent-eval traces`` / ``show`` / ``report``.
 
@@ -30,11 +33,39 @@ CREATE TABLE IF NOT EXISTS inbox_traces (inbox_id INTEGER NOT NULL, trace_id BLO
 CREATE INDEX IF NOT EXISTS inbox_traces_by_trace ON inbox_traces (trace_id);
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, queued REAL NOT NULL, spans INTEGER NOT NULL,
                                    attempts INTEGER NOT NULL DEFAULT 0, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS deadletter (id INTEGER PRIMARY KEY, failed REAL NOT NULL, queued REAL NOT NULL,
+                                       reason TEXT NOT NULL, code INTEGER NOT NULL, downstream TEXT NOT NULL,
+                                       message TEXT NOT NULL, attempts INTEGER NOT NULL, spans INTEGER NOT NULL,
+                                       trace_ids TEXT NOT NULL, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS traces (trace_id TEXT PRIMARY KEY, evaluated REAL NOT NULL, agent TEXT,
                                    outcome TEXT, failure_score REAL, failures INTEGER, modes TEXT,
                                    result TEXT NOT NULL, spans BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS traces_by_time ON traces (evaluated);
 """
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    payload: bytes  # an ExportTraceServiceRequest, serialized
+    spans: int
+    attempts: int  # sent and not taken, so far
+    queued: float
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    failed: float  # when it was refused for good (Unix time)
+    queued: float  # when it entered the outbox
+    reason: str  # the status code's name: INVALID_ARGUMENT, INTERNAL, RESOURCE_EXHAUSTED, HTTP_400, ...
+    code: int  # the gRPC status code's number, or the HTTP status
+    downstream: str
+    message: str  # the downstream's status message, truncated
+    attempts: int
+    spans: int
+    trace_ids: list[str]
+    size: int  # bytes of the payload
 
 
 @dataclass(frozen=True)
@@ -138,6 +169,104 @@ class Store:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
+    def outbox_batch(self, max_requests: int, max_bytes: int) -> list[OutboxRow]:
+        """The oldest queued requests, in order, as many as fit in ``max_requests`` and ``max_bytes`` together;
+        the oldest one alone when it is larger than ``max_bytes`` (it is sent on its own)."""
+        with self._lock:
+            sizes = self._db.execute(
+                "SELECT id, length(payload) FROM outbox ORDER BY id LIMIT ?", (max(max_requests, 1),)
+            ).fetchall()
+            ids: list[int] = []
+            total = 0
+            for row_id, size in sizes:
+                if ids and total + int(size) > max_bytes:
+                    break
+                ids.append(int(row_id))
+                total += int(size)
+            if not ids:
+                return []
+            rows = self._db.execute(
+                f"SELECT id, payload, spans, attempts, queued FROM outbox WHERE id IN ({','.join('?' * len(ids))}) "
+                "ORDER BY id",
+                ids,
+            ).fetchall()
+        return [OutboxRow(int(i), bytes(p), int(n), int(a), float(q)) for i, p, n, a, q in rows]
+
+    # --- dead letters ----------------------------------------------------------------------------------------
+
+    def deadletter_add(
+        self, row: OutboxRow, *, reason: str, code: int, downstream: str, message: str, trace_ids: list[str]
+    ) -> int:
+        """Move a request from the outbox to the dead letters (one transaction: it is in exactly one of them)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            cur = self._db.execute(
+                "INSERT INTO deadletter (failed, queued, reason, code, downstream, message, attempts, spans, "
+                "trace_ids, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    time.time(),
+                    row.queued,
+                    reason,
+                    code,
+                    downstream,
+                    message,
+                    row.attempts,
+                    row.spans,
+                    json.dumps(trace_ids),
+                    row.payload,
+                ),
+            )
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (row.id,))
+            self._db.execute("COMMIT")
+            return int(cur.lastrowid or 0)
+
+    def deadletters(self, ids: list[int] | None = None) -> list[DeadLetter]:
+        """The dead letters (all, or these), oldest first; without their payloads."""
+        where, args = _ids_clause(ids)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, failed, queued, reason, code, downstream, message, attempts, spans, trace_ids, "
+                f"length(payload) FROM deadletter{where} ORDER BY id",
+                args,
+            ).fetchall()
+        return [
+            DeadLetter(int(i), float(f), float(q), r, int(c), d, m, int(a), int(n), json.loads(t), int(size))
+            for i, f, q, r, c, d, m, a, n, t, size in rows
+        ]
+
+    def deadletter_payload(self, dead_id: int) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT payload FROM deadletter WHERE id = ?", (dead_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def deadletter_replay(self, ids: list[int] | None = None) -> int:
+        """Move dead letters (all, or these) back to the outbox, at its end, attempts from 0. Returns how many."""
+        where, args = _ids_clause(ids)
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                f"INSERT INTO outbox (queued, spans, payload) SELECT ?, spans, payload FROM deadletter{where} "
+                "ORDER BY id",
+                (time.time(), *args),
+            )
+            moved = self._db.execute(f"DELETE FROM deadletter{where}", args).rowcount
+            self._db.execute("COMMIT")
+        return int(moved)
+
+    def deadletter_purge(self, ids: list[int] | None = None, older_than: float | None = None) -> int:
+        """Delete dead letters: these, or all, or (``older_than`` seconds) those refused longer ago than that."""
+        where, ids_args = _ids_clause(ids)
+        args: tuple[float, ...] = ids_args
+        if older_than is not None:
+            where += (" AND" if where else " WHERE") + " failed < ?"
+            args = (*args, time.time() - older_than)
+        with self._lock:
+            return int(self._db.execute(f"DELETE FROM deadletter{where}", args).rowcount)
+
+    def deadletter_size(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM deadletter").fetchone()[0])
+
     # --- the embedded trace store ----------------------------------------------------------------------------
 
     def save_trace(self, trace_id: str, agent: str | None, results: list[dict[str, Any]], spans: bytes) -> None:
@@ -187,6 +316,12 @@ class Store:
             rows = self._db.execute("SELECT result FROM traces ORDER BY evaluated").fetchall()
         for (result,) in rows:
             yield from json.loads(result)
+
+
+def _ids_clause(ids: list[int] | None) -> tuple[str, tuple[int, ...]]:
+    if ids is None:
+        return "", ()
+    return f" WHERE id IN ({','.join('?' * len(ids))})", tuple(ids)
 
 
 def _worst(values: Any, order: tuple[str, ...]) -> str | None:
