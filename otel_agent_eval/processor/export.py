@@ -1,25 +1,177 @@
 """Hands labelled traces on to the downstream (a Collector, Jaeger, Tempo, Phoenix) from the on-disk outbox.
 
-Requests leave the outbox only once the downstream accepted them: during an outage they wait on disk, retried
-with exponential backoff, and a restart picks them up again. OTLP/gRPC (``grpc://host:port``) and OTLP/HTTP
-protobuf (``http(s)://host:port/v1/traces``).
+Requests leave the outbox only once the downstream accepted them, or refused them for good. OTLP/gRPC
+(``grpc://host:port``) and OTLP/HTTP protobuf (``http(s)://host:port/v1/traces``).
+
+* **Batches** are built from the outbox head, in order, up to ``max_requests`` requests and ``max_bytes`` bytes
+  (4 MB by default: below gRPC's default 4 MiB receive limit); a request larger than that goes alone.
+* **Transient refusals** (what OTLP says to retry: gRPC ``CANCELLED``, ``DEADLINE_EXCEEDED``, ``ABORTED``,
+  ``OUT_OF_RANGE``, ``UNAVAILABLE``, ``DATA_LOSS``, ``RESOURCE_EXHAUSTED`` with ``RetryInfo``; HTTP 429, 502, 503,
+  504; no connection, no answer) keep the batch on disk, retried with capped exponential backoff and full jitter,
+  or after the ``Retry-After`` / ``RetryInfo`` delay the downstream asked for. Nothing is ever dropped for them.
+* **Other refusals** (``INVALID_ARGUMENT``, ``INTERNAL`` -- a Collector's answer to a request it cannot
+  unmarshal --, ``RESOURCE_EXHAUSTED`` without ``RetryInfo`` -- over its size limit --, HTTP 400, 413 and every
+  other 4xx / 5xx) say something is wrong with the data, or with the downstream itself. An empty export tells
+  which: refused too, the downstream refuses everything (a bad token or address, say): the batch is held and
+  retried as for a transient refusal, logged at ERROR, since moving the whole outbox aside would help no one.
+  Accepted, the refusal is about the data: the batch is split in halves, and halves again, until the requests
+  that are refused alone are found; each moves to the dead letters (the store's ``deadletter`` table, counted in
+  ``agent_eval_deadletters_total{reason}``, logged at WARNING), and the rest flows on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import email.utils
+import http.client
+import json
 import logging
+import random
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from .metrics import ProcessorMetrics
-from .store import Store
+from .store import OutboxRow, Store
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 4_000_000  # gRPC's default receive limit is 4 MiB (4,194,304 bytes)
+DEFAULT_MAX_REQUESTS = 64
+MESSAGE_CHARS = 200  # of a downstream's status message, kept and logged (never span content of ours)
+
+# OTLP/gRPC: the codes a client should retry (RESOURCE_EXHAUSTED only with RetryInfo); OTLP/HTTP: the statuses.
+RETRYABLE_GRPC = frozenset(
+    {
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the downstream did not take an export."""
+
+    retryable: bool
+    reason: str  # the status code's name (UNAVAILABLE, INVALID_ARGUMENT, HTTP_400), or the error's type
+    code: int  # the gRPC status code's number, the HTTP status, or -1 (no answer)
+    message: str  # the downstream's status message, truncated
+    retry_after: float | None = None  # seconds the downstream asked to wait (Retry-After, RetryInfo)
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}" if self.message else self.reason
+
+
+def classify(exc: BaseException) -> Refusal:
+    """What a failed send means, by the OTLP specification's retry rules."""
+    if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
+        code = exc.code()
+        message = _short(exc.details() or "")
+        retry_after = _retry_info(exc.trailing_metadata())
+        if code is None:
+            return Refusal(True, type(exc).__name__, -1, message)
+        number = int(code.value[0])
+        retryable = code in RETRYABLE_GRPC or (code is grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after is not None)
+        return Refusal(retryable, code.name, number, message, retry_after)
+    if isinstance(exc, urllib.error.HTTPError):
+        body = b""
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            body = exc.read()
+        return Refusal(
+            exc.code in RETRYABLE_HTTP,
+            f"HTTP_{exc.code}",
+            exc.code,
+            _short(_http_message(body, exc.headers.get("Content-Type") or "") or str(exc.reason or "")),
+            _retry_after(exc.headers.get("Retry-After")),
+        )
+    if isinstance(exc, urllib.error.URLError):  # no connection: retried (the reason is an OSError, say)
+        reason = exc.reason
+        name = type(reason).__name__ if isinstance(reason, BaseException) else "URLError"
+        return Refusal(True, name, -1, _short(str(reason)))
+    # A connection reset, a timeout, an answer cut short (http.client), or anything else: retried, never dropped.
+    return Refusal(True, type(exc).__name__, -1, _short(str(exc)))
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
+
+
+def _http_message(body: bytes, content_type: str) -> str:
+    """The message of an OTLP/HTTP failure: a google.rpc.Status (protobuf or JSON), or plain text."""
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == "application/x-protobuf":
+        try:
+            return str(status_pb2.Status.FromString(body).message)
+        except DecodeError:
+            return ""
+    if kind == "application/json":
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return ""
+        return str(data.get("message", "")) if isinstance(data, dict) else ""
+    return body.decode("utf-8", "replace")
+
+
+def _retry_info(metadata: object) -> float | None:
+    """The delay of a google.rpc.RetryInfo in a gRPC status's details (``grpc-status-details-bin``)."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:
+            return None
+        for detail in status.details:
+            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                info = error_details_pb2.RetryInfo()
+                detail.Unpack(info)
+                delay = float(info.retry_delay.seconds) + float(info.retry_delay.nanos) / 1e9
+                return max(delay, 0.0)
+    return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """An HTTP Retry-After: seconds, or a date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def display(downstream: str) -> str:
+    """The downstream's address as logged and kept: without a user or password."""
+    url = urlparse(downstream if "://" in downstream else f"grpc://{downstream}")
+    if url.username is None and url.password is None:
+        return downstream
+    host = url.hostname or ""
+    return url._replace(netloc=host + (f":{url.port}" if url.port else "")).geturl()
 
 
 def sender_for(
@@ -43,7 +195,7 @@ def sender_for(
         metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
 
         def send_grpc(payload: bytes) -> None:
-            export(payload, timeout=timeout, metadata=metadata)
+            _partial_success(downstream, export(payload, timeout=timeout, metadata=metadata))
 
         return send_grpc
     if url.scheme in ("http", "https"):
@@ -57,14 +209,33 @@ def sender_for(
                 headers={"Content-Type": "application/x-protobuf", **(headers or {})},
             )
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                response.read()
+                body = response.read()
+                if (response.headers.get("Content-Type") or "").startswith("application/x-protobuf"):
+                    _partial_success(downstream, body)
 
         return send_http
     raise ValueError(f"downstream {downstream!r}: use grpc://HOST:PORT, http://HOST:PORT or https://HOST:PORT")
 
 
+def _partial_success(downstream: str, raw: object) -> None:
+    """A partial success is not retried (OTLP): what the downstream rejected is logged."""
+    if not isinstance(raw, bytes) or not raw:
+        return
+    try:
+        partial = ExportTraceServiceResponse.FromString(raw).partial_success
+    except DecodeError:
+        return
+    if partial.rejected_spans or partial.error_message:
+        logger.warning(
+            "downstream %s took the export but rejected %d spans: %s",
+            display(downstream),
+            partial.rejected_spans,
+            _short(partial.error_message) or "(no message)",
+        )
+
+
 class OutboxExporter:
-    """A thread that empties the outbox into the downstream, in order, with backoff on failure."""
+    """A thread that empties the outbox into the downstream, in order, in batches; one request never blocks it."""
 
     def __init__(
         self,
@@ -72,16 +243,32 @@ class OutboxExporter:
         send: Callable[[bytes], None],
         metrics: ProcessorMetrics,
         *,
-        batch: int = 64,
+        downstream: str = "the downstream",
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         min_backoff: float = 0.2,
         max_backoff: float = 30.0,
+        rng: random.Random | None = None,
     ) -> None:
+        if max_requests < 1:
+            raise ValueError(f"--export-max-requests {max_requests}: must be at least 1")
+        if max_bytes < 1:
+            raise ValueError(f"--export-max-bytes {max_bytes}: must be at least 1")
+        if not 0 < min_backoff <= max_backoff:
+            raise ValueError(
+                f"--export-min-backoff {min_backoff}, --export-max-backoff {max_backoff}: the minimum must be over 0 "
+                "and at most the maximum"
+            )
         self.store = store
         self.send = send
         self.metrics = metrics
-        self.batch = batch
+        self.downstream = display(downstream)
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
+        self.retry_in = min_backoff  # how long to wait after a flush that left requests held
+        self._random = rng or random.Random()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -94,40 +281,106 @@ class OutboxExporter:
         self._wake.set()
 
     def _run(self) -> None:
-        backoff = self.min_backoff
         while not self._stop.is_set():
             if self.flush_once():
-                backoff = self.min_backoff
                 if not self.store.outbox_size():
                     self._wake.wait(0.05)
                     self._wake.clear()
             else:
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+                self._stop.wait(self.retry_in)
 
     def flush_once(self) -> bool:
-        """Send what is queued, oldest first, up to ``batch`` requests in one export; False when the downstream
-        does not take it (the requests stay queued)."""
-        rows = self.store.outbox_peek(self.batch)
+        """Send one batch from the outbox head. False when some of it is held (a transient refusal, or a
+        downstream refusing everything): it stays queued, to be tried again after :attr:`retry_in` seconds."""
+        rows = self.store.outbox_batch(self.max_requests, self.max_bytes)
         if not rows:
             return True
-        ids = [row_id for row_id, _, _ in rows]
+        return self._deliver(rows, probed=False)
+
+    def _deliver(self, rows: list[OutboxRow], *, probed: bool) -> bool:
         # Serialized requests concatenated are one request with all their spans (protobuf merges repeated fields).
-        payload = b"".join(payload for _, payload, _ in rows)
         try:
-            self.send(payload)
-        except (grpc.RpcError, urllib.error.URLError, OSError, ValueError) as exc:
-            self.metrics.export_failures.add(1)
-            self.store.outbox_failed(ids)
-            logger.warning(
-                "downstream refused or unreachable (%s); %d requests wait on disk",
-                type(exc).__name__,
+            self.send(b"".join(row.payload for row in rows))
+        except Exception as exc:  # every failure is classified; none loses a request
+            refusal = classify(exc)
+        else:
+            self.store.outbox_done([row.id for row in rows])
+            self.metrics.spans_exported.add(sum(row.spans for row in rows))
+            return True
+        self.metrics.export_failures.add(1)
+        if refusal.retryable:
+            return self._hold(rows, refusal)
+        if not probed:
+            # Is it the data, or does the downstream refuse everything now? An empty export tells.
+            refused_too = self._probe()
+            if refused_too is not None:
+                return self._hold(rows, refusal, everything=None if refused_too.retryable else refused_too)
+        if len(rows) > 1:  # find the request(s) refused alone; the others go on, in order
+            half = len(rows) // 2
+            return self._deliver(rows[:half], probed=True) and self._deliver(rows[half:], probed=True)
+        self._dead_letter(rows[0], refusal)
+        return True
+
+    def _probe(self) -> Refusal | None:
+        try:
+            self.send(ExportTraceServiceRequest().SerializeToString())
+        except Exception as exc:
+            return classify(exc)
+        return None
+
+    def _hold(self, rows: list[OutboxRow], refusal: Refusal, everything: Refusal | None = None) -> bool:
+        self.store.outbox_failed([row.id for row in rows])
+        attempt = rows[0].attempts + 1  # of the oldest request, counted on disk (across restarts)
+        if refusal.retry_after is not None:
+            self.retry_in = min(refusal.retry_after, self.max_backoff)
+            how = f"as asked, in {self.retry_in:.1f} s"
+        else:  # capped exponential backoff, full jitter
+            cap = min(self.max_backoff, self.min_backoff * 2 ** min(attempt - 1, 60))
+            self.retry_in = self._random.uniform(0, cap)
+            how = f"in {self.retry_in:.1f} s"
+        if everything is not None:
+            logger.error(
+                "downstream %s refuses every export, even an empty one (%s; the batch: %s): check --downstream "
+                "and --downstream-header; attempt %d of the oldest request, retrying %s; %d requests wait on disk",
+                self.downstream,
+                everything,
+                refusal,
+                attempt,
+                how,
                 self.store.outbox_size(),
             )
-            return False
-        self.store.outbox_done(ids)
-        self.metrics.spans_exported.add(sum(spans for _, _, spans in rows))
-        return True
+        else:
+            logger.warning(
+                "downstream %s did not take %d request(s) (%s); attempt %d of the oldest, retrying %s; "
+                "%d requests wait on disk",
+                self.downstream,
+                len(rows),
+                refusal,
+                attempt,
+                how,
+                self.store.outbox_size(),
+            )
+        return False
+
+    def _dead_letter(self, row: OutboxRow, refusal: Refusal) -> None:
+        trace_ids = trace_ids_of(row.payload)
+        self.store.deadletter_add(
+            dataclasses.replace(row, attempts=row.attempts + 1),
+            reason=refusal.reason,
+            code=refusal.code,
+            downstream=self.downstream,
+            message=refusal.message,
+            trace_ids=trace_ids,
+        )
+        self.metrics.deadletters.add(1, {"reason": refusal.reason})
+        logger.warning(
+            "downstream %s refused a request for good (%s): its %d spans, trace(s) %s, moved to the dead letters "
+            "(otel-agent-eval deadletter list); the rest goes on",
+            self.downstream,
+            refusal,
+            row.spans,
+            ", ".join(trace_ids) or "-",
+        )
 
     def stop(self, drain_seconds: float = 10.0) -> None:
         """Stop, after trying for up to ``drain_seconds`` to empty the outbox (what remains stays on disk)."""
@@ -141,6 +394,20 @@ class OutboxExporter:
         try:
             while self.store.outbox_size() and not deadline.is_set():
                 if not self.flush_once():
-                    deadline.wait(self.min_backoff)
+                    deadline.wait(self.retry_in)
         finally:
             timer.cancel()
+
+
+def trace_ids_of(payload: bytes) -> list[str]:
+    """The trace ids of a serialized request, in hex, each once, in order."""
+    try:
+        request = ExportTraceServiceRequest.FromString(payload)
+    except DecodeError:
+        return []
+    seen: dict[str, None] = {}
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                seen.setdefault(span.trace_id.hex(), None)
+    return list(seen)

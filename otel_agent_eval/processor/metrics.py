@@ -50,6 +50,10 @@ class ProcessorMetrics:
         self.export_failures = meter.create_counter(
             "agent_eval.export.failures", description="Failed attempts to deliver to the downstream."
         )
+        self.deadletters = meter.create_counter(
+            "agent_eval.deadletters",
+            description="Requests the downstream refused for good, moved to the dead letters, by status code (reason).",
+        )
         self.released_early = meter.create_counter(
             "agent_eval.traces.released_early", description="Traces evaluated before complete, at a memory limit."
         )
