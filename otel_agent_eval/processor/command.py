@@ -216,6 +216,32 @@ def _downstream_default() -> str | None:
     help="On SIGTERM, how long to keep delivering the outbox (the rest stays on disk for the next start).",
 )
 @click.option(
+    "--export-max-bytes",
+    type=click.IntRange(min=1),
+    default=4_000_000,
+    help="Bytes of one export to the downstream at most (below gRPC's default 4 MiB receive limit); a request "
+    "larger than that is sent alone. Refused as too large (RESOURCE_EXHAUSTED, 413), a batch is split in halves.",
+)
+@click.option(
+    "--export-max-requests",
+    type=click.IntRange(min=1),
+    default=64,
+    help="Outbox requests (one trace each) in one export at most.",
+)
+@click.option(
+    "--export-min-backoff",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.2,
+    help="Seconds before the first retry of a transient refusal (UNAVAILABLE, 503, no connection); each retry "
+    "doubles it, up to --export-max-backoff, with full jitter.",
+)
+@click.option(
+    "--export-max-backoff",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    help="Seconds between retries at most (also caps a Retry-After / RetryInfo delay the downstream asks for).",
+)
+@click.option(
     "--evaluate/--no-evaluate",
     default=True,
     help="--no-evaluate: forward traces unchanged (a durable relay; the throughput benchmark's baseline).",

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from ..evaluate import Engine, PackLibrary
 from .agent_labels import DEFAULT_MAX_AGENTS, AgentLabels
 from .assembly import TraceAssembler
-from .export import OutboxExporter, sender_for
+from .export import DEFAULT_MAX_BYTES, DEFAULT_MAX_REQUESTS, OutboxExporter, sender_for
 from .metrics import ProcessorMetrics
 from .pipeline import Pipeline
 from .receivers import GrpcReceiver, HttpReceiver
@@ -70,6 +70,15 @@ class ServeConfig:
     agent_labels: tuple[str, ...] = ()
     """When given, the only agent names kept as ``agent`` label values (the rest: ``other``)."""
     drain_seconds: float = 10.0
+    export_max_bytes: int = DEFAULT_MAX_BYTES
+    """Bytes of one export to the downstream at most (a request larger than that is sent alone): below gRPC's
+    default 4 MiB receive limit."""
+    export_max_requests: int = DEFAULT_MAX_REQUESTS
+    """Outbox requests (one trace each) in one export at most."""
+    export_min_backoff: float = 0.2
+    export_max_backoff: float = 30.0
+    """Seconds between retries of a transient refusal: capped exponential backoff with full jitter, from the
+    minimum to the maximum (a Retry-After / RetryInfo delay is honoured up to the maximum)."""
     evaluate: bool = True
     metrics_otlp_endpoint: str | None = None
 
@@ -94,9 +103,16 @@ def check_config(config: ServeConfig) -> tuple[bytes, bytes] | None:
         ("--service-max-concurrency", config.service_max_concurrency),
         ("--service-max-messages", config.service_max_messages),
         ("--service-max-request-bytes", config.service_max_request_bytes),
+        ("--export-max-bytes", config.export_max_bytes),
+        ("--export-max-requests", config.export_max_requests),
     ):
         if value < 1:
             raise StartupError(f"{flag} {value}: must be at least 1")
+    if not 0 < config.export_min_backoff <= config.export_max_backoff:
+        raise StartupError(
+            f"--export-min-backoff {config.export_min_backoff}, --export-max-backoff {config.export_max_backoff}: "
+            "the minimum must be over 0 and at most the maximum"
+        )
     return load_tls(config.tls_cert, config.tls_key)
 
 
@@ -159,7 +175,16 @@ class Processor:
             early_interval=config.early_evaluation_interval,
         )
         self.exporter = (
-            OutboxExporter(self.store, sender_for(config.downstream, headers=config.downstream_headers), self.metrics)
+            OutboxExporter(
+                self.store,
+                sender_for(config.downstream, headers=config.downstream_headers),
+                self.metrics,
+                downstream=config.downstream,
+                max_requests=config.export_max_requests,
+                max_bytes=config.export_max_bytes,
+                min_backoff=config.export_min_backoff,
+                max_backoff=config.export_max_backoff,
+            )
             if config.downstream
             else None
         )
