@@ -30,6 +30,7 @@ from .model import AgentRun, ToolDefinition
 from .otlp_json import request_to_json
 from .output import BadInput, write_atomically
 from .processor.command import serve, show, traces
+from .processor.deadletter_cli import deadletter
 from .report.command import report
 from .tree import render_trace
 
@@ -287,6 +288,7 @@ main.add_command(calibrate)
 main.add_command(serve)
 main.add_command(traces)
 main.add_command(show)
+main.add_command(deadletter)
 
 
 if __name__ == "__main__":  # pragma: no cover
