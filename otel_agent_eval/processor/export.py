@@ -65,6 +65,7 @@ RETRYABLE_GRPC = frozenset(
     }
 )
 RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
+_USUAL_GRPC_REFUSALS = ("INVALID_ARGUMENT", "INTERNAL", "RESOURCE_EXHAUSTED")
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,11 @@ class OutboxExporter:
         self.max_backoff = max_backoff
         self.retry_in = min_backoff  # how long to wait after a flush that left requests held
         self._random = rng or random.Random()
+        # The usual reasons' series start at 0, so that the first dead letter is an increase (Prometheus' rate()
+        # sees nothing in a series whose first sample already counts it).
+        usual = ("HTTP_400", "HTTP_413") if self.downstream.startswith("http") else _USUAL_GRPC_REFUSALS
+        for reason in usual:
+            metrics.deadletters.add(0, {"reason": reason})
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
