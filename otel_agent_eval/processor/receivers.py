@@ -7,14 +7,16 @@ wrong content type 415, a missing or wrong bearer token ``UNAUTHENTICATED`` / 40
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import hmac
+import io
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import grpc
@@ -24,7 +26,22 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from ..otlp_json import request_from_json
+from .http_wire import (
+    PIECE,
+    BodyError,
+    BoundedHTTPServer,
+    DeadlineReader,
+    Stalled,
+    body_length,
+    content_coding,
+    decode_request,
+    has_body,
+    inflate,
+    linger,
+    raw_response,
+    read_body,
+    start_tls,
+)
 from .pipeline import Backpressure
 from .security import BearerTokenInterceptor, check_endpoint, listen_failure
 from .validation import InvalidRequest
@@ -106,7 +123,14 @@ class GrpcReceiver:
 
 
 class HttpReceiver:
-    """OTLP/HTTP on ``/v1/traces``; also serves ``/healthz``, ``/readyz`` and, if given, ``/metrics``."""
+    """OTLP/HTTP on ``/v1/traces``; also serves ``/healthz``, ``/readyz`` and, if given, ``/metrics``.
+
+    The body is read by :mod:`.http_wire`: ``Content-Length`` or chunked framing read strictly, the payload
+    limit applied as the body arrives and as it inflates (gzip, deflate), a request cut when it has not arrived
+    ``read_timeout`` seconds after its first byte (408), every bad request answered with a 4xx and a one-line
+    message. With ``ssl_context`` (:func:`.http_wire.tls_context` makes one from PEM files) it serves HTTPS
+    only. At most ``max_connections`` connections are served at once (beyond: 503, retryable).
+    """
 
     def __init__(
         self,
@@ -118,22 +142,117 @@ class HttpReceiver:
         bearer_token: str | None = None,
         metrics: Callable[[], tuple[bytes, str]] | None = None,
         ready: Callable[[], bool] = lambda: True,
+        ssl_context: ssl.SSLContext | None = None,
+        read_timeout: float = 10.0,
+        max_connections: int = 64,
     ) -> None:
+        if read_timeout <= 0 or max_connections < 1:
+            raise ValueError("read_timeout must be positive and max_connections at least 1")
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = read_timeout
+            server: BoundedHTTPServer
+            _reader: DeadlineReader
+            _unread_body = False  # the request has a body not read to its end: closing, after lingering
+            _plan: tuple[int | None, str, bool] | None = None
+            _answered = False  # a response was begun
 
             def log_message(self, format: str, *args: Any) -> None:  # access logs would carry no content, but are noise
                 return
 
-            def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            def setup(self) -> None:
+                if ssl_context is not None:
+                    self.request = start_tls(self.request, ssl_context, read_timeout)
+                super().setup()
+                self.rfile.close()
+                self._reader = DeadlineReader(self.connection, read_timeout, self.server.closing)
+                self.rfile = io.BufferedReader(self._reader, PIECE)
+                with self.server.readers_lock:
+                    self.server.readers.add(self._reader)
+
+            def finish(self) -> None:
+                try:
+                    super().finish()
+                finally:
+                    with self.server.readers_lock:
+                        self.server.readers.discard(self._reader)
+                    if self._unread_body:
+                        linger(self.connection)
+                    if ssl_context is not None:
+                        self.connection.close()  # the server closes the plain socket it accepted, not this one
+
+            def handle_one_request(self) -> None:
+                self._reader.begin()
+                self._unread_body = False
+                self._answered = False
+                self._plan = None
+                try:
+                    super().handle_one_request()
+                except Stalled:
+                    self.close_connection = True
+                    self._unread_body = True  # a trickle may go on: linger, so that the answer is not reset away
+                    with contextlib.suppress(OSError):
+                        self.wfile.write(raw_response(408, f"the request did not arrive within {read_timeout:g} s"))
+                except OSError:  # reset, broken pipe, TLS error: nobody to answer
+                    self.close_connection = True
+                    self._unread_body = False
+                except Exception:  # a bug of ours: logged, and the client still answered
+                    logger.exception("OTLP/HTTP request failed")
+                    self.close_connection = True
+                    if not self._answered:
+                        self._unread_body = True
+                        with contextlib.suppress(OSError):
+                            self.wfile.write(raw_response(500, "the receiver failed on this request"))
+
+            def handle_expect_100(self) -> bool:
+                if self.command == "POST":  # refused before the client sends the body it holds back
+                    self._unread_body = has_body(self.headers)
+                    try:
+                        self._plan = self._check()
+                    except BodyError as exc:
+                        self._refuse(exc)
+                        return False
+                return super().handle_expect_100()
+
+            def _send(
+                self,
+                code: int,
+                body: bytes,
+                content_type: str = "text/plain; charset=utf-8",
+                headers: dict[str, str] | None = None,
+            ) -> None:
+                self._answered = True
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                if self._unread_body:  # what follows would be read as a request
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _refuse(self, error: BodyError) -> None:
+                body = f"{error.message}\n".encode("utf-8", "backslashreplace")
+                self._send(error.status, body, headers=error.headers)
+
+            def _check(self) -> tuple[int | None, str, bool]:
+                """What is known from the headers: the body's length (``None``: chunked), its content coding,
+                whether it is JSON; :class:`BodyError` for a request refused before its body is read."""
+                if self.path != "/v1/traces" or receive is None:
+                    raise BodyError(404, "not found: POST OTLP traces to /v1/traces")
+                if not _token_ok(bearer_token, self.headers.get("Authorization")):
+                    raise BodyError(401, "missing or wrong bearer token")
+                length = body_length(self.headers, max_bytes, self.request_version)
+                coding = content_coding(self.headers)
+                content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+                if content_type not in ("application/x-protobuf", "application/json"):
+                    raise BodyError(415, "Content-Type must be application/x-protobuf or application/json")
+                return length, coding, content_type == "application/json"
+
             def do_GET(self) -> None:
+                self._unread_body = has_body(self.headers)
                 if self.path == "/healthz":
                     self._send(200, b"ok\n")
                 elif self.path == "/readyz":
@@ -146,50 +265,20 @@ class HttpReceiver:
                     self._send(404, b"not found\n")
 
             def do_POST(self) -> None:
-                if self.path != "/v1/traces" or receive is None:
-                    self._send(404, b"not found: POST OTLP traces to /v1/traces\n")
-                    return
-                if not _token_ok(bearer_token, self.headers.get("Authorization")):
-                    self._send(401, b"missing or wrong bearer token\n")
-                    return
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > max_bytes:
-                    self._send(413, f"payload of {length} bytes is over the limit of {max_bytes}\n".encode())
-                    self.close_connection = True
-                    return
-                raw = self.rfile.read(length)
-                if (self.headers.get("Content-Encoding") or "").lower() == "gzip":
-                    try:
-                        raw = gzip.decompress(raw)
-                    except OSError:
-                        self._send(400, b"Content-Encoding gzip, but the body is not gzip\n")
-                        return
-                    if len(raw) > max_bytes:
-                        self._send(413, f"decompressed payload is over the limit of {max_bytes} bytes\n".encode())
-                        return
-                content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+                self._unread_body = has_body(self.headers)
                 try:
-                    if content_type == "application/x-protobuf":
-                        request = ExportTraceServiceRequest.FromString(raw)
-                        payload: bytes | None = raw
-                    elif content_type == "application/json":
-                        request = request_from_json(raw.decode("utf-8"))
-                        payload = None
-                    else:
-                        self._send(415, b"Content-Type must be application/x-protobuf or application/json\n")
-                        return
-                except (DecodeError, ValueError, UnicodeDecodeError) as exc:
-                    self._send(400, f"not an OTLP ExportTraceServiceRequest: {exc}\n".encode())
+                    length, coding, as_json = self._plan or self._check()
+                    raw = inflate(read_body(self.rfile, length, max_bytes), coding, max_bytes)
+                    self._unread_body = False
+                    request, payload = decode_request(raw, as_json)
+                except BodyError as exc:
+                    self._refuse(exc)
                     return
+                assert receive is not None  # _check answered 404 otherwise
                 try:
                     receive(request, payload)
                 except Backpressure as exc:
-                    self.send_response(503)
-                    body = f"{exc}\n".encode()
-                    self.send_header("Retry-After", "1")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+                    self._send(503, f"{exc}\n".encode(), headers={"Retry-After": "1"})
                     return
                 except InvalidRequest as exc:
                     self._send(400, f"{exc}\n".encode())
@@ -198,21 +287,24 @@ class HttpReceiver:
                     logger.exception("could not take an export request")
                     self._send(503, b"the processor could not store the request; retry\n")
                     return
-                response = ExportTraceServiceResponse()
-                if content_type == "application/json":
+                if as_json:
                     self._send(200, json.dumps({}).encode(), "application/json")
                 else:
-                    self._send(200, response.SerializeToString(), "application/x-protobuf")
+                    self._send(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        self.server = BoundedHTTPServer(
+            (host, port), Handler, max_connections=max_connections, tls=ssl_context is not None
+        )
         self.port = self.server.server_address[1]
-        self.endpoint = f"{host}:{self.port}"  # the bound address (port 0 in the config picks a free one)
+        bound = f"[{host}]" if ":" in host else host
+        self.endpoint = f"{bound}:{self.port}"  # the bound address (port 0 in the config picks a free one)
         self._thread = threading.Thread(target=self.server.serve_forever, name="agent-eval-http", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop accepting; end idle connections; wait for the requests being received (bounded by the read
+        timeout)."""
         self.server.shutdown()
         self.server.server_close()
