@@ -350,12 +350,6 @@ def test_grpc_with_tls(tmp_path: Path, running: Callable[..., Processor]) -> Non
 
 
 def test_https_with_tls(tmp_path: Path, running: Callable[..., Processor]) -> None:
-    import inspect
-
-    from otel_agent_eval.processor.receivers import HttpReceiver
-
-    if "ssl_context" not in inspect.signature(HttpReceiver).parameters:  # TODO(tls): wired once it lands
-        pytest.skip("the HTTP receiver has no TLS parameter yet")
     cert, key = self_signed(tmp_path)
     processor = running(config(tmp_path, tls_cert=cert, tls_key=key, bearer_token=TOKEN))
     port = processor.http.port  # type: ignore[union-attr]

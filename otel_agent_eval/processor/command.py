@@ -155,7 +155,7 @@ def _downstream_default() -> str | None:
     "--tls-cert",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="PEM certificate for the gRPC receiver (with --tls-key).",
+    help="PEM certificate for the gRPC and HTTP receivers (with --tls-key): TLS on both, HTTPS only on HTTP.",
 )
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PEM private key.")
 @click.option(

@@ -14,6 +14,7 @@ from ..evaluate import Engine, PackLibrary
 from .agent_labels import DEFAULT_MAX_AGENTS, AgentLabels
 from .assembly import TraceAssembler
 from .export import DEFAULT_MAX_BYTES, DEFAULT_MAX_REQUESTS, OutboxExporter, sender_for
+from .http_wire import tls_context
 from .metrics import ProcessorMetrics
 from .pipeline import Pipeline
 from .receivers import GrpcReceiver, HttpReceiver
@@ -216,6 +217,9 @@ class Processor:
             add_evaluation_service(self.grpc.server, Guard(engine=self.engine), limits)
         self.http = None
         if config.http_endpoint:
+            https = None
+            if tls is not None and config.tls_cert is not None and config.tls_key is not None:
+                https = tls_context(config.tls_cert, config.tls_key)  # the gRPC receiver's certificate: HTTPS only
             self.http = _http_receiver(
                 "OTLP/HTTP",
                 config.http_endpoint,
@@ -223,6 +227,7 @@ class Processor:
                 self.pipeline.receive,
                 max_bytes=config.max_payload_bytes,
                 bearer_token=config.bearer_token,
+                ssl_context=https,
             )
         self.admin = None
         if config.metrics_endpoint:  # /metrics, /healthz, /readyz: open (no token), plaintext, take no data
