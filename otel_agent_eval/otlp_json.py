@@ -22,7 +22,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from .ingest.jsonfile import loads
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 # Bytes of each id: a trace id is 16 bytes (32 hex digits), a span id 8 (16 hex digits).
@@ -67,15 +70,31 @@ def request_to_json(request: ExportTraceServiceRequest) -> str:
 def request_from_json(text_or_obj: str | dict[str, Any]) -> ExportTraceServiceRequest:
     """Parse OTLP JSON (hex ids; base64 ids as written by protobuf's own JSON printer are accepted too).
 
-    Raises ``ValueError`` naming what is wrong, and where: an id that is neither hex nor base64 of the right
-    length is refused rather than decoded into an id of the wrong length.
+    Raises ``ValueError``, and nothing else, whatever the input, naming what is wrong and where: text that is
+    not JSON (or nests deeper than 200 levels: :func:`.jsonfile.loads`), a value of the wrong type for its
+    field, an id that is neither hex nor base64 of the right length (refused rather than decoded into an id of
+    the wrong length). A lone surrogate (``"\\ud800"``) is read as U+FFFD, as everywhere JSON is read.
 
     >>> request_from_json({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abc"}]}]}]})
     Traceback (most recent call last):
     ...
     ValueError: resourceSpans[0].scopeSpans[0].spans[0].traceId: not a trace id (32 hex digits, or base64 of 16 bytes)
+    >>> request_from_json('{"resourceSpans": ' + "[" * 100_000)
+    Traceback (most recent call last):
+    ...
+    ValueError: not JSON: nested deeper than 200 levels: line 1 column 218 (char 217)
     """
-    obj = json.loads(text_or_obj) if isinstance(text_or_obj, str) else json.loads(json.dumps(text_or_obj))
+    if isinstance(text_or_obj, str):
+        text = text_or_obj
+    else:
+        try:  # a copy (the ids are rewritten), and the same checks as text gets
+            text = json.dumps(text_or_obj)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"not a JSON value: {type(exc).__name__}: {exc}") from None
+    try:
+        obj = loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ValueError("an OTLP JSON request is an object with 'resourceSpans'")
     for where, span in _walk_spans(obj):
@@ -87,6 +106,10 @@ def request_from_json(text_or_obj: str | dict[str, Any]) -> ExportTraceServiceRe
         json_format.ParseDict(obj, request)
     except json_format.ParseError as exc:
         raise ValueError(str(exc)) from None
+    except (DecodeError, SystemError, UnicodeError, TypeError, ValueError, RecursionError) as exc:
+        # What upb's parser raises past its ParseError: a key it cannot encode (SystemError), a message past
+        # its depth (DecodeError). The decoder above keeps those out; this keeps any other out of the callers.
+        raise ValueError(f"not an OTLP trace export request: {type(exc).__name__}: {exc}") from None
     return request
 
 

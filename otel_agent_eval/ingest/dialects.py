@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeVar
 from .. import semconv as sc
 from ..errors import InputError
 from ..model import ApplicationOutcome, ExpectedAction, Reference, RunSource, ToolCall, ToolDefinition
+from .jsonfile import loads
 from .messages import ChatMessage, normalize_role, parse_arguments, parse_genai_messages
 from .span_record import SpanRecord
 from .values import as_bool, as_float, as_int
@@ -350,8 +351,8 @@ def _json(value: Any, reading: SpanReading, name: str) -> Any:
     if value is None or not isinstance(value, str):
         return value
     try:
-        return json.loads(value)
-    except ValueError:
+        return loads(value)
+    except ValueError:  # not JSON, or nested deeper than jsonfile.MAX_DEPTH
         reading.problems.append(f"{name} is not JSON")
         return None
 
@@ -372,7 +373,7 @@ def _json_text(value: Any) -> Any:
     """A value written as ``json.dumps(result)``: a JSON string decoded to its text; other JSON kept as written."""
     if isinstance(value, str):
         try:
-            decoded = json.loads(value)
+            decoded = loads(value)
         except ValueError:
             return value
         if isinstance(decoded, str):
@@ -395,7 +396,7 @@ def _instructions(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     try:
-        parts = json.loads(value)
+        parts = loads(value)
     except ValueError:
         return value
     if isinstance(parts, list):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..model import RunSource, ToolDefinition
-from .jsonfile import read_json_or_jsonl
+from .jsonfile import file_label, read_json_or_jsonl
 from .otlp import otlp_items_from_data
 from .recorded import Format, LoadedItem, detect_format, runs_from_data
 from .span_record import SpanRecord, records_from_request
@@ -16,7 +16,7 @@ from .spans import runs_from_records
 
 
 def file_format(path: str | Path) -> Format:
-    return detect_format(read_json_or_jsonl(Path(path)), file=str(path))
+    return detect_format(read_json_or_jsonl(Path(path)), file=file_label(path))
 
 
 def read_runs(
@@ -29,19 +29,20 @@ def read_runs(
     source is this file, their position in it and their trace id.
     """
     data = read_json_or_jsonl(Path(path))  # read and decoded once, whatever the format turns out to be
-    fmt = format or detect_format(data, file=str(path))
+    file = file_label(path)
+    fmt = format or detect_format(data, file=file)
     if fmt != "otlp-json":
-        yield from runs_from_data(data, str(path), format=fmt, tools=tools)
+        yield from runs_from_data(data, file, format=fmt, tools=tools)
         return
     # A trace may be spread over several export requests (lines, as batch exporters write them): the spans
     # of the whole file are read first and the runs assembled from all of them.
     records: list[SpanRecord] = []
-    for request in otlp_items_from_data(data, str(path)):
+    for request in otlp_items_from_data(data, file):
         if isinstance(request, InputError):  # one line that cannot be read; the rest of the file still counts
             yield request
             continue
         records.extend(records_from_request(request))
     for position, run in enumerate(runs_from_records(records)):
         if run.source is None:
-            run = replace(run, source=RunSource(file=str(path), index=position, id=run.trace_id))
+            run = replace(run, source=RunSource(file=file, index=position, id=run.trace_id))
         yield run.with_tools(tuple(tools))

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..model import AssistantMessage, JSONValue, Step, ToolCall, ToolExecution, UserMessage
+from .jsonfile import loads
 
 ROLE_ALIASES = {
     "system": "system",
@@ -182,8 +183,8 @@ def assistant_text(content: str | None, *, tool_calls: bool = False) -> tuple[st
     stripped = content.strip()
     if stripped[:1] == "{" and stripped[-1:] == "}":
         try:
-            decoded = json.loads(stripped)
-        except (ValueError, RecursionError):  # not JSON, or nested past the decoder's limit
+            decoded = loads(stripped)
+        except ValueError:  # not JSON, or nested past the decoder's limit
             decoded = None
         unwrapped = _unwrap(decoded, _MAX_WRAPPING)
         if unwrapped is not None:
@@ -234,7 +235,7 @@ def parse_arguments(value: object, *, field: str, strict: bool) -> tuple[Mapping
         return value, None
     if isinstance(value, str):
         try:
-            decoded = json.loads(value)
+            decoded = loads(value)
         except json.JSONDecodeError as exc:
             if strict:
                 raise InputError(f"tool arguments are not JSON ({exc.msg} at char {exc.pos})", field=field) from None

@@ -10,7 +10,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from ..errors import InputError
 from ..otlp_json import request_from_json
-from .jsonfile import JsonLines, read_json_or_jsonl
+from .jsonfile import JsonLines, file_label, read_json_or_jsonl
 
 
 def read_otlp_json(path: str | Path) -> Iterator[ExportTraceServiceRequest]:
@@ -28,7 +28,7 @@ def read_otlp_json(path: str | Path) -> Iterator[ExportTraceServiceRequest]:
 def otlp_json_items(path: str | Path) -> Iterator[ExportTraceServiceRequest | InputError]:
     """Every export request in an OTLP JSON file, or an :class:`InputError` for one that cannot be read (a
     corrupt line of a JSON Lines file costs only that line)."""
-    yield from otlp_items_from_data(read_json_or_jsonl(path), str(path))
+    yield from otlp_items_from_data(read_json_or_jsonl(path), file_label(path))
 
 
 def otlp_items_from_data(data: Any, file: str) -> Iterator[ExportTraceServiceRequest | InputError]:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from ..errors import InputError
 from ..model import AgentRun, ExpectedAction, Reference, RunSource, ToolDefinition
-from .jsonfile import JsonLines
+from .jsonfile import JsonLines, file_label
 from .jsonfile import read_json_or_jsonl as read_json_or_jsonl  # re-exported: callers read files through here
 from .messages import (
     REASONING_FIELDS,
@@ -95,7 +95,7 @@ def load_runs(
     ``tools`` are given to runs that carry no tool definitions of their own.
     """
     path = Path(path)
-    yield from runs_from_data(read_json_or_jsonl(path), str(path), format=format, tools=tools)
+    yield from runs_from_data(read_json_or_jsonl(path), file_label(path), format=format, tools=tools)
 
 
 def runs_from_data(
@@ -122,8 +122,8 @@ def load_tools(path: str | Path) -> tuple[ToolDefinition, ...]:
     """Tool definitions from a JSON file holding an OpenAI function list (or an object with ``tools``)."""
     data = read_json_or_jsonl(Path(path))
     if isinstance(data, Mapping) and "tools" in data:
-        return parse_tools(data["tools"], file=str(path), field="tools")
-    return parse_tools(data, file=str(path), field="")
+        return parse_tools(data["tools"], file=file_label(path), field="tools")
+    return parse_tools(data, file=file_label(path), field="")
 
 
 def parse_tools(value: Any, *, field: str, file: str | None = None) -> tuple[ToolDefinition, ...]:
