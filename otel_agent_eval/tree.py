@@ -20,6 +20,7 @@ from typing import Any
 from . import semconv as sc
 from .ingest.dialects import SpanReading, read_span
 from .ingest.span_record import SpanRecord
+from .ingest.spans import span_parents
 
 
 def _clip(text: str, width: int) -> str:
@@ -67,11 +68,14 @@ def _root_facts(span: SpanRecord) -> str:
 
 
 def render_trace(spans: Sequence[SpanRecord], *, width: int = 100) -> str:
-    """One trace's spans as a tree (children in start order; spans whose parent is missing are roots)."""
-    ids = {s.span_id for s in spans}
+    """One trace's spans as a tree (children in start order; spans whose parent is missing are roots, and so is
+    the first span of a cycle of parent links: :func:`~.ingest.spans.span_parents`)."""
+    ordered = sorted(spans, key=lambda s: (s.start_time_ns, s.end_time_ns))
+    parents = span_parents(ordered)
     children: dict[str | None, list[SpanRecord]] = defaultdict(list)
-    for span in sorted(spans, key=lambda s: (s.start_time_ns, s.end_time_ns)):
-        children[span.parent_span_id if span.parent_span_id in ids else None].append(span)
+    for span in ordered:
+        parent = parents.get(span.span_id)
+        children[parent if parent in parents and parent != span.span_id else None].append(span)
     start = min(s.start_time_ns for s in spans)
     end = max(s.end_time_ns for s in spans)
     lines: list[str] = []
@@ -88,11 +92,20 @@ def render_trace(spans: Sequence[SpanRecord], *, width: int = 100) -> str:
 def _render_children(
     parent: str, children: Mapping[str | None, list[SpanRecord]], prefix: str, lines: list[str], width: int
 ) -> None:
-    kids = children.get(parent, [])
-    for i, span in enumerate(kids):
-        last = i == len(kids) - 1
+    """The spans under ``parent``, depth first, without recursion (a chain of spans may be as long as a trace).
+    The children of a span id are shown once: under the first of two spans that share the id."""
+    shown = {parent}
+    stack = [(span, prefix, i == len(kids) - 1) for kids in [children.get(parent, [])] for i, span in enumerate(kids)]
+    stack.reverse()
+    while stack:
+        span, prefix, last = stack.pop()
         index = span.attributes.get(sc.AGENT_EVAL_STEP_INDEX)
         label = f"[{index}] {span.name}" if index is not None else span.name
         text = describe(span, read_span(span), width)
         lines.append(f"{prefix}{'└── ' if last else '├── '}{label}{'  ' + text if text else ''}")
-        _render_children(span.span_id, children, prefix + ("    " if last else "│   "), lines, width)
+        if span.span_id in shown:
+            continue
+        shown.add(span.span_id)
+        kids = children.get(span.span_id, [])
+        inner = prefix + ("    " if last else "│   ")
+        stack.extend((kid, inner, i == len(kids) - 1) for i, kid in reversed(list(enumerate(kids))))

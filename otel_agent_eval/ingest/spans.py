@@ -90,7 +90,7 @@ class _Trace:
 
     def __init__(self, ordered: list[SpanRecord], readings: list[tuple[SpanRecord, SpanReading]]) -> None:
         self.ordered = ordered
-        self.parents = {s.span_id: s.parent_span_id for s in ordered}
+        self.parents = span_parents(ordered)
         self.by_id = {s.span_id: (s, r) for s, r in readings}
         self.agents = [(s, r) for s, r in readings if r.kind == "agent"]
 
@@ -165,9 +165,10 @@ def _group_run(
         root, root_reading = agent[0], agent[1]
     else:
         # Without an agent span, the run is the innermost span around all its steps.
-        around = set.intersection(*(trace.ancestors(s) | {s.span_id} for s, _ in steps_read))
+        lines = [trace.ancestors(s) | {s.span_id} for s, _ in steps_read]
+        around = set.intersection(*lines) if lines else set()
         candidates = [s for s in trace.ordered if s.span_id in around]
-        top = next((s for s in trace.ordered if s.parent_span_id not in trace.parents), trace.ordered[0])
+        top = next((s for s in trace.ordered if trace.parents.get(s.span_id) not in trace.parents), trace.ordered[0])
         root = max(candidates, key=lambda s: len(trace.ancestors(s))) if candidates else top
         root_reading = None
     own = [r for _, r in members]
@@ -201,13 +202,51 @@ def _warn_duplicate_indices(run: AgentRun) -> None:
 
 
 def _ancestors(span: SpanRecord, parents: dict[str, str | None]) -> set[str]:
-    """The ids of the span's ancestors present in the trace."""
+    """The ids of the span's ancestors present in the trace (``parents``: :func:`span_parents`)."""
     out: set[str] = set()
-    parent = span.parent_span_id
-    while parent is not None and parent in parents and parent not in out:
+    parent = parents.get(span.span_id, span.parent_span_id)
+    while parent is not None and parent in parents and parent not in out and parent != span.span_id:
         out.add(parent)
         parent = parents[parent]
     return out
+
+
+def span_parents(spans: Sequence[SpanRecord]) -> dict[str, str | None]:
+    """Each span id's parent id, with every cycle of parent links broken.
+
+    A span that is its own parent, or a ring of spans each the parent of the next, has no root: the span of
+    the cycle that comes first in ``spans`` (the readers pass them in start order) is taken for its root, with a
+    warning naming it. Of two spans with one id (a broken exporter), the later one's parent counts.
+
+    >>> a = SpanRecord("t", "a", "b", "chat", 0, 1, {})
+    >>> span_parents([a, SpanRecord("t", "b", "a", "chat", 1, 2, {}), SpanRecord("t", "c", "c", "chat", 2, 3, {})])
+    {'a': None, 'b': 'a', 'c': None}
+    """
+    parents = {s.span_id: s.parent_span_id for s in spans}
+    position: dict[str, int] = {}
+    for i, s in enumerate(spans):
+        position.setdefault(s.span_id, i)
+    acyclic: set[str] = set()
+    for s in spans:
+        path: list[str] = []
+        on_path: set[str] = set()
+        current: str | None = s.span_id
+        while current is not None and current in parents and current not in acyclic:
+            if current in on_path:
+                root = min(path[path.index(current) :], key=position.__getitem__)
+                logger.warning(
+                    "span %s (trace %s): a cycle of parent links (%d spans); read as a root",
+                    root,
+                    s.trace_id,
+                    len(path) - path.index(current),
+                )
+                parents[root] = None
+                break
+            path.append(current)
+            on_path.add(current)
+            current = parents[current]
+        acyclic.update(path)
+    return parents
 
 
 def _explicit_steps(steps_read: list[tuple[SpanRecord, SpanReading]]) -> tuple[str | None, list[Step]]:
