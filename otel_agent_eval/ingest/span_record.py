@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +98,13 @@ def attributes_from_proto(kvs: Any) -> dict[str, Any]:
 
 
 def any_value(value: AnyValue) -> Any:
+    """An attribute value as a JSON value: a ``bytes_value`` is its base64 text, as OTLP JSON writes it (what
+    the readers build from attribute values -- tool arguments, results, schemas -- is JSON, and stays
+    writable as JSON).
+
+    >>> any_value(AnyValue(kvlist_value={"values": [KeyValue(key="r", value=AnyValue(bytes_value=b"\\xff"))]}))
+    {'r': '/w=='}
+    """
     kind = value.WhichOneof("value")
     if kind is None:
         return None
@@ -104,6 +112,8 @@ def any_value(value: AnyValue) -> Any:
         return [any_value(v) for v in value.array_value.values]
     if kind == "kvlist_value":
         return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
     return getattr(value, kind)
 
 
