@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from ..errors import InputError
+from ..ingest.jsonfile import loads
 from ..model import ToolDefinition
 from ._proto import evaluation_pb2 as pb
 from ._proto import evaluation_pb2_grpc as pb_grpc
@@ -89,7 +90,7 @@ def message_to_dict(message: pb.Message, *, field: str) -> dict[str, Any]:
                 raise RequestError(f"{where}.name", "a tool call needs the tool's name")
             arguments = call.arguments_json or "{}"
             try:
-                parsed = json.loads(arguments)
+                parsed = loads(arguments)  # never a RecursionError: nesting is bounded (jsonfile.MAX_DEPTH)
             except ValueError as exc:
                 raise RequestError(f"{where}.arguments_json", f"not JSON: {exc}") from None
             if not isinstance(parsed, dict):
@@ -116,7 +117,7 @@ def tools_from_request(request: pb.EvaluateStepRequest) -> list[dict[str, Any]]:
         parameters: Any = {}
         if tool.parameters_json:
             try:
-                parameters = json.loads(tool.parameters_json)
+                parameters = loads(tool.parameters_json)
             except ValueError as exc:
                 raise RequestError(f"{where}.parameters_json", f"not JSON: {exc}") from None
             if not isinstance(parameters, dict):
