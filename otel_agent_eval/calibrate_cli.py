@@ -34,6 +34,7 @@ from .evaluate.calibration import (
     fit,
 )
 from .evaluate.calibration import load_calibration as _load
+from .ingest.jsonfile import loads, read_text
 from .ingest.recorded import FORMATS, Format
 from .model import AgentRun
 from .output import BadInput, write_atomically
@@ -71,15 +72,15 @@ class Labelled:
 def read_outcomes(path: str) -> dict[str, bool]:
     """``{"trace_id": ..., "success": bool}`` per line -> trace id (lower case) -> success."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read: {exc.strerror or exc}") from None
+        lines = read_text(path).splitlines()
+    except InputError as exc:  # it cannot be read, or is not UTF-8
+        raise BadInput(str(exc)) from None
     out: dict[str, bool] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = loads(line)  # never a RecursionError: nesting is bounded (jsonfile.MAX_DEPTH)
         except json.JSONDecodeError as exc:
             raise BadInput(f"{path}: line {number}: not JSON: {exc}") from None
         if not isinstance(obj, dict):

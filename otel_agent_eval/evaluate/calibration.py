@@ -52,6 +52,7 @@ from typing import Any
 import jsonschema
 
 from ..errors import InputError
+from ..ingest.jsonfile import loads, read_text
 from ..model import AgentRun, AssistantMessage, ToolExecution, UserMessage
 from .findings import FailureOutcome, Finding, decides, noisy_or_score
 from .taxonomy import TAXONOMY
@@ -443,12 +444,9 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
+        text = read_text(path)  # InputError when it cannot be read or is not UTF-8
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
-        try:
-            obj = json.loads(text)
+            obj = loads(text)  # never a RecursionError: nesting is bounded (jsonfile.MAX_DEPTH)
         except json.JSONDecodeError as exc:
             raise InputError(f"not JSON: {exc}", file=str(path)) from None
         return cls.from_dict(obj, file=str(path))

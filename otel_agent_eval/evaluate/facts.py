@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
 
+from ..ingest.jsonfile import loads
 from ..model import AgentRun, AssistantMessage, Step, ToolCall, ToolDefinition, ToolExecution, UserMessage
 from .actions import ToolVerbs
 from .policy import ResolvedPolicy
@@ -230,7 +231,7 @@ def decoded_json(text: str) -> Any:
     step, and the processor sees a run's results again when a trace is evaluated early and then in full.
     The decoded values are shared between runs, so detectors read them and never change them."""
     try:
-        return json.loads(text)
+        return loads(text)  # bounded: a result nested past jsonfile.MAX_DEPTH is not JSON here (never a RecursionError)
     except ValueError:
         return NOT_JSON
 

@@ -28,6 +28,7 @@ import jsonschema
 import yaml
 
 from ..errors import InputError
+from ..ingest.jsonfile import read_text
 from ..model import ToolDefinition
 from .conditions import CONDITION_SCHEMA, Condition
 from .schemas import SchemaCheck
@@ -365,14 +366,19 @@ class PolicyPack:
     def load(cls, path: str | Path) -> PolicyPack:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise InputError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+            data = yaml.safe_load(read_text(path))  # InputError when it cannot be read or is not UTF-8
         except yaml.YAMLError as exc:
             raise InputError(f"not YAML: {exc}", file=str(path)) from None
+        except RecursionError:  # PyYAML's composer recurses once a level
+            raise InputError("not YAML: nested too deeply", file=str(path)) from None
         if not isinstance(data, Mapping):
             raise InputError("a policy pack is a YAML mapping", file=str(path))
-        return cls.from_mapping(data, source=str(path))
+        try:
+            return cls.from_mapping(data, source=str(path))
+        except re.error as exc:  # a match pattern that is not a regular expression
+            raise InputError(f"not a regular expression: {exc}", file=str(path), field="match") from None
+        except RecursionError:  # nested too deeply for the pack schema's validator
+            raise InputError("not a valid policy pack: nested too deeply", file=str(path)) from None
 
     def matches(self, instructions: str | None) -> bool:
         if not self.match_all and not self.match_any:
