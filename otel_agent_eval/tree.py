@@ -79,24 +79,32 @@ def render_trace(spans: Sequence[SpanRecord], *, width: int = 100) -> str:
     start = min(s.start_time_ns for s in spans)
     end = max(s.end_time_ns for s in spans)
     lines: list[str] = []
+    shown: set[str] = set()
     for root in children[None]:
         facts = _root_facts(root)
         lines.append(
             f"trace {root.trace_id}  {root.name}  {facts + '  ' if facts else ''}"
             f"({len(spans)} spans, {(end - start) / 1e6:.1f} ms)"
         )
-        _render_children(root.span_id, children, "", lines, width)
+        _render_children(root.span_id, children, "", lines, width, shown)
     return "\n".join(lines)
 
 
 def _render_children(
-    parent: str, children: Mapping[str | None, list[SpanRecord]], prefix: str, lines: list[str], width: int
+    parent: str,
+    children: Mapping[str | None, list[SpanRecord]],
+    prefix: str,
+    lines: list[str],
+    width: int,
+    shown: set[str],
 ) -> None:
     """The spans under ``parent``, depth first, without recursion (a chain of spans may be as long as a trace).
-    The children of a span id are shown once: under the first of two spans that share the id."""
-    shown = {parent}
-    stack = [(span, prefix, i == len(kids) - 1) for kids in [children.get(parent, [])] for i, span in enumerate(kids)]
-    stack.reverse()
+    The children of a span id are shown once (``shown``): under the first of two spans that share the id."""
+    if parent in shown:
+        return
+    shown.add(parent)
+    kids = children.get(parent, [])
+    stack = [(kid, prefix, i == len(kids) - 1) for i, kid in reversed(list(enumerate(kids)))]
     while stack:
         span, prefix, last = stack.pop()
         index = span.attributes.get(sc.AGENT_EVAL_STEP_INDEX)
