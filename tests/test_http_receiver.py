@@ -650,3 +650,15 @@ def test_a_failure_of_the_receiver_itself_is_still_answered(
     status, answer = post(served.port, request_bytes())
     assert status == 500 and one_line(answer)
     assert "OTLP/HTTP request failed" in caplog.text  # logged, as a bug is
+
+
+def test_serve_takes_the_http_read_timeout() -> None:
+    from click.testing import CliRunner
+
+    from otel_agent_eval.cli import main
+    from otel_agent_eval.processor.command import serve
+
+    ctx = serve.make_context("serve", ["--http-read-timeout", "2.5"])
+    assert ctx.params["http_read_timeout"] == 2.5
+    result = CliRunner().invoke(main, ["serve", "--http-read-timeout", "0"])
+    assert result.exit_code == 2 and "--http-read-timeout" in result.stderr

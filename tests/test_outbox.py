@@ -518,10 +518,15 @@ def _collected(out: Path) -> list[str]:
         return []
     ids = []
     for line in out.read_text().splitlines():
-        if line.strip():
-            for rs in json.loads(line).get("resourceSpans", []):
-                for ss in rs.get("scopeSpans", []):
-                    ids += [s["traceId"].lower() for s in ss.get("spans", [])]
+        if not line.strip():
+            continue
+        try:
+            document = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the Collector is still writing this line: the caller waits and reads again
+        for rs in document.get("resourceSpans", []):
+            for ss in rs.get("scopeSpans", []):
+                ids += [s["traceId"].lower() for s in ss.get("spans", [])]
     return ids
 
 

@@ -198,6 +198,13 @@ def _downstream_default() -> str | None:
     "measured, the findings' confidences); 'builtin': the one shipped; 'none': the detectors' own, noisy-or.",
 )
 @click.option(
+    "--http-read-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    help="Seconds a client has to send a whole HTTP request, from its first byte; also how long an idle "
+    "connection stays open.",
+)
+@click.option(
     "--max-agent-labels",
     type=click.IntRange(min=0),
     default=50,

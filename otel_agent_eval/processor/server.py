@@ -50,6 +50,9 @@ class ServeConfig:
     evaluation_timeout: float = 5.0
     workers: int = 2
     max_payload_bytes: int = 16 * 1024 * 1024
+    http_read_timeout: float = 10.0
+    """Seconds an HTTP client has to send a whole request, from its first byte; also how long an idle
+    connection stays open."""
     bearer_token: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -226,6 +229,7 @@ class Processor:
                 "--http-endpoint",
                 self.pipeline.receive,
                 max_bytes=config.max_payload_bytes,
+                read_timeout=config.http_read_timeout,
                 bearer_token=config.bearer_token,
                 ssl_context=https,
             )
@@ -238,6 +242,7 @@ class Processor:
                 None,
                 metrics=lambda: (generate_latest(self.registry), CONTENT_TYPE_LATEST),
                 ready=lambda: self._ready,
+                read_timeout=config.http_read_timeout,
             )
 
     def start(self) -> None:
