@@ -126,3 +126,13 @@ def test_focused_checks_find_what_a_full_evaluation_finds_at_that_step(path: str
             checked += 1
             found += len(focused)
     assert checked > 500 and found > 20  # the comparison saw real findings, not only empty lists
+
+
+def test_a_schema_that_refers_to_itself_does_not_send_a_step_back() -> None:
+    from otel_agent_eval import Guard
+    from otel_agent_eval.model import AgentRun, AssistantMessage, ToolCall, UserMessage
+
+    guard = Guard(tools=[{"type": "function", "function": {"name": "f", "parameters": {"$ref": "#"}}}])
+    history = AgentRun(steps=(UserMessage(index=0, content="hi"),))
+    verdict = guard.check(history, AssistantMessage(index=1, tool_calls=(ToolCall("c1", "f", {"a": 1}),)))
+    assert verdict.action == "allow"

@@ -479,3 +479,14 @@ def test_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert colours[_rgb(COLOURS["terminal"])] > 20_000
     assert colours[_rgb(COLOURS["recovered"])] > 15_000
     assert colours[_rgb(COLOURS["success"])] > 5_000
+
+
+def test_a_results_line_nested_too_deep_is_a_clear_error(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from otel_agent_eval.cli import main
+
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    result = CliRunner().invoke(main, ["report", str(deep)])
+    assert result.exit_code == 2 and str(deep) in result.stderr and "nested deeper" in result.stderr

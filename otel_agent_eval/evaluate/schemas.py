@@ -93,7 +93,11 @@ class SchemaCheck:
         return bool(self.validator.is_valid(instance))
 
     def errors(self, instance: Any) -> Iterator[jsonschema.ValidationError]:
-        """What is wrong with ``instance`` (nothing when it is valid)."""
-        if self.is_valid(instance):
+        """What is wrong with ``instance`` (nothing when it is valid, and nothing when the schema cannot be
+        applied to it: one that refers to itself without end, ``{"$ref": "#"}``, says nothing of the agent)."""
+        try:
+            if self.is_valid(instance):
+                return iter(())
+            return iter(list(self.validator.iter_errors(instance)))
+        except RecursionError:
             return iter(())
-        return iter(self.validator.iter_errors(instance))

@@ -91,7 +91,8 @@ class Guard:
         blocking = [
             f
             for f in findings
-            if f.outcome == "terminal"
+            if f.counts  # the evaluator's own errors say nothing of the step
+            and f.outcome == "terminal"
             and f.confidence >= self.min_confidence
             and (f.evidence_kind == "structural" or corroborated(f, findings))
         ]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from ..errors import InputError
+from ..ingest.jsonfile import loads
 
 RunOutcome = Literal["success", "recovered", "terminal"]
 FailureOutcome = Literal["terminal", "recovered"]
@@ -198,7 +199,7 @@ def iter_results(path: str | Path) -> Iterator[RunResult]:
                 if not text.strip():
                     continue
                 try:
-                    obj = json.loads(text)
+                    obj = loads(text)  # never more than JSONDecodeError: too deep, surrogates, huge numbers
                 except json.JSONDecodeError as exc:
                     raise InputError(
                         f"not valid JSON: {exc.msg} (column {exc.colno})", file=file, field=f"line {number}"
