@@ -29,7 +29,6 @@ reads them as the same call.
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -38,6 +37,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from ...errors import InputError
+from ...ingest.jsonfile import loads
 from ...ingest.messages import ChatMessage, parse_tool_call
 from ...model import ToolCall, ToolDefinition
 from .. import guard
@@ -377,7 +377,7 @@ def _streamed_input(block: Mapping[str, Any]) -> Any:
         start = block.get("input")
         return start if isinstance(start, Mapping) else {}
     try:
-        decoded = json.loads(text)
+        decoded = loads(text)  # never more than ValueError, however deep the model's JSON
     except ValueError:
         return text
     return decoded if isinstance(decoded, dict) else text
