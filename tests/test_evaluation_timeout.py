@@ -103,11 +103,44 @@ def test_the_pool_replaces_a_stuck_worker_and_stops_replacing_past_its_bound() -
     behind = pool.submit(lambda: "done")
     pool.abandon(stuck)  # a new worker takes the stuck one's place
     wait_for(behind.done)
-    assert behind.result() == "done" and pool.stuck == 1
+    assert behind.result() == "done" and (pool.stuck, pool.live) == (1, 1)
     again = pool.submit(gate.wait, 30)
     wait_for(lambda: again.started is not None)
-    pool.abandon(again)  # past the bound: not replaced
-    assert pool.stuck == 1
-    gate.set()
-    wait_for(again.done)
+    pool.abandon(again)  # two stuck at once, past the bound: not replaced
+    assert (pool.stuck, pool.live) == (2, 0)
+    gate.set()  # both come back: one takes work again (the pool was short of it), the other ends
+    wait_for(lambda: pool.stuck == 0 and pool.live == 1)
+    after = pool.submit(lambda: "after")
+    wait_for(after.done)
+    assert after.result() == "after"
     pool.shutdown()
+
+
+def test_an_evaluator_that_is_only_sometimes_slow_never_drains_the_pool() -> None:
+    """Every overrun ends: however many there were, the pool keeps its workers."""
+    pool = EvaluationPool(1, max_stuck=1)
+    for _ in range(20):
+        slow = pool.submit(time.sleep, 0.05)
+        wait_for(lambda: slow.started is not None)  # noqa: B023 - waited for in this iteration
+        pool.abandon(slow)
+        wait_for(slow.done)
+    wait_for(lambda: pool.stuck == 0)
+    quick = pool.submit(lambda: "still evaluating")
+    wait_for(quick.done)
+    assert quick.result() == "still evaluating" and pool.live == 1
+    pool.shutdown()
+
+
+def test_traces_that_find_no_live_worker_go_on_unevaluated(tmp_path: Path, running: Callable[..., Processor]) -> None:
+    with OtlpReceiver() as downstream:
+        processor = running(
+            config(tmp_path, downstream=f"grpc://{downstream.endpoint}", workers=1, evaluation_timeout=0.5),
+            Stalling(),
+        )
+        processor.pipeline._pool.max_stuck = 0  # no worker is started in place of a stuck one
+        names = ["hang 1", "agent a", "agent b"]
+        send(processor.grpc.endpoint, names)  # type: ignore[union-attr]
+        wait_for(lambda: len(roots(downstream)) == len(names), timeout=60)
+        by_agent = {r.attributes.get("gen_ai.agent.name"): r.attributes for r in roots(downstream)}
+    # The one worker is stuck and not replaced: the rest go on, marked, instead of waiting for good.
+    assert all(by_agent[n].get("agent_eval.evaluation.error") == "EvaluationTimeout" for n in names)

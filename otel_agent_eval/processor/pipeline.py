@@ -8,6 +8,7 @@ spans and hands them on (to the outbox for the downstream, or to the embedded tr
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -164,35 +165,54 @@ class Pipeline:
         """Evaluate the traces side by side (``workers`` at a time) and hand each on as its evaluation ends:
         labelled when it finished, unlabelled and marked when it raised or ran past ``evaluation_timeout``
         (counted from when it started, not from when anyone began to wait). A hung evaluation costs its own
-        trace only: its worker is replaced and the traces behind it go on being evaluated."""
+        trace only: its worker is replaced and the traces behind it go on being evaluated; if no worker is
+        left (too many stuck at once), the traces still waiting go on unevaluated rather than wait for good."""
         if not self.evaluate:
             for pending in pendings:
                 self._hand_on(pending, [])
             return
-        waiting = [(p, self._pool.submit(self._evaluate, p)) for p in pendings]
-        finished = self._pool.finished
+        finished: queue.SimpleQueue[Task[list[Evaluation]]] = queue.SimpleQueue()
+        waiting: dict[int, tuple[PendingTrace, Task[list[Evaluation]]]] = {}
+        for pending in pendings:
+            task = self._pool.submit(self._evaluate, pending, notify=finished)
+            waiting[id(task)] = (pending, task)
+        tick = min(0.05, max(self.evaluation_timeout / 10, 0.001))
+        checked = time.monotonic()
         while waiting:
-            now = time.monotonic()
-            still: list[tuple[PendingTrace, Task[list[Evaluation]]]] = []
-            for pending, task in waiting:
-                if task.done():
-                    outcome: list[Evaluation] | BaseException
-                    try:
-                        outcome = task.result()
-                    except Exception as exc:  # raised by the evaluation: forwarded unlabelled, marked
-                        outcome = exc
-                    self._hand_on(pending, outcome)
-                elif task.running_for(now) > self.evaluation_timeout:
-                    self._pool.abandon(task)
-                    self._hand_on(pending, EvaluationTimeout(f"evaluation took longer than {self.evaluation_timeout}s"))
-                else:
-                    still.append((pending, task))
-            waiting = still
-            if waiting:
-                with finished:
-                    # Woken when a task finishes; otherwise in time to see the next one run out of its time.
-                    if not any(task.done() for _, task in waiting):
-                        finished.wait(timeout=min(0.05, max(self.evaluation_timeout / 10, 0.001)))
+            done: Task[list[Evaluation]] | None
+            try:
+                done = finished.get(timeout=tick)
+            except queue.Empty:
+                done = None
+            if done is not None and (entry := waiting.pop(id(done), None)) is not None:
+                task = done
+                outcome: list[Evaluation] | BaseException
+                try:
+                    outcome = task.result()
+                except Exception as exc:  # raised by the evaluation: forwarded unlabelled, marked
+                    outcome = exc
+                self._hand_on(entry[0], outcome)
+            if time.monotonic() - checked >= tick:  # a look at the running ones once a tick, not per finish
+                self._give_up_on_overdue(waiting)
+                checked = time.monotonic()
+
+    def _give_up_on_overdue(self, waiting: dict[int, tuple[PendingTrace, Task[list[Evaluation]]]]) -> None:
+        """Hand on, unlabelled, the traces whose evaluation ran past its time, or that no worker is left for."""
+        now = time.monotonic()
+        no_worker = self._pool.live <= 0
+        for key, (pending, task) in list(waiting.items()):
+            if task.done():
+                continue  # its turn comes from the queue of finished tasks
+            if task.running_for(now) > self.evaluation_timeout:
+                self._pool.abandon(task)
+                error = EvaluationTimeout(f"evaluation took longer than {self.evaluation_timeout}s")
+            elif task.started is None and no_worker:
+                task.cancel()
+                error = EvaluationTimeout("no evaluation worker is free: every one is stuck in a hung evaluation")
+            else:
+                continue
+            del waiting[key]
+            self._hand_on(pending, error)
 
     def process(self, pending: PendingTrace) -> None:
         self.process_all([pending])

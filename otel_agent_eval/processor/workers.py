@@ -6,9 +6,11 @@ evaluation keeps its thread, so two hung evaluations stop a two-worker pool for 
 records when a worker took it up; the pipeline gives up on a task whose evaluation has run past the limit
 (:meth:`EvaluationPool.abandon`), and the pool starts a worker in place of the one still stuck in it, so the
 traces behind it are evaluated as if nothing had happened. A Python thread cannot be stopped: the stuck one
-is left to finish (its result is dropped) and then ends; the workers are daemon threads, so a thread stuck
-for good does not keep the process from exiting. At most ``max_stuck`` stuck threads are replaced; past
-that the pool shrinks (and says so), rather than grow without bound on an evaluator that hangs every time.
+is left to finish (its result is dropped), then takes work again if the pool is short of workers, or ends;
+the workers are daemon threads, so a thread stuck for good does not keep the process from exiting. While
+more than ``max_stuck`` threads are stuck at once, no more are started in their place (the pool says so),
+rather than grow without bound on an evaluator that hangs every time: the pipeline then hands traces that
+find no live worker on unevaluated.
 """
 
 from __future__ import annotations
@@ -28,13 +30,21 @@ T = TypeVar("T")
 class Task(Generic[T]):
     """One piece of work: when a worker started it, and its result or exception once done."""
 
-    def __init__(self, fn: Callable[..., T], args: tuple[Any, ...], finished: threading.Condition) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        finished: threading.Condition,
+        notify: queue.SimpleQueue[Task[Any]] | None = None,
+    ) -> None:
         self._fn = fn
         self._args = args
         self._finished = finished
+        self._notify = notify
         self.started: float | None = None
         """``time.monotonic()`` when a worker took it up; ``None`` while it waits in the queue."""
         self.abandoned = False
+        self.cancelled = False
         self._done = False
         self._result: T | None = None
         self._error: BaseException | None = None
@@ -50,6 +60,10 @@ class Task(Generic[T]):
             raise self._error
         return self._result  # type: ignore[return-value]
 
+    def cancel(self) -> None:
+        """A task given up on before any worker took it: no worker will run it."""
+        self.cancelled = True
+
     def running_for(self, now: float) -> float:
         """Seconds since a worker took it up (0 while it waits)."""
         return 0.0 if self.started is None else now - self.started
@@ -63,10 +77,17 @@ class Task(Generic[T]):
         with self._finished:
             self._done = True
             self._finished.notify_all()
+        if self._notify is not None:
+            self._notify.put(self)
 
 
 class EvaluationPool:
-    """``workers`` daemon threads taking tasks in order (see the module's documentation)."""
+    """``workers`` daemon threads taking tasks in order (see the module's documentation).
+
+    ``live`` counts the threads free to take work (not stuck in an abandoned task): it is kept at ``workers``
+    by starting a thread in place of each stuck one, as long as fewer than ``max_stuck`` are stuck at once.
+    A stuck thread that comes back takes work again if the pool is short of live workers, and ends if not.
+    """
 
     def __init__(self, workers: int, *, name: str = "agent-eval-evaluate", max_stuck: int | None = None) -> None:
         if workers < 1:
@@ -75,33 +96,46 @@ class EvaluationPool:
         self.name = name
         self.max_stuck = 4 * workers if max_stuck is None else max_stuck
         self.stuck = 0
-        """Workers given up on (their task ran past its limit) and replaced."""
+        """Threads stuck right now in a task given up on."""
+        self.live = 0
+        """Threads free to take work."""
         self.finished = threading.Condition()
         """Notified whenever a task finishes: what a waiter on several tasks waits on."""
         self._queue: queue.SimpleQueue[Task[Any] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._count = 0
         self._closed = False
-        for _ in range(workers):
-            self._spawn()
+        with self._lock:
+            for _ in range(workers):
+                self._spawn()
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> None:  # with the lock held
         self._count += 1
+        self.live += 1
         threading.Thread(target=self._work, name=f"{self.name}-{self._count}", daemon=True).start()
 
     def _work(self) -> None:
         while True:
             task = self._queue.get()
             if task is None:
+                with self._lock:
+                    self.live -= 1
                 return
+            if task.cancelled:
+                continue
             task._run()
             if task.abandoned:
-                return  # another worker has taken this one's place while it was stuck
+                with self._lock:
+                    self.stuck -= 1
+                    if self._closed or self.live >= self.workers:
+                        return  # another worker took this one's place while it was stuck
+                    self.live += 1  # the pool was short of workers: this one takes work again
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> Task[T]:
+    def submit(self, fn: Callable[..., T], *args: Any, notify: queue.SimpleQueue[Task[Any]] | None = None) -> Task[T]:
+        """Queue ``fn(*args)``; with ``notify``, the task is put on that queue when it finishes."""
         if self._closed:
             raise RuntimeError("the pool is shut down")
-        task: Task[T] = Task(fn, args, self.finished)
+        task: Task[T] = Task(fn, args, self.finished, notify)
         self._queue.put(task)
         return task
 
@@ -111,19 +145,23 @@ class EvaluationPool:
             if task.abandoned or task.done() or task.started is None:
                 return
             task.abandoned = True
-            if self.stuck >= self.max_stuck:
+            self.stuck += 1
+            self.live -= 1
+            if self._closed:
+                return
+            if self.stuck > self.max_stuck:
                 logger.error(
-                    "%d evaluations are stuck past their time limit: not replacing their workers any more "
-                    "(an evaluator hangs; fewer traces get evaluated until it returns)",
+                    "%d evaluations are stuck past their time limit at once: not starting more workers in their "
+                    "place (an evaluator hangs; traces waiting for a worker go on unevaluated)",
                     self.stuck,
                 )
                 return
-            self.stuck += 1
-            if not self._closed:
-                self._spawn()
+            self._spawn()
 
     def shutdown(self) -> None:
         """No new tasks; each idle worker ends (a running one ends after its task)."""
-        self._closed = True
-        for _ in range(self._count):
+        with self._lock:
+            self._closed = True
+            count = self._count
+        for _ in range(count):
             self._queue.put(None)
