@@ -83,7 +83,15 @@ class Refusal:
 
 
 def classify(exc: BaseException) -> Refusal:
-    """What a failed send means, by the OTLP specification's retry rules."""
+    """What a failed send means, by the OTLP specification's retry rules. Never raises: what cannot be read
+    of the refusal makes it transient (retried), never lost."""
+    try:
+        return _classify(exc)
+    except Exception as error:
+        return Refusal(True, type(exc).__name__, -1, _short(f"(unreadable refusal: {type(error).__name__})"))
+
+
+def _classify(exc: BaseException) -> Refusal:
     if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
         code = exc.code()
         message = _short(exc.details() or "")
@@ -157,7 +165,7 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²".isdigit() is True too
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -279,6 +287,11 @@ class OutboxExporter:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The background thread, once started."""
+        return self._thread
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="agent-eval-export", daemon=True)
         self._thread.start()
@@ -288,12 +301,20 @@ class OutboxExporter:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if self.flush_once():
-                if not self.store.outbox_size():
-                    self._wake.wait(0.05)
-                    self._wake.clear()
-            else:
+            try:
+                flushed = self.flush_once()
+                idle = flushed and not self.store.outbox_size()
+            except Exception:  # a store error (the database busy, a disk error): the outbox stays; try again
+                wait = min(self.max_backoff, 1.0)
+                logger.exception("could not deliver from the outbox; trying again in %.1f s", wait)
+                self.metrics.export_failures.add(1)
+                self._stop.wait(wait)
+                continue
+            if not flushed:
                 self._stop.wait(self.retry_in)
+            elif idle:
+                self._wake.wait(0.05)
+                self._wake.clear()
 
     def flush_once(self) -> bool:
         """Send one batch from the outbox head. False when some of it is held (a transient refusal, or a

@@ -70,6 +70,7 @@ class Pipeline:
         # counted as they happen, not when the conversation ends.
         self.early_interval = early_interval
         self._pool = EvaluationPool(workers)
+        self._retry: list[PendingTrace] = []  # traces that could not be handed on (a store error): next tick
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -106,6 +107,11 @@ class Pipeline:
 
     # --- the evaluation side ----------------------------------------------------------------------------------
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The background thread, once started."""
+        return self._thread
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="agent-eval-pipeline", daemon=True)
         self._thread.start()
@@ -113,16 +119,27 @@ class Pipeline:
     def _run(self) -> None:
         early: list[tuple[PendingTrace, Task[list[Evaluation]]]] = []
         while not self._stop.is_set():
-            ready = self.assembler.ready()
-            self.process_all(ready)
-            if self.early_interval > 0:
-                early = self._collect_early(early)
-                # Early looks only on a tick with no trace to finish: under load they would take the capacity
-                # that complete traces need.
-                due = self.assembler.open_for_early_evaluation(self.early_interval) if not ready else []
-                for pending, spans in due:
-                    early.append((pending, self._pool.submit(self._evaluate_open, spans)))
+            try:
+                early = self._tick(early)
+            except Exception:  # the pipeline must outlive any one failure: what was not handed on is retried
+                logger.exception("pipeline tick failed; going on")
+                self._stop.wait(min(1.0, max(self.tick, 0.1)))
             self._stop.wait(self.tick)
+
+    def _tick(
+        self, early: list[tuple[PendingTrace, Task[list[Evaluation]]]]
+    ) -> list[tuple[PendingTrace, Task[list[Evaluation]]]]:
+        retry, self._retry = self._retry, []
+        ready = retry + self.assembler.ready()
+        self.process_all(ready)
+        if self.early_interval > 0:
+            early = self._collect_early(early)
+            # Early looks only on a tick with no trace to finish: under load they would take the capacity
+            # that complete traces need.
+            due = self.assembler.open_for_early_evaluation(self.early_interval) if not ready else []
+            for pending, spans in due:
+                early.append((pending, self._pool.submit(self._evaluate_open, spans)))
+        return early
 
     def _collect_early(
         self, early: list[tuple[PendingTrace, Task[list[Evaluation]]]]
@@ -158,7 +175,8 @@ class Pipeline:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.process_all(self.assembler.ready() + self.assembler.drain())
+        retry, self._retry = self._retry, []
+        self.process_all(retry + self.assembler.ready() + self.assembler.drain())
         self._pool.shutdown()
 
     def process_all(self, pendings: list[PendingTrace]) -> None:
@@ -169,7 +187,7 @@ class Pipeline:
         left (too many stuck at once), the traces still waiting go on unevaluated rather than wait for good."""
         if not self.evaluate:
             for pending in pendings:
-                self._hand_on(pending, [])
+                self._hand_on_safely(pending, [])
             return
         finished: queue.SimpleQueue[Task[list[Evaluation]]] = queue.SimpleQueue()
         waiting: dict[int, tuple[PendingTrace, Task[list[Evaluation]]]] = {}
@@ -191,7 +209,7 @@ class Pipeline:
                     outcome = task.result()
                 except Exception as exc:  # raised by the evaluation: forwarded unlabelled, marked
                     outcome = exc
-                self._hand_on(entry[0], outcome)
+                self._hand_on_safely(entry[0], outcome)
             if time.monotonic() - checked >= tick:  # a look at the running ones once a tick, not per finish
                 self._give_up_on_overdue(waiting)
                 checked = time.monotonic()
@@ -212,10 +230,19 @@ class Pipeline:
             else:
                 continue
             del waiting[key]
-            self._hand_on(pending, error)
+            self._hand_on_safely(pending, error)
 
     def process(self, pending: PendingTrace) -> None:
         self.process_all([pending])
+
+    def _hand_on_safely(self, pending: PendingTrace, outcome: list[Evaluation] | BaseException) -> None:
+        """Hand a trace on; when that fails (the store: a busy database, a full disk) it is kept to be tried
+        again at the next tick, and the other traces go on. Its spans are still in the inbox on disk."""
+        try:
+            self._hand_on(pending, outcome)
+        except Exception:
+            logger.exception("trace %s could not be handed on; trying again", pending.trace_id.hex())
+            self._retry.append(pending)
 
     def _hand_on(self, pending: PendingTrace, outcome: list[Evaluation] | BaseException) -> None:
         spans: dict[str, Span] = {entry.span.span_id.hex(): entry.span for entry in pending.spans}

@@ -241,9 +241,15 @@ class Processor:
                 "--metrics-endpoint",
                 None,
                 metrics=lambda: (generate_latest(self.registry), CONTENT_TYPE_LATEST),
-                ready=lambda: self._ready,
+                ready=self.ready,
                 read_timeout=config.http_read_timeout,
             )
+
+    def ready(self) -> bool:
+        """``/readyz``: started, and the pipeline and exporter threads alive (a thread that died would leave
+        requests acknowledged into the inbox and never handed on)."""
+        threads = [self.pipeline.thread, self.exporter.thread if self.exporter is not None else None]
+        return self._ready and all(t is None or t.is_alive() for t in threads)
 
     def start(self) -> None:
         recovered = self.pipeline.recover()

@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,28 +96,39 @@ class Store:
         with self._lock:
             self._db.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT, and ROLLBACK when a statement fails: a failed write (the database busy, a disk
+        error) must not leave the connection inside a transaction every later BEGIN would refuse."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     # --- inbox ---------------------------------------------------------------------------------------------
 
     def inbox_add(self, payload: bytes, trace_ids: set[bytes]) -> int:
         with self._lock:
-            self._db.execute("BEGIN")
-            cur = self._db.execute(
-                "INSERT INTO inbox (received, payload, open_traces) VALUES (?, ?, ?)",
-                (time.time(), payload, len(trace_ids)),
-            )
-            inbox_id = int(cur.lastrowid or 0)
-            self._db.executemany(
-                "INSERT OR IGNORE INTO inbox_traces (inbox_id, trace_id) VALUES (?, ?)",
-                [(inbox_id, t) for t in trace_ids],
-            )
-            self._db.execute("COMMIT")
+            with self._transaction():
+                cur = self._db.execute(
+                    "INSERT INTO inbox (received, payload, open_traces) VALUES (?, ?, ?)",
+                    (time.time(), payload, len(trace_ids)),
+                )
+                inbox_id = int(cur.lastrowid or 0)
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO inbox_traces (inbox_id, trace_id) VALUES (?, ?)",
+                    [(inbox_id, t) for t in trace_ids],
+                )
             return inbox_id
 
     def inbox_done(self, trace_id: bytes, inbox_ids: set[int]) -> None:
         """The spans of ``trace_id`` that came in these requests were handed on; a request all of whose traces
         are done leaves the inbox (later requests with more spans of the same trace stay until theirs are)."""
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, self._transaction():
             for inbox_id in inbox_ids:
                 cur = self._db.execute(
                     "DELETE FROM inbox_traces WHERE inbox_id = ? AND trace_id = ?", (inbox_id, trace_id)
@@ -125,7 +137,6 @@ class Store:
                     self._db.execute("UPDATE inbox SET open_traces = open_traces - 1 WHERE id = ?", (inbox_id,))
                     # By id: a scan of the whole inbox would read every payload and grow with the backlog.
                     self._db.execute("DELETE FROM inbox WHERE id = ? AND open_traces <= 0", (inbox_id,))
-            self._db.execute("COMMIT")
 
     def inbox_pending(self) -> Iterator[tuple[int, bytes, set[bytes]]]:
         """Requests received but not handed on, with the traces still open in each (after a restart: to be
@@ -199,25 +210,24 @@ class Store:
     ) -> int:
         """Move a request from the outbox to the dead letters (one transaction: it is in exactly one of them)."""
         with self._lock:
-            self._db.execute("BEGIN")
-            cur = self._db.execute(
-                "INSERT INTO deadletter (failed, queued, reason, code, downstream, message, attempts, spans, "
-                "trace_ids, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    time.time(),
-                    row.queued,
-                    reason,
-                    code,
-                    downstream,
-                    message,
-                    row.attempts,
-                    row.spans,
-                    json.dumps(trace_ids),
-                    row.payload,
-                ),
-            )
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (row.id,))
-            self._db.execute("COMMIT")
+            with self._transaction():
+                cur = self._db.execute(
+                    "INSERT INTO deadletter (failed, queued, reason, code, downstream, message, attempts, spans, "
+                    "trace_ids, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        time.time(),
+                        row.queued,
+                        reason,
+                        code,
+                        downstream,
+                        message,
+                        row.attempts,
+                        row.spans,
+                        json.dumps(trace_ids),
+                        row.payload,
+                    ),
+                )
+                self._db.execute("DELETE FROM outbox WHERE id = ?", (row.id,))
             return int(cur.lastrowid or 0)
 
     def deadletters(self, ids: list[int] | None = None) -> list[DeadLetter]:
@@ -242,15 +252,13 @@ class Store:
     def deadletter_replay(self, ids: list[int] | None = None) -> int:
         """Move dead letters (all, or these) back to the outbox, at its end, attempts from 0. Returns how many."""
         where, args = _ids_clause(ids)
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, self._transaction():
             self._db.execute(
                 f"INSERT INTO outbox (queued, spans, payload) SELECT ?, spans, payload FROM deadletter{where} "
                 "ORDER BY id",
                 (time.time(), *args),
             )
             moved = self._db.execute(f"DELETE FROM deadletter{where}", args).rowcount
-            self._db.execute("COMMIT")
         return int(moved)
 
     def deadletter_purge(self, ids: list[int] | None = None, older_than: float | None = None) -> int:

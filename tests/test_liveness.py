@@ -1,0 +1,100 @@
+"""The processor's threads outlive any one failure: a store error, an unreadable refusal, a failed write in
+a transaction. Nothing acknowledged is dropped, and nothing stops flowing for good."""
+
+from __future__ import annotations
+
+import sqlite3
+import urllib.error
+from collections.abc import Callable
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from otlp_receiver import OtlpReceiver
+from test_processor import config, send_runs, wait_for
+
+from otel_agent_eval.processor import Processor
+from otel_agent_eval.processor.export import OutboxExporter, classify, sender_for
+from otel_agent_eval.processor.metrics import ProcessorMetrics
+from otel_agent_eval.processor.store import OutboxRow, Store
+
+
+def test_a_failed_write_in_a_transaction_rolls_back(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.outbox_add(b"payload", 1)
+    row = store.outbox_batch(10, 10_000)[0]
+    broken = OutboxRow(row.id, None, row.spans, row.attempts, row.queued)  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.IntegrityError):  # a NOT NULL payload, standing for BUSY or a disk error
+        store.deadletter_add(broken, reason="X", code=1, downstream="d", message="m", trace_ids=[])
+    assert not store._db.in_transaction
+    store.inbox_add(b"next", {b"\x01" * 16})  # would be "cannot start a transaction within a transaction"
+    assert store.outbox_size() == 1 and store.inbox_size() == 1
+
+
+def test_an_unreadable_refusal_is_transient_never_an_exception() -> None:
+    headers = Message()
+    headers["Retry-After"] = "\u00b2"  # "²".isdigit() is True, float("²") is not
+    error = urllib.error.HTTPError("http://x/v1/traces", 503, "busy", headers, None)
+    refusal = classify(error)
+    assert refusal.retryable
+
+
+class Flaky(Store):
+    """A store whose next writes fail, as a busy database or a full disk would."""
+
+    fail_outbox = 0
+
+    def outbox_add(self, payload: bytes, spans: int) -> None:
+        if self.fail_outbox > 0:
+            self.fail_outbox -= 1
+            raise sqlite3.OperationalError("database is locked")
+        super().outbox_add(payload, spans)
+
+    fail_batches = 0
+
+    def outbox_batch(self, max_requests: int, max_bytes: int) -> Any:
+        if self.fail_batches > 0:
+            self.fail_batches -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return super().outbox_batch(max_requests, max_bytes)
+
+
+def test_the_exporter_thread_outlives_a_store_error(tmp_path: Path) -> None:
+    with OtlpReceiver() as downstream:
+        store = Flaky(tmp_path / "s.sqlite")
+        store.fail_batches = 2
+        store.outbox_add(b"", 0)
+        metrics = ProcessorMetrics([InMemoryMetricReader()])
+        target = f"grpc://{downstream.endpoint}"
+        exporter = OutboxExporter(store, sender_for(target), metrics, downstream=target)
+        exporter.start()
+        try:
+            wait_for(lambda: store.outbox_size() == 0)
+            assert exporter._thread is not None and exporter._thread.is_alive()
+        finally:
+            exporter.stop()
+
+
+def test_the_pipeline_outlives_a_store_error_and_delivers_later(
+    tmp_path: Path, running: Callable[..., Processor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with OtlpReceiver() as downstream:
+        processor = running(config(tmp_path, downstream=f"grpc://{downstream.endpoint}"))
+        store = processor.store
+        original = store.outbox_add
+        failures = [2]
+
+        def flaky(payload: bytes, spans: int) -> None:
+            if failures[0] > 0:
+                failures[0] -= 1
+                raise sqlite3.OperationalError("database is locked")
+            original(payload, spans)
+
+        monkeypatch.setattr(store, "outbox_add", flaky)
+        sent = send_runs(processor.grpc.endpoint, runs=2)  # type: ignore[union-attr]
+        wait_for(lambda: downstream.span_count() == sent, timeout=60)
+        assert failures[0] == 0 and processor.pipeline._thread is not None and processor.pipeline._thread.is_alive()
+        more = send_runs(processor.grpc.endpoint, runs=1)  # type: ignore[union-attr]
+        wait_for(lambda: downstream.span_count() == sent + more, timeout=60)
