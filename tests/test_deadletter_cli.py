@@ -109,6 +109,8 @@ def test_purge(data_dir: Path) -> None:
     [
         (["replay"], "give dead letter ids"),
         (["replay", "abc"], "'abc': a dead letter's id is a number"),
+        (["replay", "\u00b2"], "a dead letter's id is a number"),  # "²".isdigit() is True
+        (["replay", "99999999999999999999999"], "a dead letter's id is a number"),  # past SQLite's integers
         (["replay", "2", "999"], "no dead letter 999"),
         (["replay", "1", "--all"], "not both"),
         (["purge"], "exactly one of"),

@@ -247,6 +247,18 @@ def test_a_chunked_body_over_the_limit_is_413_as_soon_as_it_passes(serve: Callab
     assert served.requests == []
 
 
+def test_a_body_of_many_tiny_chunks_is_413_at_a_bound_on_the_chunks(serve: Callable[..., Served]) -> None:
+    """Framing costs time and memory too: 2,000 one-byte chunks under a 64 KiB limit are refused at chunk
+    1,025 (at most one chunk per 64 bytes of the limit, and never fewer than 1,024), before the rest."""
+    served = serve(max_bytes=64 * 1024)
+    with connect(served.port) as sock:
+        sock.sendall(head(f"Content-Type: {PROTOBUF}", "Transfer-Encoding: chunked"))
+        sock.sendall(b"1\r\n\0\r\n" * 2000)
+        response = read_response(sock)
+        assert response.status == 413 and b"chunks" in response.body and one_line(response.body)
+    assert served.requests == []
+
+
 # --- framing ------------------------------------------------------------------------------------------------
 
 

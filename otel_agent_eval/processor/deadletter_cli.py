@@ -36,7 +36,7 @@ def parse_duration(text: str) -> float:
 def _ids(values: tuple[str, ...]) -> list[int]:
     ids = []
     for value in values:
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()) or int(value) >= 2**63:
             raise BadInput(f"{value!r}: a dead letter's id is a number (see `otel-agent-eval deadletter list`)")
         ids.append(int(value))
     return ids
