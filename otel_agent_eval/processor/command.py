@@ -336,14 +336,45 @@ def traces(data_dir: Path, limit: int, outcome: str | None) -> None:
     if not rows:
         click.echo("no traces yet", err=True)
         return
-    click.echo(f"{'trace id':32}  {'evaluated (UTC)':19}  {'agent':16}  {'outcome':9}  {'score':>5}  failure modes")
+    click.echo(
+        f"{'trace id':32}  {'evaluated (UTC)':19}  {'agent':16}  {'outcome':9}  {'score':>5}  {'why':44}  failure modes"
+    )
     for row in rows:
         when = datetime.fromtimestamp(row.evaluated, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         score = f"{row.failure_score:.2f}" if row.failure_score is not None else "-"
+        why = top_reason(row.results)
         click.echo(
             f"{row.trace_id:32}  {when:19}  {(row.agent or '-')[:16]:16}  {row.outcome or 'no run':9}  {score:>5}  "
-            + (", ".join(row.modes) or "-")
+            f"{why:44}  " + (", ".join(row.modes) or "-")
         )
+
+
+def _rank(finding: dict[str, Any]) -> tuple[bool, float, int]:
+    """Terminal before recovered, then the most confident, then the earliest step."""
+    return (
+        finding.get("outcome") != "terminal",
+        -float(finding.get("confidence") or 0.0),
+        int(finding.get("step") or 0),
+    )
+
+
+def top_reason(results: list[dict[str, Any]]) -> str:
+    """Why the score is what it is, in a few words: the top failure (mode, step, evaluator), or, without one,
+    the top suspicion (marked ``suspicion``); ``-`` when there is neither.
+
+    >>> top_reason([{"failures": [], "suspicions": [{"mode": "m", "category": "c", "step": 2, "evaluator": "e",
+    ...                                                "outcome": "terminal", "confidence": 0.4}]}])
+    'suspicion c.m @2 (e)'
+    """
+    failures = [f for r in results for f in r.get("failures", ()) if f.get("category") != "evaluator"]
+    failures = failures or [f for r in results for f in r.get("failures", ())]
+    suspicions = [f for r in results for f in r.get("suspicions", ())]
+    chosen = failures or suspicions
+    if not chosen:
+        return "-"
+    top = min(chosen, key=_rank)
+    what = f"{top.get('category')}.{top.get('mode')} @{top.get('step')} ({top.get('evaluator') or '?'})"
+    return f"{top.get('outcome')} {what}" if failures else f"suspicion {what}"
 
 
 @click.command()
