@@ -133,6 +133,12 @@ def import_cmd(
 @tools_option
 @reference_option
 @strict_option
+@click.option(
+    "--keep-timestamps",
+    is_flag=True,
+    help="Send the recorded timestamps as they are. By default each run is moved so that it ends now, every "
+    "duration and gap kept, so a trace store's default search window (the last hour, say) finds it.",
+)
 def replay(
     files: tuple[str, ...],
     endpoint: str,
@@ -142,13 +148,21 @@ def replay(
     tools_file: str | None,
     with_reference: bool,
     strict: bool,
+    keep_timestamps: bool,
 ) -> None:
     """Send recorded runs to an OTLP/gRPC endpoint, one trace per run.
+
+    Each run is moved in time so that it ends when it is sent, keeping every duration and gap between its
+    steps (--keep-timestamps sends the recorded times; `import` always keeps them).
 
     Every file is read first, so a bad one stops the replay before anything is sent. The first run that
     cannot be delivered (after the exporter's retries) stops it: the rest would not get through either.
     """
+    import time
+
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    from .instrument.recorded import ending_at
 
     loader = RunLoader(fmt, tools_file, strict)
     runs = list(loader.runs(files))
@@ -157,6 +171,8 @@ def replay(
     sent = 0
     try:
         for run in runs:
+            if not keep_timestamps:
+                run = ending_at(run, time.time_ns())
             spans: Sequence[ReadableSpan] = writer.spans(run)
             if exporter.export(spans) is not SpanExportResult.SUCCESS:
                 where = f"{run.source.file}: run {run.source.index}" if run.source else f"run {sent}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -35,6 +36,36 @@ from .content import ContentPolicy
 from .messages import dumps, step_message
 
 STEP_SPACING_NS = 1_000_000
+
+
+def _shift(value: int | None, by: int) -> int | None:
+    return None if value is None else value + by
+
+
+def ending_at(run: AgentRun, end_time_ns: int) -> AgentRun:
+    """The run with every recorded timestamp moved by one offset, so that it ends at ``end_time_ns``.
+
+    Every duration and every gap stays as recorded. A run with no recorded time is returned as it is (its
+    steps are laid out ending at the time they are written anyway).
+
+    >>> from otel_agent_eval.model import AgentRun, UserMessage
+    >>> run = AgentRun(steps=(UserMessage(index=0, content="hi", start_time_ns=10, end_time_ns=15),), end_time_ns=20)
+    >>> moved = ending_at(run, 1_000)
+    >>> moved.steps[0].start_time_ns, moved.steps[0].end_time_ns, moved.end_time_ns
+    (990, 995, 1000)
+    """
+    known = [t for step in run.steps for t in (step.start_time_ns, step.end_time_ns) if t is not None]
+    known += [t for t in (run.start_time_ns, run.end_time_ns) if t is not None]
+    if not known:
+        return run
+    by = end_time_ns - max(known)
+    steps = tuple(
+        replace(step, start_time_ns=_shift(step.start_time_ns, by), end_time_ns=_shift(step.end_time_ns, by))
+        for step in run.steps
+    )
+    return replace(
+        run, steps=steps, start_time_ns=_shift(run.start_time_ns, by), end_time_ns=_shift(run.end_time_ns, by)
+    )
 
 
 def _new_input_attributes(steps: Sequence[Step], upto: int, policy: ContentPolicy) -> attrs.Attributes:
