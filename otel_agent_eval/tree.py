@@ -20,7 +20,7 @@ from typing import Any
 from . import semconv as sc
 from .ingest.dialects import SpanReading, read_span
 from .ingest.span_record import SpanRecord
-from .ingest.spans import span_parents
+from .ingest.spans import span_parents, trace_to_runs
 
 
 def _clip(text: str, width: int) -> str:
@@ -33,8 +33,9 @@ def _call(name: str, arguments: Mapping[str, Any] | None, width: int) -> str:
     return _clip(f"{name}({args})", width)
 
 
-def describe(span: SpanRecord, reading: SpanReading, width: int) -> str:
-    """What the span says, in a few words: a message, a tool call, a tool result or error, labels."""
+def describe(span: SpanRecord, reading: SpanReading, width: int, marks: Sequence[str] = ()) -> str:
+    """What the span says, in a few words: a message, a tool call, a tool result or error, labels (``marks``
+    when given: every failure at the span, else the worst one its attributes carry)."""
     parts: list[str] = []
     if reading.kind == "user":
         text = next((m.content for m in reading.inputs if m.content), None)
@@ -50,7 +51,9 @@ def describe(span: SpanRecord, reading: SpanReading, width: int) -> str:
         elif reading.tool_result is not None:
             parts.append("← " + _clip(reading.tool_result, width))
     attrs = span.attributes
-    if sc.AGENT_EVAL_FAILURE_MODE in attrs:
+    if marks:
+        parts.extend(marks)
+    elif sc.AGENT_EVAL_FAILURE_MODE in attrs:
         parts.append(f"[{attrs.get(sc.AGENT_EVAL_FAILURE_OUTCOME, '?')} {attrs[sc.AGENT_EVAL_FAILURE_MODE]}]")
     return "  ".join(parts)
 
@@ -67,9 +70,19 @@ def _root_facts(span: SpanRecord) -> str:
     return "  ".join(facts)
 
 
-def render_trace(spans: Sequence[SpanRecord], *, width: int = 100) -> str:
+def render_trace(
+    spans: Sequence[SpanRecord],
+    *,
+    width: int = 100,
+    steps: Mapping[str, Sequence[int]] | None = None,
+    marks: Mapping[str, Sequence[str]] | None = None,
+) -> str:
     """One trace's spans as a tree (children in start order; spans whose parent is missing are roots, and so is
-    the first span of a cycle of parent links: :func:`~.ingest.spans.span_parents`)."""
+    the first span of a cycle of parent links: :func:`~.ingest.spans.span_parents`).
+
+    ``steps``: the step numbers of each span id (as the evaluator numbered them: :func:`step_numbers`), shown
+    as ``[n]`` instead of the span's own ``agent_eval.step.index``; ``marks``: the failure labels of each span id,
+    shown instead of those its attributes carry."""
     ordered = sorted(spans, key=lambda s: (s.start_time_ns, s.end_time_ns))
     parents = span_parents(ordered)
     children: dict[str | None, list[SpanRecord]] = defaultdict(list)
@@ -80,14 +93,22 @@ def render_trace(spans: Sequence[SpanRecord], *, width: int = 100) -> str:
     end = max(s.end_time_ns for s in spans)
     lines: list[str] = []
     shown: set[str] = set()
+    steps, marks = steps or {}, marks or {}
     for root in children[None]:
-        facts = _root_facts(root)
+        facts = "  ".join(x for x in (_root_facts(root), *marks.get(root.span_id, ())) if x)
         lines.append(
-            f"trace {root.trace_id}  {root.name}  {facts + '  ' if facts else ''}"
+            f"trace {root.trace_id}  {_label(root, steps)}  {facts + '  ' if facts else ''}"
             f"({len(spans)} spans, {(end - start) / 1e6:.1f} ms)"
         )
-        _render_children(root.span_id, children, "", lines, width, shown)
+        _render_children(root.span_id, children, "", lines, width, shown, steps, marks)
     return "\n".join(lines)
+
+
+def _label(span: SpanRecord, steps: Mapping[str, Sequence[int]]) -> str:
+    """The span's name, after its step number(s): the evaluator's, else the span's own step index."""
+    numbers = steps.get(span.span_id)
+    index = ",".join(map(str, numbers)) if numbers else span.attributes.get(sc.AGENT_EVAL_STEP_INDEX)
+    return f"[{index}] {span.name}" if index is not None else span.name
 
 
 def _render_children(
@@ -97,6 +118,8 @@ def _render_children(
     lines: list[str],
     width: int,
     shown: set[str],
+    steps: Mapping[str, Sequence[int]],
+    marks: Mapping[str, Sequence[str]],
 ) -> None:
     """The spans under ``parent``, depth first, without recursion (a chain of spans may be as long as a trace).
     The children of a span id are shown once (``shown``): under the first of two spans that share the id."""
@@ -107,9 +130,8 @@ def _render_children(
     stack = [(kid, prefix, i == len(kids) - 1) for i, kid in reversed(list(enumerate(kids)))]
     while stack:
         span, prefix, last = stack.pop()
-        index = span.attributes.get(sc.AGENT_EVAL_STEP_INDEX)
-        label = f"[{index}] {span.name}" if index is not None else span.name
-        text = describe(span, read_span(span), width)
+        label = _label(span, steps)
+        text = describe(span, read_span(span), width, marks.get(span.span_id, ()))
         lines.append(f"{prefix}{'└── ' if last else '├── '}{label}{'  ' + text if text else ''}")
         if span.span_id in shown:
             continue
@@ -117,3 +139,24 @@ def _render_children(
         kids = children.get(span.span_id, [])
         inner = prefix + ("    " if last else "│   ")
         stack.extend((kid, inner, i == len(kids) - 1) for i, kid in reversed(list(enumerate(kids))))
+
+
+def step_numbers(spans: Sequence[SpanRecord]) -> dict[str, list[int]]:
+    """The step numbers of each span id, as the evaluator gives them (the runs read from the spans, so a trace
+    of another instrumentation, whose spans carry no ``agent_eval.step.index``, is numbered as its critiques
+    are). A model span whose prompt brought new messages holds their steps too: it is numbered by its answer,
+    the step it is, and by the others only when it has no answer."""
+    kinds = {s.span_id: _STEP_KIND.get(read_span(s).kind) for s in spans}
+    numbers: dict[str, list[int]] = {}
+    for run in trace_to_runs(spans):
+        held: dict[str, list[tuple[bool, int]]] = defaultdict(list)
+        for step in run.steps:
+            if step.span_id:
+                held[step.span_id].append((step.kind == kinds.get(step.span_id), step.index))
+        for span_id, found in held.items():
+            own = [index for is_own, index in found if is_own] or [index for _, index in found]
+            numbers.setdefault(span_id, sorted(set(own)))
+    return numbers
+
+
+_STEP_KIND = {"model": "assistant", "tool": "tool", "user": "user"}

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+from llm_server import LLMServer
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from test_auto_openai import TOOLS, agent, server, spans
 
 from otel_agent_eval.cli import main
+from otel_agent_eval.evaluate import Engine
+from otel_agent_eval.ingest.span_record import SpanRecord
+from otel_agent_eval.ingest.spans import runs_from_records
+from otel_agent_eval.instrument import agent_run
 from otel_agent_eval.processor.store import Store
+
+__all__ = ["server", "spans"]  # fixtures
 
 
 def finding(mode: str, step: int, outcome: str = "terminal", confidence: float = 0.9, **extra: Any) -> dict[str, Any]:
@@ -53,3 +67,60 @@ def test_traces_names_the_top_failure_or_the_top_suspicion(tmp_path: Path) -> No
     assert "terminal tool.wrong_arguments @3 (schema)" in lines["a" * 32]
     assert "suspicion tool.x @1 (schema)" in lines["b" * 32] and "0.63" in lines["b" * 32]
     assert lines["c" * 32].split()[4:7] == ["success", "0.00", "-"]
+
+
+def store_spans(data: Path, spans: Sequence[ReadableSpan]) -> tuple[str, list[dict[str, Any]]]:
+    """The spans in a store, with their evaluation, as `serve` keeps them; returns the trace id and results."""
+    records = [SpanRecord.from_readable(s) for s in spans]
+    results = [Engine().evaluate(run).to_dict() for run in runs_from_records(records)]
+    store = Store(data / "agent-eval.sqlite")
+    store.save_trace(records[0].trace_id, None, results, encode_spans(spans).SerializeToString())
+    store.close()
+    return records[0].trace_id, results
+
+
+def step_lines(out: str) -> dict[str, str]:
+    """Each numbered line of a tree, by its number."""
+    numbered = (re.search(r"(?:[├└]── |^trace \w+  )\[([\d,]+)\] (.*)", line) for line in out.splitlines())
+    return {m.group(1): m.group(2) for m in numbered if m}
+
+
+def test_show_numbers_the_steps_and_marks_the_failing_span(tmp_path: Path) -> None:
+    exporter, provider = InMemorySpanExporter(), TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with agent_run("shop", tracer_provider=provider, tool_definitions=TOOLS) as run:
+        run.user_message("Cancel #W1")
+        with run.chat(model="m") as call:
+            call.set_response(tool_calls=[{"id": "c1", "name": "cancel_order", "arguments": {"order_id": "#W1"}}])
+        with run.tool("cancel_order", call_id="c1", arguments={"order_id": "#W1"}) as t:
+            t.set_result("ok")
+        with run.chat(model="m") as call:
+            call.set_response(content="Done.")
+    trace_id, results = store_spans(tmp_path, exporter.get_finished_spans())
+    [wrong] = [f for f in results[0]["failures"] if f["mode"] == "wrong_arguments"]
+    code, out, err = invoke("show", trace_id, "--data-dir", str(tmp_path))
+    assert code == 0, err
+    lines = step_lines(out)
+    assert sorted(lines) == ["0", "1", "2", "3"]  # the spans' own agent_eval.step.index
+    assert "[terminal wrong_arguments]" in lines[str(wrong["step"])]
+    assert f"  [{wrong['step']}] terminal tool.wrong_arguments:" in out
+
+
+def test_show_numbers_an_auto_instrumented_trace_as_the_evaluator_did(
+    spans: InMemorySpanExporter, server: LLMServer, tmp_path: Path
+) -> None:
+    agent(server, "because")  # a reason the tool's schema does not allow
+    finished = spans.get_finished_spans()
+    # The tool span carries an index of its own (the @tool decorator's), the model spans none: the evaluator
+    # rebuilt the conversation and numbered it; `show` numbers the spans as it did.
+    assert [s.name for s in finished if "agent_eval.step.index" not in (s.attributes or {})] == ["chat gpt-test"] * 2
+    trace_id, results = store_spans(tmp_path, finished)
+    failures = [f for r in results for f in r["failures"] if f["mode"] == "wrong_arguments"]
+    assert failures
+    code, out, err = invoke("show", trace_id, "--data-dir", str(tmp_path))
+    assert code == 0, err
+    lines = step_lines(out)
+    assert len(lines) == 3, out
+    for f in failures:
+        assert "[terminal wrong_arguments]" in lines[str(f["step"])], out
+        assert f"  [{f['step']}] terminal tool.wrong_arguments:" in out

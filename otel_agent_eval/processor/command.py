@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from ..errors import InputError
 from ..ingest.span_record import records_from_request
 from ..output import BadInput
-from ..tree import render_trace
+from ..tree import render_trace, step_numbers
 from .security import StartupError
 from .server import Processor, ServeConfig
 from .store import Store
@@ -389,7 +389,13 @@ def show(trace_id: str, data_dir: Path, width: int) -> None:
     if row is None:
         raise BadInput(f"no trace {trace_id} in {data_dir}")
     records = list(records_from_request(ExportTraceServiceRequest.FromString(row.spans)))
-    click.echo(render_trace(records, width=width))
+    marks: dict[str, list[str]] = {}
+    for result in row.results:
+        for f in result["failures"]:
+            if f.get("span_id"):
+                marks.setdefault(f["span_id"], []).append(f"[{f['outcome']} {f['mode']}]")
+    if records:
+        click.echo(render_trace(records, width=width, steps=step_numbers(records), marks=marks))
     for result in row.results:
         click.echo(f"\noutcome {result['outcome']}, failure score {result['failure_score']:.2f}")
         for f in result["failures"]:
