@@ -51,6 +51,7 @@ OP_INVOKE_AGENT: Final = "invoke_agent"
 OP_CREATE_AGENT: Final = "create_agent"
 OP_EXECUTE_TOOL: Final = "execute_tool"
 MODEL_OPERATIONS: Final = frozenset({OP_CHAT, OP_TEXT_COMPLETION, OP_GENERATE_CONTENT})
+SERVICE_NAME: Final = "service.name"  # a resource attribute: the agent of a run without an agent span
 
 # --- otel-agent-eval's own names --------------------------------------------------------------------------
 AGENT_EVAL_STEP_INDEX: Final = "agent_eval.step.index"

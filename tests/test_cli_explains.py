@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from llm_server import LLMServer
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -21,6 +23,7 @@ from otel_agent_eval.evaluate import Engine
 from otel_agent_eval.ingest.span_record import SpanRecord
 from otel_agent_eval.ingest.spans import runs_from_records
 from otel_agent_eval.instrument import agent_run
+from otel_agent_eval.instrument.auto.openai import OpenAIInstrumentor
 from otel_agent_eval.processor.store import Store
 
 __all__ = ["server", "spans"]  # fixtures
@@ -124,3 +127,26 @@ def test_show_numbers_an_auto_instrumented_trace_as_the_evaluator_did(
     for f in failures:
         assert "[terminal wrong_arguments]" in lines[str(f["step"])], out
         assert f"  [{f['step']}] terminal tool.wrong_arguments:" in out
+
+
+def test_an_auto_instrumented_run_is_named_by_its_service_or_gen_ai_agent_name(server: LLMServer) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "shop-assistant"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    OpenAIInstrumentor().instrument(tracer_provider=provider)
+    try:
+        agent(server, "no longer needed")
+    finally:
+        OpenAIInstrumentor().uninstrument()
+    records = [SpanRecord.from_readable(s) for s in exporter.get_finished_spans()]
+    [run] = runs_from_records(records)
+    assert run.agent_name == "shop-assistant"
+    # gen_ai.agent.name on a span of the run comes first.
+    named = [
+        replace(r, attributes={**r.attributes, "gen_ai.agent.name": "triage"}) if i == 1 else r
+        for i, r in enumerate(records)
+    ]
+    assert [r.agent_name for r in runs_from_records(named)] == ["triage"]
+    # The SDK's default service name names nothing.
+    anonymous = [replace(r, resource={"service.name": "unknown_service"}) for r in records]
+    assert [r.agent_name for r in runs_from_records(anonymous)] == [None]

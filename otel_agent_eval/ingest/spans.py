@@ -31,6 +31,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 
+from .. import semconv as sc
 from ..model import AgentRun, AssistantMessage, Step, ToolExecution, UserMessage
 from .dialects import SpanReading, read_span
 from .messages import ChatMessage, messages_to_steps, read_as_said
@@ -179,7 +180,7 @@ def _group_run(
         steps=tuple(steps),
         trace_id=root.trace_id,
         root_span_id=root.span_id,
-        agent_name=root_reading.agent_name if root_reading else None,
+        agent_name=root_reading.agent_name if root_reading else _auto_agent_name(root, members),
         conversation_id=next((r.conversation_id for r in [*own, *chain] if r.conversation_id), None),
         system_instructions=instructions,
         tool_definitions=tools,
@@ -191,6 +192,20 @@ def _group_run(
     )
     _warn_duplicate_indices(run)
     return run
+
+
+def _auto_agent_name(root: SpanRecord, members: list[tuple[SpanRecord, SpanReading]]) -> str | None:
+    """The agent of a run without an agent span (an auto-instrumented loop): the first ``gen_ai.agent.name`` its
+    spans carry, else the service that sent them (the resource's ``service.name``, unless the SDK's default)."""
+    for span in [root, *(s for s, _ in members)]:
+        name = span.attributes.get(sc.GEN_AI_AGENT_NAME)
+        if isinstance(name, str) and name.strip():
+            return name.strip()
+    for span in [root, *(s for s, _ in members)]:
+        service = span.resource.get(sc.SERVICE_NAME)
+        if isinstance(service, str) and service.strip() and not service.startswith("unknown_service"):
+            return service.strip()
+    return None
 
 
 def _warn_duplicate_indices(run: AgentRun) -> None:
