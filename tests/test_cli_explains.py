@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from llm_server import LLMServer
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -17,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from test_auto_openai import TOOLS, agent, server, spans
+from test_processor import config, send_runs, wait_for
 
 from otel_agent_eval.cli import main
 from otel_agent_eval.evaluate import Engine
@@ -24,6 +27,7 @@ from otel_agent_eval.ingest.span_record import SpanRecord
 from otel_agent_eval.ingest.spans import runs_from_records
 from otel_agent_eval.instrument import agent_run
 from otel_agent_eval.instrument.auto.openai import OpenAIInstrumentor
+from otel_agent_eval.processor import Processor
 from otel_agent_eval.processor.store import Store
 
 __all__ = ["server", "spans"]  # fixtures
@@ -150,3 +154,23 @@ def test_an_auto_instrumented_run_is_named_by_its_service_or_gen_ai_agent_name(s
     # The SDK's default service name names nothing.
     anonymous = [replace(r, resource={"service.name": "unknown_service"}) for r in records]
     assert [r.agent_name for r in runs_from_records(anonymous)] == [None]
+
+
+def test_serve_logs_one_line_per_evaluated_trace(
+    tmp_path: Path, running: Callable[..., Processor], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="otel_agent_eval.processor.pipeline")
+    processor = running(config(tmp_path))
+    send_runs(processor.grpc.endpoint, runs=2)  # type: ignore[union-attr]
+    wait_for(lambda: len(processor.store.recent_traces()) == 2)
+    stored = sorted(t.trace_id for t in processor.store.recent_traces())
+    processor.stop()
+    lines = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("trace ") and "evaluated" in r.getMessage()
+    ]
+    assert len(lines) == 2
+    for line, trace_id in zip(sorted(lines), stored, strict=True):
+        assert (
+            line == f"trace {trace_id} evaluated: agent shop, outcome terminal, failures terminal:tool.wrong_arguments"
+        )
+    assert not any("Cancel order" in r.getMessage() or "Done." in r.getMessage() for r in caplog.records)
