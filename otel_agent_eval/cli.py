@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 import click
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -67,6 +67,27 @@ strict_option = click.option(
 )
 
 
+def output_options(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--output/-o PATH`` (required), with ``--out`` as a hidden alias: every command that writes a file names it
+    the same way (``import`` had only ``--out``, ``evaluate`` only ``--output``). :func:`output_path` reads them."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option("--out", "out_alias", default=None, hidden=True, help="The old name of --output.")(f)
+        return click.option("--output", "-o", "output", default=None, metavar="PATH", help=help_text + " Required.")(f)
+
+    return decorate
+
+
+def output_path(output: str | None, out_alias: str | None) -> str:
+    """The path of ``--output`` (or of its alias ``--out``); a usage error (exit 2) without one, or with two."""
+    if output is not None and out_alias is not None and output != out_alias:
+        raise click.UsageError("--output and --out (its old name) give two different files")
+    path = output if output is not None else out_alias
+    if path is None:
+        raise click.UsageError("Missing option '--output' / '-o'.")
+    return path
+
+
 class RunLoader:
     """Reads every run in the files, reporting (or, under --strict, failing on) runs that cannot be read."""
 
@@ -104,19 +125,26 @@ class RunLoader:
 
 @main.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--out", "-o", required=True, help="Output file of OTLP JSON traces, one run per line ('-': stdout).")
+@output_options("Output file of OTLP JSON traces, one run per line ('-': stdout).")
 @format_option
 @tools_option
 @strict_option
 @reference_option
 def import_cmd(
-    files: tuple[str, ...], out: str, fmt: Format | None, tools_file: str | None, strict: bool, with_reference: bool
+    files: tuple[str, ...],
+    output: str | None,
+    out_alias: str | None,
+    fmt: Format | None,
+    tools_file: str | None,
+    strict: bool,
+    with_reference: bool,
 ) -> None:
     """Import recorded runs (τ-bench, τ², OpenAI messages) as OTLP JSON traces.
 
     Each run becomes one trace: an invoke_agent span and one span per message, in order, with the
     message's position in its run as agent_eval.step.index.
     """
+    out = output_path(output, out_alias)
     writer = RunSpanWriter(include_reference=with_reference)
     loader = RunLoader(fmt, tools_file, strict)
     lines = (request_to_json(encode_spans(writer.spans(run))) for run in loader.runs(files))
@@ -187,9 +215,7 @@ def replay(
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option(
-    "--output", "-o", required=True, help="Where to write the results, one JSON object per run ('-': stdout)."
-)
+@output_options("Where to write the results, one JSON object per run ('-': stdout).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Input format; detected when omitted.")
 @tools_option
 @click.option(
@@ -218,7 +244,8 @@ def replay(
 @strict_option
 def evaluate(
     inputs: tuple[str, ...],
-    output: str,
+    output: str | None,
+    out_alias: str | None,
     fmt: Format | None,
     tools_file: str | None,
     reference: bool,
@@ -233,6 +260,8 @@ def evaluate(
     """
     from .evaluate import Engine, PackLibrary
     from .evaluate.reference import ReferenceEvaluator
+
+    output = output_path(output, out_alias)
 
     try:
         library = PackLibrary.with_builtins(packs, force=pack)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import TAU_BENCH
 from llm_server import LLMServer
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -174,3 +175,40 @@ def test_serve_logs_one_line_per_evaluated_trace(
             line == f"trace {trace_id} evaluated: agent shop, outcome terminal, failures terminal:tool.wrong_arguments"
         )
     assert not any("Cancel order" in r.getMessage() or "Done." in r.getMessage() for r in caplog.records)
+
+
+def test_config_help_lists_the_real_keys() -> None:
+    from otel_agent_eval.processor.command import config_keys, serve
+
+    code, out, err = invoke("serve", "--help")
+    assert code == 0, err
+    keys = config_keys(serve)
+    assert {"quiet_period", "downstream_headers", "policy_packs", "agent_labels", "log_level", "evaluate"} <= set(keys)
+    flat = " ".join(out.split())
+    assert "its keys: " + ", ".join(keys) + "." in flat
+
+
+def test_config_file_takes_every_listed_key(tmp_path: Path) -> None:
+    from otel_agent_eval.processor.command import config_keys, serve
+
+    path = tmp_path / "c.yaml"
+    path.write_text("no_such_key: 1\n")
+    code, _, err = invoke("serve", "--config", str(path))
+    assert code == 2 and "known: " + ", ".join(config_keys(serve)) in err
+
+
+def test_import_and_evaluate_both_take_output_and_out(tmp_path: Path) -> None:
+    for flag in ("--output", "-o", "--out"):
+        traces = tmp_path / f"t{flag}.json"
+        code, _, err = invoke("import", str(TAU_BENCH), flag, str(traces))
+        assert code == 0 and traces.exists(), err
+        results = tmp_path / f"r{flag}.jsonl"
+        code, _, err = invoke("evaluate", str(traces), flag, str(results))
+        assert code == 0 and results.exists(), err
+    for command in ("import", "evaluate"):
+        code, out, _ = invoke(command, "--help")
+        assert "--output" in out and "-o" in out and "--out " not in out  # the alias is hidden
+        code, _, err = invoke(command, str(TAU_BENCH))
+        assert code == 2 and "--output" in err
+        code, _, err = invoke(command, str(TAU_BENCH), "--output", "a", "--out", "b")
+        assert code == 2 and "two different files" in err

@@ -44,10 +44,10 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
         raise BadInput(f"{value}: not YAML: {exc}") from None
     if not isinstance(data, dict):
         raise BadInput(f"{value}: a configuration file is a YAML mapping of settings")
-    known = {p.name for p in ctx.command.params if p.name}
-    unknown = sorted(set(data) - known)
+    known = config_keys(ctx.command)
+    unknown = sorted(set(data) - set(known))
     if unknown:
-        raise BadInput(f"{value}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise BadInput(f"{value}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
     ctx.default_map = {**(ctx.default_map or {}), **data}
     return value
 
@@ -63,7 +63,7 @@ def _downstream_default() -> str | None:
     callback=_load_config,
     is_eager=True,
     expose_value=False,
-    help="A YAML file of settings (keys as the option names, with underscores).",
+    help="A YAML file of settings (keys: listed below the options).",
 )
 @click.option("--grpc-endpoint", default="127.0.0.1:4317", help="OTLP/gRPC receiver address ('' to turn off).")
 @click.option("--http-endpoint", default="127.0.0.1:4318", help="OTLP/HTTP receiver address ('' to turn off).")
@@ -282,6 +282,21 @@ def serve(log_level: str, downstream_headers: tuple[str, ...], **settings: Any) 
         _serve(config)
     finally:
         os.umask(umask)
+
+
+def config_keys(command: click.Command) -> list[str]:
+    """The keys a ``--config`` file of ``command`` may hold: its options' names (as ``_load_config`` takes them)."""
+    return sorted(p.name for p in command.params if p.name and p.name != "config")
+
+
+def _document_config_keys(command: click.Command) -> None:
+    """``--config``'s help lists the real keys, generated from the options (no list to keep in step by hand)."""
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name == "config":
+            param.help = "A YAML file of settings; its keys: " + ", ".join(config_keys(command)) + "."
+
+
+_document_config_keys(serve)
 
 
 def _serve(config: ServeConfig) -> None:
