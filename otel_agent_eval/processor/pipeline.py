@@ -275,7 +275,8 @@ class Pipeline:
             self.metrics.spans_exported.add(len(pending.spans))
         self.store.inbox_done(pending.trace_id, pending.inbox_ids)
         if evaluations:
-            _log_evaluated(pending.trace_id.hex(), evaluations)
+            name = next((e.run.agent_name for e in evaluations if e.run.agent_name), None)
+            _log_evaluated(pending.trace_id.hex(), evaluations, self.metrics.agent(name))
 
     def _count_guard_recoveries(self, spans: dict[str, Span], evaluation: Evaluation) -> None:
         """Recovered failures at a step the in-loop guard had sent back: the failures the hook turned into
@@ -315,11 +316,10 @@ class Pipeline:
         return evaluations
 
 
-def _log_evaluated(trace_id: str, evaluations: list[Evaluation]) -> None:
+def _log_evaluated(trace_id: str, evaluations: list[Evaluation], agent: str) -> None:
     """One INFO line per evaluated trace: its id, agent, outcome and failure modes (never what was said: no
-    critique, no message). The agent name comes from the spans: printed on one line, at most 64 characters."""
-    agent = next((e.run.agent_name for e in evaluations if e.run.agent_name), None)
-    agent = " ".join((agent or "-").split())[:64] or "-"
+    critique, no message). The agent is the metrics' label for it (``redacted`` when the name looks like an
+    e-mail or an id), so a log line holds no more than ``/metrics`` does."""
     outcomes = {e.outcome for e in evaluations}
     outcome = next(o for o in ("terminal", "recovered", "success") if o in outcomes or o == "success")
     modes = sorted({f"{f.outcome}:{f.category}.{f.mode}" for e in evaluations for f in e.failures if f.counts})
