@@ -25,6 +25,7 @@ from typing import Any
 
 import click
 
+from .cli_options import pack_options, strict_option
 from .errors import InputError
 from .evaluate.calibration import (
     DEFAULT_FEATURE_GROUPS,
@@ -198,16 +199,7 @@ def _short(name: str) -> str:
     help='A JSON Lines file of {"trace_id": ..., "success": true|false}: each run\'s outcome, by trace id '
     "(over the outcome the run carries).",
 )
-@click.option(
-    "--policy-pack",
-    "packs",
-    multiple=True,
-    type=click.Path(dir_okay=False),
-    help="A policy pack (YAML) to choose from besides the built-in ones; repeatable.",
-)
-@click.option(
-    "--pack", default="auto", show_default=True, help="The policy pack for every run, by name ('auto': per run)."
-)
+@pack_options
 @click.option(
     "--features",
     default=",".join(DEFAULT_FEATURE_GROUPS),
@@ -222,9 +214,7 @@ def _short(name: str) -> str:
     help="measured: findings take their measured precision as confidence (and so decide outcomes with it); "
     "detector: they keep the detectors' own, and only failure_score is calibrated.",
 )
-@click.option(
-    "--strict", is_flag=True, help="Fail (exit 2) on the first run that cannot be read, instead of skipping it."
-)
+@strict_option
 def calibrate(
     inputs: tuple[str, ...],
     output: str,

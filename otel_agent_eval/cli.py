@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from . import __version__
 from .calibrate_cli import calibrate, calibration_option, load_calibration
+from .cli_options import pack_options, strict_option
 from .errors import InputError
 from .ingest.files import file_format, read_runs
 from .ingest.otlp import read_otlp_json
@@ -61,9 +62,6 @@ reference_option = click.option(
     help="Keep a benchmark's answers (reward, expected actions and outputs) on the root span as "
     "agent_eval.reference.*, for `evaluate --reference` on the traces. Off by default: answers do not belong "
     "in a production pipeline.",
-)
-strict_option = click.option(
-    "--strict", is_flag=True, help="Fail (exit 2) on the first run that cannot be read, instead of skipping it."
 )
 
 
@@ -224,22 +222,7 @@ def replay(
     help="Reference-based evaluation: compare each run with the expected actions and outputs it carries "
     "(τ files). Without it, evaluation reads only what a deployed agent's spans hold.",
 )
-@click.option(
-    "--policy-pack",
-    "packs",
-    multiple=True,
-    type=click.Path(dir_okay=False),
-    help="A policy pack (YAML) to choose from besides the built-in ones; repeatable.",
-)
-@click.option(
-    "--pack",
-    "pack",
-    default="auto",
-    show_default=True,
-    help="The policy pack for every run, by name (built-in: generic, tau-airline, tau-retail; or one given "
-    "with --policy-pack); 'auto' chooses per run from its policy text, 'generic' judges as for a domain no "
-    "pack knows.",
-)
+@pack_options
 @calibration_option
 @strict_option
 def evaluate(
