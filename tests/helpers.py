@@ -21,3 +21,23 @@ def step_facts(step: Step) -> tuple[Any, ...]:
 
 def run_facts(run: AgentRun) -> list[tuple[Any, ...]]:
     return [step_facts(s) for s in run.steps]
+
+
+def send_greetings(endpoint: str, names: list[str], *, in_order: bool = False) -> None:
+    """One short agent run per name (a user's hello, a model's answer) through the real SDK and OTLP/gRPC
+    exporter. ``in_order``: one export per span, so the traces reach the processor in the order given."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    from otel_agent_eval.instrument import agent_run
+
+    provider = TracerProvider()
+    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+    provider.add_span_processor(SimpleSpanProcessor(exporter) if in_order else BatchSpanProcessor(exporter))
+    for i, name in enumerate(names):
+        with agent_run(name, conversation_id=f"c{i}", tracer_provider=provider) as run:
+            run.user_message("hello")
+            with run.chat(model="m") as call:
+                call.set_response(content="Hello!")
+    provider.shutdown()

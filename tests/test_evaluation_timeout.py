@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from helpers import send_greetings
 from otlp_receiver import OtlpReceiver
 from test_processor import config, received_records, wait_for
 
 from otel_agent_eval.evaluate import Engine, Evaluation
-from otel_agent_eval.instrument import agent_run
 from otel_agent_eval.model import AgentRun
 from otel_agent_eval.processor import Processor
 from otel_agent_eval.processor.workers import EvaluationPool
@@ -44,17 +41,6 @@ def released() -> Iterator[None]:
     RELEASE.set()  # the stuck workers finish (their results are dropped) and end
 
 
-def send(endpoint: str, names: list[str]) -> None:
-    provider = TracerProvider()  # one export per span, in order: traces reach the processor in this order
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
-    for i, name in enumerate(names):
-        with agent_run(name, conversation_id=f"c{i}", tracer_provider=provider) as run:
-            run.user_message("hello")
-            with run.chat(model="m") as call:
-                call.set_response(content="Hello!")
-    provider.shutdown()
-
-
 def roots(downstream: OtlpReceiver) -> list[Any]:
     return [r for r in received_records(downstream) if r.parent_span_id is None]
 
@@ -68,7 +54,7 @@ def test_two_hung_evaluations_cost_two_traces_not_the_ones_behind_them(
             Stalling(),
         )
         names = ["hang 1", "hang 2", *(f"agent {i}" for i in range(8))]
-        send(processor.grpc.endpoint, names)  # type: ignore[union-attr]
+        send_greetings(processor.grpc.endpoint, names, in_order=True)  # type: ignore[union-attr]
         wait_for(lambda: len(roots(downstream)) == len(names), timeout=60)
         by_agent = {r.attributes.get("gen_ai.agent.name"): r.attributes for r in roots(downstream)}
     for name in names[2:]:
@@ -84,7 +70,7 @@ def test_traces_are_handed_on_as_their_evaluations_finish(tmp_path: Path, runnin
             config(tmp_path, downstream=f"grpc://{downstream.endpoint}", workers=2, evaluation_timeout=30.0),
             Stalling(),
         )
-        send(processor.grpc.endpoint, ["slow one", "quick one"])  # type: ignore[union-attr]
+        send_greetings(processor.grpc.endpoint, ["slow one", "quick one"], in_order=True)  # type: ignore[union-attr]
         wait_for(lambda: len(roots(downstream)) == 2, timeout=60)
         order = [r.attributes.get("gen_ai.agent.name") for r in roots(downstream)]
     # Unless the two were released in separate ticks, the quick one goes first; either way none waited on
@@ -139,7 +125,7 @@ def test_traces_that_find_no_live_worker_go_on_unevaluated(tmp_path: Path, runni
         )
         processor.pipeline._pool.max_stuck = 0  # no worker is started in place of a stuck one
         names = ["hang 1", "agent a", "agent b"]
-        send(processor.grpc.endpoint, names)  # type: ignore[union-attr]
+        send_greetings(processor.grpc.endpoint, names, in_order=True)  # type: ignore[union-attr]
         wait_for(lambda: len(roots(downstream)) == len(names), timeout=60)
         by_agent = {r.attributes.get("gen_ai.agent.name"): r.attributes for r in roots(downstream)}
     # The one worker is stuck and not replaced: the rest go on, marked, instead of waiting for good.

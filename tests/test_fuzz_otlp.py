@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from fuzzing import fuzz
+from hypothesis import example, given
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
@@ -36,14 +36,7 @@ from otel_agent_eval.model import AssistantMessage
 from otel_agent_eval.otlp_json import request_from_json, request_to_json
 from otel_agent_eval.tree import render_trace
 
-# AGENT_EVAL_FUZZ_EXAMPLES=5000 makes a long, random search (locally: CI runs the same few examples each time).
-EXAMPLES = int(os.environ.get("AGENT_EVAL_FUZZ_EXAMPLES", "0"))
-FUZZ = settings(
-    max_examples=EXAMPLES or 120,
-    deadline=None,
-    derandomize=not EXAMPLES,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-)
+FUZZ = fuzz(120)
 ENGINE = Engine()
 
 # --- strategies ---------------------------------------------------------------------------------------------

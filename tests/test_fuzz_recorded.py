@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
-from hypothesis import HealthCheck, example, given, settings
+from fuzzing import fuzz
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from otel_agent_eval.cli import main
@@ -29,19 +30,6 @@ from otel_agent_eval.evaluate import Engine
 from otel_agent_eval.ingest.files import read_runs
 from otel_agent_eval.ingest.recorded import load_runs
 from otel_agent_eval.model import AgentRun
-
-# AGENT_EVAL_FUZZ_EXAMPLES=5000 makes a long, random search (locally: CI runs the same few examples each time).
-EXAMPLES = int(os.environ.get("AGENT_EVAL_FUZZ_EXAMPLES", "0"))
-
-
-def fuzz(examples: int) -> settings:
-    return settings(
-        max_examples=EXAMPLES or examples,
-        deadline=None,
-        derandomize=not EXAMPLES,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-    )
-
 
 ENGINE = Engine()
 

@@ -11,33 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from fuzzing import fuzz
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from otel_agent_eval.hook import Guard
 from otel_agent_eval.hook._proto import evaluation_pb2 as pb
 from otel_agent_eval.hook._proto import evaluation_pb2_grpc as pb_grpc
 from otel_agent_eval.hook.service import EvaluationServicer, add_evaluation_service
-
-# AGENT_EVAL_FUZZ_EXAMPLES=5000 makes a long, random search (locally: CI runs the same few examples each time).
-EXAMPLES = int(os.environ.get("AGENT_EVAL_FUZZ_EXAMPLES", "0"))
-
-
-def fuzz(examples: int) -> settings:
-    return settings(
-        max_examples=EXAMPLES or examples,
-        deadline=None,
-        derandomize=not EXAMPLES,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-    )
-
 
 TOOLS = [
     {

@@ -5,25 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from helpers import send_greetings
 from test_processor import config, wait_for
 
-from otel_agent_eval.instrument import agent_run
 from otel_agent_eval.processor import Processor
 from otel_agent_eval.processor.agent_labels import AgentLabels
-
-
-def send_named(endpoint: str, names: list[str]) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
-    for i, name in enumerate(names):
-        with agent_run(name, conversation_id=f"c{i}", tracer_provider=provider) as run:
-            run.user_message("hello")
-            with run.chat(model="m") as call:
-                call.set_response(content="Hello!")
-    provider.shutdown()
 
 
 def agent_values(processor: Processor) -> set[str]:
@@ -44,7 +30,7 @@ def test_agent_names_that_look_personal_never_reach_a_label(tmp_path: Path, runn
         "shop",
         *(f"bot {c}" for c in "abcdefgh"),
     ]
-    send_named(processor.grpc.endpoint, names)  # type: ignore[union-attr]
+    send_greetings(processor.grpc.endpoint, names)  # type: ignore[union-attr]
     wait_for(lambda: len(processor.store.recent_traces(limit=100)) == len(names))
     values = agent_values(processor)
     kept = values - {"redacted", "other"}
@@ -56,7 +42,7 @@ def test_agent_names_that_look_personal_never_reach_a_label(tmp_path: Path, runn
 
 def test_an_allow_list_keeps_only_the_agents_it_names(tmp_path: Path, running: Callable[..., Processor]) -> None:
     processor = running(config(tmp_path, agent_labels=("shop",)))
-    send_named(processor.grpc.endpoint, ["shop", "travel", "billing"])  # type: ignore[union-attr]
+    send_greetings(processor.grpc.endpoint, ["shop", "travel", "billing"])  # type: ignore[union-attr]
     wait_for(lambda: len(processor.store.recent_traces()) == 3)
     assert agent_values(processor) == {"shop", "other"}
 
