@@ -52,6 +52,7 @@ import otel_agent_eval
 from otel_agent_eval.errors import InputError
 from otel_agent_eval.evaluate import Engine, PackLibrary
 from otel_agent_eval.evaluate.calibration import (
+    auroc,
     default_calibration,
     failure_rate,
     leave_one_source_out,
@@ -288,29 +289,6 @@ def via_cli(df: DataFile, setting: str, command: Sequence[str]) -> list[Result]:
 
 
 # --- scores --------------------------------------------------------------------------------------------------
-
-
-def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
-    """Area under the ROC curve: the chance that a failed run scores above a successful one (ties count half).
-
-    Mann-Whitney U with mid-ranks for ties.
-    """
-    n_pos = sum(positive)
-    n_neg = len(positive) - n_pos
-    if not n_pos or not n_neg:
-        return None
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    ranks = [0.0] * len(scores)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1  # the mean of ranks i+1 .. j+1
-        i = j + 1
-    rank_sum = sum(r for r, p in zip(ranks, positive, strict=True) if p)
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def _ratio(a: int, b: int) -> float | None:
