@@ -29,7 +29,7 @@ from .ingest.span_record import SpanRecord, records_from_request
 from .instrument.recorded import RunSpanWriter
 from .model import AgentRun, ToolDefinition
 from .otlp_json import request_to_json
-from .output import BadInput, write_atomically
+from .output import BadInput, result_record, write_atomically
 from .processor.command import serve, show, traces
 from .processor.deadletter_cli import deadletter
 from .report.command import report
@@ -270,7 +270,7 @@ def evaluate(
         show = sys.stderr.isatty() and len(runs) > 20
         with click.progressbar(runs, label="evaluating", file=sys.stderr) if show else _plain(runs) as items:
             for run in items:
-                yield json.dumps(engine.evaluate(run).to_dict(), ensure_ascii=False)
+                yield json.dumps(result_record(engine.evaluate(run)), ensure_ascii=False)
 
     written = write_atomically(output, lines())
     loader.summary("evaluated", written, output)

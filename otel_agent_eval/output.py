@@ -7,8 +7,12 @@ import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from .evaluate.findings import Evaluation
 
 
 class BadInput(click.ClickException):
@@ -54,3 +58,14 @@ def write_atomically(path: str | Path, lines: Iterable[str]) -> int:
         Path(tmp).unlink(missing_ok=True)
         raise
     return count
+
+
+def result_record(evaluation: Evaluation) -> dict[str, Any]:
+    """One line of ``results.jsonl``: the evaluation, and the agent it judged (``agent``: ``gen_ai.agent.name``, or
+    the recorded run's implementation; null when unknown), so that ``report`` can break the runs down by agent."""
+    record = evaluation.to_dict()
+    # after trace_id, beside what identifies the run; a reader of older files finds no "agent" and takes None
+    ordered = {key: record[key] for key in ("source", "trace_id")}
+    ordered["agent"] = evaluation.run.agent_name
+    ordered.update(record)
+    return ordered
