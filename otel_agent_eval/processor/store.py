@@ -320,10 +320,18 @@ class Store:
         return _stored(row) if row else None
 
     def all_results(self) -> Iterator[dict[str, Any]]:
+        for _, _, _, results in self.evaluated_results():
+            yield from results
+
+    def evaluated_results(self) -> Iterator[tuple[str, float, str | None, list[dict[str, Any]]]]:
+        """Every stored trace, oldest first, without its spans: ``(trace id, when it was evaluated (Unix time),
+        agent, its results)``; read only (``report`` draws failures over time from it)."""
         with self._lock:
-            rows = self._db.execute("SELECT result FROM traces ORDER BY evaluated").fetchall()
-        for (result,) in rows:
-            yield from json.loads(result)
+            rows = self._db.execute(
+                "SELECT trace_id, evaluated, agent, result FROM traces ORDER BY evaluated"
+            ).fetchall()
+        for trace_id, evaluated, agent, result in rows:
+            yield str(trace_id), float(evaluated), agent, json.loads(result)
 
 
 def _ids_clause(ids: list[int] | None) -> tuple[str, tuple[int, ...]]:
