@@ -233,7 +233,7 @@ def test_text_report_has_the_study_table() -> None:
     )
     assert "Most frequent critiques (3 of 11 distinct)" in lines
     assert (
-        '      2     2         2  workflow.policy_violation           Ask for an explicit "yes" before calling '
+        '  #2      2     2         2  workflow.policy_violation           Ask for an explicit "yes" before calling '
         "cancel_reservation on reservation 'ZFA04Y'." in lines
     )
     assert (
@@ -328,10 +328,11 @@ def test_html_is_self_contained(tmp_path: Path) -> None:
     page = render_html(summarize(load_results([_nasty_results(tmp_path)])))
     parser = _Refs()
     parser.feed(page)
-    assert parser.refs == []  # no src=, href=, <link>: nothing to fetch
+    # no src=, <link>, and no href= but to the page's own rows (#...): nothing to fetch
+    assert parser.refs and all(tag == "a" and name == "href" and ref.startswith("#") for tag, name, ref in parser.refs)
     bundle = get_plotlyjs()
     assert page.count(bundle) == 1  # plotly.js inlined once for the whole page
-    assert page.count("Plotly.newPlot(") == 4
+    assert page.count("Plotly.newPlot(") == 3  # modes, outcomes, root cause; the critiques are a plain table
     rest = page.replace(bundle, "")
     assert not re.search(r"https?:|//cdn|@import|url\(|@font-face", rest, re.IGNORECASE)
 
@@ -348,7 +349,12 @@ def test_html_escapes_text_from_the_results(tmp_path: Path) -> None:
     # in the charts' JSON too: escaped for plotly's labels, and no "<" that could close the script
     scripts = [s for s in _script_bodies(page) if "Plotly.newPlot" in s]
     assert scripts and all("<" not in s for s in scripts)
-    assert any("\\u0026lt;b\\u0026gt;order" in s or "&lt;b&gt;order" in s for s in scripts)
+    # a mode name is drawn by plotly (an axis label): escaped for its pseudo-HTML too
+    hostile = tmp_path / "mode.jsonl"
+    hostile.write_text(run_line(failures=[finding("x", mode="<b>bold</b>")]) + "\n")
+    charts = [s for s in _script_bodies(render_html(summarize(load_results([hostile])))) if "Plotly.newPlot" in s]
+    assert all("<" not in s for s in charts)
+    assert any("\\u0026lt;b\\u0026gt;bold" in s or "&lt;b&gt;bold" in s for s in charts)
 
 
 def _script_bodies(page: str) -> list[str]:
@@ -450,7 +456,7 @@ def test_page_renders_in_headless_chromium(tmp_path: Path) -> None:
 
     dom = _chromium(tmp_path, "--dump-dom", url).stdout
     charts = dict(re.findall(r'<div id="(chart-[a-z-]+)" class="([^"]*)"', dom))
-    assert set(charts) == {"chart-modes", "chart-outcomes", "chart-critiques", "chart-root-cause"}
+    assert set(charts) == {"chart-modes", "chart-outcomes", "chart-root-cause"}
     assert all("js-plotly-plot" in cls for cls in charts.values()), charts  # plotly.js ran on every chart
     sections = {name: dom[dom.index(f'id="{name}"') :] for name in charts}
     for name, html in sections.items():
@@ -460,19 +466,19 @@ def test_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert modes.count('class="point"') == 18  # one bar for each (mode, outcome) pair: 9 modes x 2
     for mode in ("policy_violation", "wrong_arguments", "evaluator_error"):
         assert f">{mode}<" in modes  # the axis labels were drawn
-    outcomes = sections["chart-outcomes"][: sections["chart-outcomes"].index('id="chart-critiques"')]
+    outcomes = sections["chart-outcomes"][: sections["chart-outcomes"].index('id="critiques"')]
     assert outcomes.count('class="slice"') == 3
-    critiques = sections["chart-critiques"][: sections["chart-critiques"].index('id="chart-root-cause"')]
-    assert "cell-text" in critiques and "cancel_reservation" in critiques
+    critiques = dom[dom.index('id="critiques"') : dom.index('id="chart-root-cause"')]
+    assert critiques.count('<span class="critique">') == 12 and "cancel_reservation" in critiques
     # the HTML-looking critique is shown as text, not turned into elements
     assert "<img" not in dom and "<b>order</b>" not in dom and "alert('x')</script>" not in dom
     assert "&lt;b&gt;order&lt;/b&gt;" in critiques
 
     png = tmp_path / "page.png"
-    _chromium(tmp_path, f"--screenshot={png}", "--window-size=1280,2000", url)
+    _chromium(tmp_path, f"--screenshot={png}", "--window-size=1280,4000", url)
     assert png.exists() and png.stat().st_size > 30_000
     width, height, colours = _png_pixels(png)
-    assert (width, height) == (1280, 2000)
+    assert (width, height) == (1280, 4000)
     assert len(colours) > 200  # not blank, not uniform
     # the charts were painted: the bars and the donut fill far more pixels in the outcome colours than the
     # page's own decorations in those colours (card borders, dots: under 2,000 pixels each)

@@ -1,9 +1,15 @@
 """The report as one self-contained HTML page: plotly charts with plotly.js inlined once, and plain tables.
 
-Nothing is fetched when the page is opened: no external script, stylesheet, font or image. Every text that
-comes from the results (critiques, modes, file names) is escaped, in the tables and in the charts (plotly
-reads a few HTML tags in its labels; escaped, they show as written). The charts need the ``report`` extra
-(plotly); without it :func:`render_html` raises :class:`MissingPlotly`.
+Nothing is fetched when the page is opened: no external script, stylesheet, font or image; the only links are
+to the page's own rows and, with ``--trace-url``, to the trace UI. Every text that comes from the results
+(critiques, modes, agents, file names, trace ids) is escaped, in the tables and in the charts (plotly reads a few
+HTML tags in its labels; escaped, they show as written). The charts need the ``report`` extra (plotly); without
+it :func:`render_html` raises :class:`MissingPlotly`.
+
+Operators go from a number to the traces: every mode, critique, suspicion, agent and root-cause row lists its
+traces (:mod:`.traces`), and a click on a bar of the modes or root-cause chart scrolls to its row and opens the
+list. Tables scroll sideways inside their section on a narrow screen rather than overflow it, and long text
+wraps: nothing is cut.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .summary import Summary, Tally
-from .text import root_cause_buckets
+from .text import agent_name, root_cause_buckets
+from .timeline import Timeline
+from .traces import TraceLinks
 
 COLOURS = {"success": "#2e9d4f", "recovered": "#f0a202", "terminal": "#d1373b"}
 FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif'
@@ -70,9 +78,43 @@ def _integer_axis(largest: int) -> dict[str, Any]:
     return {"tick0": 0, "dtick": step, "tickformat": "d"} if step else {"tickformat": "d"}
 
 
-def _div(fig: Any, div_id: str) -> str:
+#: after a chart is drawn: a click on a bar goes to the row whose id is the bar's last customdata item
+_JUMP_ON_CLICK = (
+    "document.getElementById('{plot_id}').on('plotly_click', function (e) {"
+    " var p = e.points && e.points[0]; if (!p) return;"
+    " var d = p.customdata; reportJump(Array.isArray(d) ? d[d.length - 1] : d);"
+    " });"
+)
+
+#: in the page's head: scroll to a row, open its list of traces, and flash it
+_JUMP = (
+    "function reportJump(id) { var row = document.getElementById(id); if (!row) return;"
+    " var d = row.querySelector('details'); if (d) d.open = true;"
+    " row.scrollIntoView({block: 'center'}); row.classList.add('hit');"
+    " setTimeout(function () { row.classList.remove('hit'); }, 1600); }"
+)
+
+
+def _div(fig: Any, div_id: str, *, clickable: bool = False) -> str:
     config = {"displaylogo": False, "responsive": True, "displayModeBar": False}
-    return str(fig.to_html(full_html=False, include_plotlyjs=False, config=config, div_id=div_id))
+    return str(
+        fig.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            config=config,
+            div_id=div_id,
+            post_script=_JUMP_ON_CLICK if clickable else None,
+        )
+    )
+
+
+def mode_anchor(index: int) -> str:
+    """The id of the modes table's row for ``summary.modes[index]`` (ids by position: nothing from the results)."""
+    return f"mode-{index}"
+
+
+def step_anchor(index: int) -> str:
+    return f"step-{index}"
 
 
 def modes_chart(go: Any, summary: Summary) -> str:
@@ -80,9 +122,10 @@ def modes_chart(go: Any, summary: Summary) -> str:
     categories = [_label(m.category) for m in summary.modes]
     modes = [_label(m.mode) for m in summary.modes]
     fig = go.Figure()
+    anchors = [mode_anchor(i) for i in range(len(summary.modes))]
     for outcome in ("terminal", "recovered"):
         values = [getattr(m.tally, outcome) for m in summary.modes]
-        runs = [getattr(m.tally, f"runs_{outcome}") for m in summary.modes]
+        runs = [[getattr(m.tally, f"runs_{outcome}"), a] for m, a in zip(summary.modes, anchors, strict=True)]
         fig.add_trace(
             go.Bar(
                 name=outcome,
@@ -94,7 +137,8 @@ def modes_chart(go: Any, summary: Summary) -> str:
                 text=[str(v) if v else "" for v in values],
                 textposition="inside",
                 insidetextanchor="middle",
-                hovertemplate=f"%{{y}}<br>{outcome}: %{{x}} failures in %{{customdata}} runs<extra></extra>",
+                hovertemplate=f"%{{y}}<br>{outcome}: %{{x}} failures in %{{customdata[0]}} runs"
+                "<br>click: the traces<extra></extra>",
             )
         )
     fig.update_layout(
@@ -112,7 +156,7 @@ def modes_chart(go: Any, summary: Summary) -> str:
             yaxis={"autorange": "reversed", "tickfont": {"size": 13}},
         )
     )
-    return _div(fig, "chart-modes")
+    return _div(fig, "chart-modes", clickable=True)
 
 
 def outcomes_chart(go: Any, summary: Summary) -> str:
@@ -142,54 +186,18 @@ def outcomes_chart(go: Any, summary: Summary) -> str:
     return _div(fig, "chart-outcomes")
 
 
-def critiques_chart(go: Any, summary: Summary) -> str:
-    """The most frequent critiques as a plotly table (the same numbers are in a plain table for no-JS readers)."""
-    rows = summary.critiques
-    values = [
-        [str(i) for i in range(1, len(rows) + 1)],
-        [str(c.count) for c in rows],
-        [str(c.runs) for c in rows],
-        [str(c.terminal) for c in rows],
-        ["<br>".join(_label(m) for m in c.modes) for c in rows],
-        [_label(c.example) for c in rows],
-    ]
-    header = ["#", "count", "runs", "terminal", "mode", "critique (one example of the group)"]
-    fig = go.Figure(
-        go.Table(
-            columnwidth=[30, 52, 46, 74, 250, 580],
-            header={
-                "values": [f"<b>{h}</b>" for h in header],
-                "align": ["right", "right", "right", "right", "left", "left"],
-                "fill": {"color": "#f2f2f2"},
-                "line": {"color": "#d9d9d9"},
-                "height": 30,
-            },
-            cells={
-                "values": values,
-                "align": ["right", "right", "right", "right", "left", "left"],
-                "line": {"color": "#e6e6e6"},
-                "fill": {"color": "#ffffff"},
-                "height": 28,
-            },
-        )
-    )
-    # rows grow by a line for each ~80 characters of critique (the column is ~600 px wide) or extra mode
-    height = 40 + sum(28 + 18 * max(-(-len(c.example) // 80) - 1, len(c.modes) - 1) for c in rows)
-    fig.update_layout(_layout(height, margin={"l": 0, "r": 0, "t": 0, "b": 0}))
-    return _div(fig, "chart-critiques")
-
-
 def root_cause_chart(go: Any, summary: Summary) -> str:
     buckets = root_cause_buckets(summary.root_cause_steps)
     fig = go.Figure(
         go.Bar(
-            x=[label for label, _ in buckets],
-            y=[n for _, n in buckets],
+            x=[b.label for b in buckets],
+            y=[b.runs for b in buckets],
+            customdata=[step_anchor(i) for i in range(len(buckets))],
             marker={"color": COLOURS["terminal"]},
-            text=[str(n) if n else "" for _, n in buckets],
+            text=[str(b.runs) if b.runs else "" for b in buckets],
             textposition="outside",
             cliponaxis=False,
-            hovertemplate="step %{x}: %{y} runs<extra></extra>",
+            hovertemplate="step %{x}: %{y} runs<br>click: the traces<extra></extra>",
         )
     )
     fig.update_layout(
@@ -200,55 +208,77 @@ def root_cause_chart(go: Any, summary: Summary) -> str:
                 "title": {"text": "runs"},
                 "rangemode": "tozero",
                 "gridcolor": "#e6e6e6",
-                **_integer_axis(max((n for _, n in buckets), default=0)),
+                **_integer_axis(max((b.runs for b in buckets), default=0)),
             },
         )
     )
-    return _div(fig, "chart-root-cause")
+    return _div(fig, "chart-root-cause", clickable=True)
 
 
 # ---------------------------------------------------------------------------------------------------- tables
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], *, numeric_from: int = 1, cls: str = "") -> str:
-    """A table of already escaped cells; columns from ``numeric_from`` on are right-aligned numbers."""
+def _table(
+    header: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    numeric_from: int = 1,
+    cls: str = "",
+    ids: Sequence[str] = (),
+) -> str:
+    """A table of already escaped cells, in a box that scrolls sideways when the table is wider than the page;
+    columns from ``numeric_from`` on are right-aligned numbers unless their header says ``traces``, ``mode`` or
+    ``critique`` (text). ``ids`` names the rows (a chart's bar jumps to its row)."""
+    text_columns = {
+        i for i, h in enumerate(header) if h.split(" ")[0] in ("traces", "mode", "modes", "critique", "top")
+    }
 
     def cells(row: Sequence[str], tag: str) -> str:
         return "".join(
-            f'<{tag} class="num">{c}</{tag}>' if i >= numeric_from else f"<{tag}>{c}</{tag}>" for i, c in enumerate(row)
+            f'<{tag} class="num">{c}</{tag}>' if i >= numeric_from and i not in text_columns else f"<{tag}>{c}</{tag}>"
+            for i, c in enumerate(row)
         )
 
-    body = "".join(f"<tr>{cells(row, 'td')}</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{cells(header, "th")}</tr></thead><tbody>{body}</tbody></table>'
+    body = "".join(
+        f"<tr{f' id={chr(34)}{ids[i]}{chr(34)}' if i < len(ids) else ''}>{cells(row, 'td')}</tr>"
+        for i, row in enumerate(rows)
+    )
+    return _scroll(f'<table class="{cls}"><thead><tr>{cells(header, "th")}</tr></thead><tbody>{body}</tbody></table>')
+
+
+def _scroll(content: str) -> str:
+    return f'<div class="scroll">{content}</div>'
 
 
 def _tally(t: Tally) -> list[str]:
     return [str(t.terminal), str(t.recovered), str(t.total), str(t.runs_terminal), str(t.runs_recovered), str(t.runs)]
 
 
-def modes_table(summary: Summary) -> str:
+def modes_table(summary: Summary, links: TraceLinks) -> str:
     rows = []
+    index = 0
     for category in summary.categories:
         rows.append(
             f'<tr class="group"><th scope="rowgroup">{_e(category.category)}</th>'
             + "".join(f'<td class="num">{v}</td>' for v in _tally(category.tally))
-            + "</tr>"
+            + "<td></td></tr>"
         )
         for mode in category.modes:
             rows.append(
-                f'<tr><td class="mode">{_e(mode.mode)}</td>'
+                f'<tr id="{mode_anchor(index)}"><td class="mode">{_e(mode.mode)}</td>'
                 + "".join(f'<td class="num">{v}</td>' for v in _tally(mode.tally))
-                + "</tr>"
+                + f'<td class="traces-cell">{links.html(mode.traces)}</td></tr>'
             )
+            index += 1
     rows.append(
         '<tr class="total"><th scope="row">all</th>'
         + "".join(f'<td class="num">{v}</td>' for v in _tally(summary.failures))
-        + "</tr>"
+        + "<td></td></tr>"
     )
-    return (
+    return _scroll(
         '<table class="modes"><thead>'
         '<tr><th rowspan="2">category / mode</th><th colspan="3" class="span">failures</th>'
-        '<th colspan="3" class="span">runs affected</th></tr>'
+        '<th colspan="3" class="span">runs affected</th><th rowspan="2">traces (terminal first)</th></tr>'
         '<tr><th class="num terminal">terminal</th><th class="num recovered">recovered</th><th class="num">total</th>'
         '<th class="num terminal">terminal</th><th class="num recovered">recovered</th><th class="num">any</th></tr>'
         f"</thead><tbody>{''.join(rows)}</tbody></table>"
@@ -285,7 +315,28 @@ def files_table(summary: Summary) -> str:
     return _table(["source file", "runs", "success", "recovered", "terminal", "terminal %", "failures"], rows)
 
 
-def critiques_table(summary: Summary) -> str:
+def agents_table(summary: Summary, links: TraceLinks) -> str:
+    rows = [
+        [
+            f'<span class="agent">{_e(agent_name(a.agent))}</span>',
+            str(a.runs),
+            *(str(n) for n in a.outcomes.values()),
+            _percent(a.outcomes["terminal"], a.runs),
+            str(a.failures.total),
+            "<br>".join(
+                f'<span class="nowrap"><code>{_e(m.category)}.{_e(m.mode)}</code> {m.tally.total}</span>'
+                for m in a.top_modes
+            )
+            or "–",
+            links.html(a.terminal_traces),
+        ]
+        for a in summary.agents
+    ]
+    header = ["agent", "runs", "success", "recovered", "terminal", "terminal %", "failures", "top modes", "traces"]
+    return _table([*header[:-1], "traces (terminal runs)"], rows, cls="agents")
+
+
+def critiques_table(summary: Summary, links: TraceLinks) -> str:
     rows = [
         [
             str(i),
@@ -294,19 +345,122 @@ def critiques_table(summary: Summary) -> str:
             str(c.terminal),
             "<br>".join(f"<code>{_e(m)}</code>" for m in c.modes),
             f'<span class="critique">{_e(c.example)}</span>',
+            links.html(c.traces),
         ]
         for i, c in enumerate(summary.critiques, start=1)
     ]
     return _table(
-        ["#", "count", "runs", "terminal", "mode", "critique (one example of the group)"],
+        ["#", "count", "runs", "terminal", "mode", "critique (one example of the group)", "traces"],
         rows,
         numeric_from=0,
         cls="critiques",
     )
 
 
-def root_cause_table(summary: Summary) -> str:
-    return _table(["step", "runs"], ([_e(label), str(n)] for label, n in root_cause_buckets(summary.root_cause_steps)))
+def suspicions_table(summary: Summary, links: TraceLinks) -> str:
+    rows = [
+        [
+            f"<code>{_e(s.category)}.{_e(s.mode)}</code>",
+            str(s.count),
+            str(s.runs),
+            f'<span class="critique">{_e(s.example)}</span>',
+            links.html(s.traces),
+        ]
+        for s in summary.suspicions
+    ]
+    return _table(["mode", "findings", "runs", "critique (one example)", "traces"], rows, cls="suspicions")
+
+
+def root_cause_table(summary: Summary, links: TraceLinks) -> str:
+    buckets = root_cause_buckets(summary.root_cause_steps, summary.root_cause_traces)
+    rows = [[f'<span class="nowrap">{_e(b.label)}</span>', str(b.runs), links.html(b.traces)] for b in buckets]
+    return _table(["step", "runs", "traces"], rows, ids=[step_anchor(i) for i in range(len(buckets))])
+
+
+# ---------------------------------------------------------------------------------------------------- time
+
+
+def time_anchor(index: int) -> str:
+    return f"time-{index}"
+
+
+def _tick_step(largest: int) -> int:
+    return next((s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000) if largest / s <= 5), -(-largest // 5))
+
+
+def timeline_svg(timeline: Timeline) -> str:
+    """Failures per bucket as stacked bars (terminal below, recovered above), drawn in SVG at a fixed scale: on a
+    narrow screen it scrolls sideways instead of shrinking its labels. A bar links to its bucket's row."""
+    slot, plot_h, left, top, bottom = 34, 180, 44, 12, 78
+    n = len(timeline.buckets)
+    width = max(left + n * slot + 16, 320)
+    height = top + plot_h + bottom
+    most = max((b.failures for b in timeline.buckets), default=0)
+    tick = _tick_step(max(most, 1))
+    ceiling = max(tick * -(-max(most, 1) // tick), 1)
+    parts = [
+        f'<svg class="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="failures over time">'
+    ]
+    for value in range(0, ceiling + 1, tick):
+        y = top + plot_h - plot_h * value / ceiling
+        parts.append(
+            f'<line x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e6e6e6"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{value}</text>'
+        )
+    label_every = max(1, -(-n // 12))
+    for i, bucket in enumerate(timeline.buckets):
+        x = left + i * slot + 5
+        parts.append(_svg_bar(timeline, i, x, slot - 10, top, plot_h, ceiling))
+        if i % label_every == 0:
+            lx, ly = x + (slot - 10) / 2, top + plot_h + 12
+            parts.append(
+                f'<text x="{lx:.1f}" y="{ly:.1f}" class="tick" text-anchor="end" '
+                f'transform="rotate(-40 {lx:.1f} {ly:.1f})">{_e(_short_label(timeline, bucket.start))}</text>'
+            )
+    parts.append(f'<line x1="{left}" x2="{width - 8}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#999"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _short_label(timeline: Timeline, start: float) -> str:
+    from datetime import datetime, timezone
+
+    when = datetime.fromtimestamp(start, tz=timezone.utc)
+    return when.strftime("%m-%d %H:%M" if timeline.width < 86400 else "%Y-%m-%d")
+
+
+def _svg_bar(timeline: Timeline, i: int, x: float, w: float, top: int, plot_h: int, ceiling: int) -> str:
+    bucket = timeline.buckets[i]
+    base = top + plot_h
+    h_t = plot_h * bucket.terminal / ceiling
+    h_r = plot_h * bucket.recovered / ceiling
+    tip = (
+        f"{timeline.label(bucket)} UTC, {timeline.width_text()}: {bucket.runs} runs ({bucket.terminal_runs} terminal); "
+        f"failures {bucket.terminal} terminal, {bucket.recovered} recovered"
+    )
+    bar = (
+        f"<title>{_e(tip)}</title>"
+        f'<rect class="terminal" x="{x:.1f}" y="{base - h_t:.1f}" width="{w:.1f}" height="{h_t:.1f}"/>'
+        f'<rect class="recovered" x="{x:.1f}" y="{base - h_t - h_r:.1f}" width="{w:.1f}" height="{h_r:.1f}"/>'
+    )
+    if bucket.runs:  # a quiet bucket has no row to go to
+        return f'<a href="#{time_anchor(i)}" class="bar">{bar}</a>'
+    return f'<g class="bar">{bar}</g>'
+
+
+def timeline_table(timeline: Timeline) -> str:
+    rows, ids = [], []
+    for i, b in enumerate(timeline.buckets):
+        if not b.runs:
+            continue
+        ids.append(time_anchor(i))
+        modes = "<br>".join(f'<span class="nowrap"><code>{_e(m)}</code> {t} / {r}</span>' for m, t, r in b.modes) or "–"
+        rows.append(
+            [_e(timeline.label(b)), str(b.runs), str(b.terminal_runs), str(b.terminal), str(b.recovered), modes]
+        )
+    header = ["from (UTC)", "runs", "terminal runs", "terminal", "recovered", "modes (terminal / recovered)"]
+    return _table(header, rows, ids=ids, cls="time")
 
 
 # ---------------------------------------------------------------------------------------------------- page
@@ -315,40 +469,69 @@ CSS = """
 :root { color-scheme: light; }
 * { box-sizing: border-box; }
 body { margin: 0; background: #f4f5f7; color: #222; font: 15px/1.45 %(font)s; }
-main { max-width: 1120px; margin: 0 auto; padding: 28px 24px 48px; }
+main { max-width: 1180px; margin: 0 auto; padding: 28px 24px 48px; }
 h1 { font-size: 26px; margin: 0 0 4px; }
 h2 { font-size: 19px; margin: 0 0 6px; }
 h3 { font-size: 15px; margin: 18px 0 6px; color: #444; }
-p.sub, p.note { margin: 0 0 12px; color: #555; }
+p.sub, p.note { margin: 0 0 12px; color: #555; overflow-wrap: anywhere; }
 p.note { font-size: 13.5px; }
+nav.toc { margin: 8px 0 0; font-size: 14px; display: flex; flex-wrap: wrap; gap: 4px 14px; }
+nav.toc a { color: #2457a6; }
 section { background: #fff; border: 1px solid #e1e4e8; border-radius: 8px; padding: 20px 22px; margin: 18px 0; }
+section.suspicions { border: 2px dashed #9aa3b2; background: #fbfbfd; }
+.badge { display: inline-block; font-size: 12px; font-weight: 600; padding: 1px 8px; border-radius: 10px;
+         background: #e8eaf0; color: #3d4656; vertical-align: middle; margin-left: 6px; }
 .cards { display: flex; gap: 12px; flex-wrap: wrap; margin: 18px 0; }
 .card { flex: 1 1 150px; background: #fff; border: 1px solid #e1e4e8; border-radius: 8px; padding: 12px 16px;
         border-top: 4px solid #8a94a6; }
 .card .value { font-size: 26px; font-weight: 650; }
 .card .label { color: #555; font-size: 13px; }
 .card.success { border-top-color: %(success)s; } .card.recovered { border-top-color: %(recovered)s; }
-.card.terminal { border-top-color: %(terminal)s; }
+.card.terminal { border-top-color: %(terminal)s; } .card.suspicion { border-top-style: dashed; }
 .split { display: grid; grid-template-columns: minmax(0, 2fr) minmax(0, 3fr); gap: 24px; align-items: center; }
-.split.wide { grid-template-columns: minmax(0, 3fr) minmax(0, 1fr); }
-table { border-collapse: collapse; margin: 6px 0; font-size: 14px; font-variant-numeric: tabular-nums; }
+.split.wide { grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); align-items: start; }
+.scroll { max-width: 100%%; overflow-x: auto; margin: 6px 0; }
+table { border-collapse: collapse; font-size: 14px; font-variant-numeric: tabular-nums; }
 th, td { padding: 5px 10px; border-bottom: 1px solid #e6e6e6; text-align: left; vertical-align: top; }
 thead th { background: #f6f7f9; border-bottom: 1px solid #cfd4da; font-weight: 600; }
 th.span { text-align: center; border-bottom: 1px solid #cfd4da; }
-.num { text-align: right; }
+.num { text-align: right; white-space: nowrap; }
 tr.group th, tr.group td { background: #fafbfc; font-weight: 600; }
 tr.total th, tr.total td { font-weight: 700; border-top: 2px solid #cfd4da; }
+tr.hit td, tr.hit th { background: #fff3c4; transition: background 0.3s; }
 td.mode { padding-left: 26px; }
 th.terminal { color: %(terminal)s; } th.recovered { color: #b07600; }
 .dot { display: inline-block; width: 10px; height: 10px; border-radius: 50%%; margin-right: 7px; }
 .dot.success { background: %(success)s; } .dot.recovered { background: %(recovered)s; }
 .dot.terminal { background: %(terminal)s; }
 .path, code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 12.5px; }
-table.critiques { width: 100%%; }
-.critique { white-space: pre-wrap; overflow-wrap: anywhere; }
+.path { overflow-wrap: anywhere; } .agent { overflow-wrap: break-word; }
+.nowrap { white-space: nowrap; }
+table.critiques, table.suspicions, table.agents { width: 100%%; }
+.critique { display: block; min-width: 14em; white-space: pre-wrap; overflow-wrap: anywhere; }
+.traces { min-width: 17em; max-width: 26em; line-height: 1.6; }
+.traces code, .traces a { overflow-wrap: anywhere; }
+.traces .trace { margin-right: 6px; }
+a.trace { color: #2457a6; }
+.traces details { margin: 2px 0 0; } .traces summary { font-size: 13px; }
+.traces .more { max-height: 16em; overflow-y: auto; padding: 2px 0; }
+.none { color: #999; }
 details { margin-top: 10px; } summary { cursor: pointer; color: #444; }
-.chart { width: 100%%; }
+.chart { width: 100%%; min-width: 0; }
+svg.timeline { display: block; font: 11px %(font)s; }
+svg.timeline .tick { fill: #555; }
+svg.timeline a.bar:hover rect { opacity: 0.8; }
+.legend { font-size: 13px; color: #444; margin: 4px 0; }
+.legend .swatch { display: inline-block; width: 12px; height: 12px; margin: 0 5px 0 12px; vertical-align: -1px; }
+.swatch.terminal { background: %(terminal)s; } .swatch.recovered { background: %(recovered)s; }
+svg.timeline rect.terminal { fill: %(terminal)s; } svg.timeline rect.recovered { fill: %(recovered)s; }
 footer { color: #777; font-size: 12.5px; margin-top: 24px; }
+@media (max-width: 760px) {
+  main { padding: 16px 10px 32px; }
+  section { padding: 14px 12px; }
+  .split, .split.wide { grid-template-columns: minmax(0, 1fr); }
+  h1 { font-size: 22px; }
+}
 """ % dict(font=FONT, **COLOURS)  # noqa: UP031 -- the CSS is full of braces
 
 
@@ -357,6 +540,9 @@ def _cards(summary: Summary) -> str:
     cards += [(o, str(n), f"{o} ({_percent(n, summary.runs)})") for o, n in summary.outcomes.items()]
     f = summary.failures
     cards.append(("failures", str(f.total), f"failures ({f.terminal} terminal, {f.recovered} recovered)"))
+    if summary.suspicions:
+        n = sum(s.count for s in summary.suspicions)
+        cards.append(("suspicion", str(n), f"suspicions, not failures ({summary.suspected_runs} runs)"))
     return (
         '<div class="cards">'
         + "".join(
@@ -367,11 +553,121 @@ def _cards(summary: Summary) -> str:
     )
 
 
-def render_html(summary: Summary, *, title: str = "Agent failure report") -> str:
-    """The whole report as one HTML page, plotly.js inlined once; raises MissingPlotly without plotly."""
-    go, get_plotlyjs = _plotly()
-    sources = ", ".join(f'<span class="path">{_e(f)}</span>' for f in summary.results_files) or "no file"
+def _modes_section(go: Any, summary: Summary, links: TraceLinks) -> list[str]:
     f = summary.failures
+    parts = [
+        '<section id="modes"><h2>Failure modes: terminal and recovered</h2>',
+        f'<p class="note">{f.total} failures in {f.runs} runs, by category and mode, most frequent first. '
+        "A failure is <b>terminal</b> when the run fails because of it, <b>recovered</b> when a later step "
+        "corrected it. Click a bar for its traces.</p>",
+    ]
+    if not summary.modes:
+        return [*parts, "<p>No failures.</p>", "</section>"]
+    return [
+        *parts,
+        f'<div class="chart">{modes_chart(go, summary)}</div>',
+        "<h3>The same numbers, with the traces</h3>",
+        '<p class="note">Runs affected: runs with at least one such failure (a run can have both a '
+        "terminal and a recovered one).</p>",
+        modes_table(summary, links),
+        "</section>",
+    ]
+
+
+def _agents_section(summary: Summary, links: TraceLinks) -> list[str]:
+    if not summary.agents:
+        return []
+    return [
+        '<section id="agents"><h2>By agent</h2>',
+        '<p class="note">Runs per agent (<code>gen_ai.agent.name</code>; results files written before the agent '
+        "was recorded have none: <i>(unnamed)</i>), their outcomes, failures and most frequent failure modes, "
+        "and the agent's terminal runs.</p>",
+        agents_table(summary, links),
+        "</section>",
+    ]
+
+
+def _timeline_section(timeline: Timeline | None) -> list[str]:
+    if timeline is None:
+        return []
+    legend = (
+        '<p class="legend"><span class="swatch terminal"></span>terminal'
+        '<span class="swatch recovered"></span>recovered</p>'
+    )
+    return [
+        '<section id="timeline"><h2>Failures over time</h2>',
+        f'<p class="note">Failures per {timeline.width_text()} (UTC), by when the processor evaluated the trace; '
+        "suspicions are not counted. Click a bar for its row.</p>",
+        legend,
+        _scroll(timeline_svg(timeline)),
+        timeline_table(timeline),
+        "</section>",
+    ]
+
+
+def _critiques_section(summary: Summary, links: TraceLinks) -> list[str]:
+    parts = ['<section id="critiques"><h2>Most frequent critiques</h2>']
+    if summary.critiques:
+        parts += [
+            f'<p class="note">The top {len(summary.critiques)} of {summary.distinct_critiques} distinct critiques '
+            "of failures. Critiques that differ only in numbers and quoted values are counted together; one of them "
+            "is shown.</p>",
+            critiques_table(summary, links),
+        ]
+    elif summary.distinct_critiques:
+        parts.append(f'<p class="note">{summary.distinct_critiques} distinct critiques; none shown.</p>')
+    else:
+        parts.append("<p>No critiques.</p>")
+    return [*parts, "</section>"]
+
+
+def _suspicions_section(summary: Summary, links: TraceLinks) -> list[str]:
+    if not summary.suspicions:
+        return []
+    n = sum(s.count for s in summary.suspicions)
+    return [
+        '<section id="suspicions" class="suspicions">',
+        '<h2>Suspicions <span class="badge">not failures</span></h2>',
+        f'<p class="note">{n} findings in {summary.suspected_runs} runs ({summary.suspected_successes} of them '
+        "judged a success) that decided no outcome: too weak alone, or read from text with nothing structural to "
+        "back them. They raise the failure score but are counted in none of the failures above. Worth a look, "
+        "not an alert.</p>",
+        suspicions_table(summary, links),
+        "</section>",
+    ]
+
+
+def _root_cause_section(go: Any, summary: Summary, links: TraceLinks) -> list[str]:
+    if not summary.root_cause_steps:
+        return []
+    located = sum(summary.root_cause_steps.values())
+    return [
+        '<section id="root-cause"><h2>Root cause: where runs go wrong</h2>',
+        f'<p class="note">Step of the earliest terminal failure in each of the {located} runs that have one '
+        f"(median step {summary.root_cause_median():g}). An in-loop check has to fire there. "
+        "Click a bar for its traces.</p>",
+        f'<div class="split wide"><div class="chart">{root_cause_chart(go, summary)}</div>'
+        f"<div>{root_cause_table(summary, links)}</div></div>",
+        "</section>",
+    ]
+
+
+def _toc(summary: Summary) -> str:
+    entries = [("modes", "failure modes")]
+    entries += [("agents", "agents")] if summary.agents else []
+    entries += [("timeline", "over time")] if summary.timeline is not None else []
+    entries += [("outcomes", "outcomes"), ("critiques", "critiques")]
+    entries += [("suspicions", "suspicions")] if summary.suspicions else []
+    entries += [("root-cause", "root cause")] if summary.root_cause_steps else []
+    return '<nav class="toc">' + "".join(f'<a href="#{a}">{label}</a>' for a, label in entries) + "</nav>"
+
+
+def render_html(summary: Summary, *, title: str = "Agent failure report", links: TraceLinks | None = None) -> str:
+    """The whole report as one HTML page, plotly.js inlined once; raises MissingPlotly without plotly.
+    ``links`` says how many traces each row lists before '+k more', and how trace ids link to a trace UI."""
+    go, get_plotlyjs = _plotly()
+    links = links or TraceLinks()
+    sources = ", ".join(f'<span class="path">{_e(f)}</span>' for f in summary.results_files) or "no file"
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -380,59 +676,24 @@ def render_html(summary: Summary, *, title: str = "Agent failure report") -> str
         f"<style>{CSS}</style>",
         "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>",
         f"<script>{get_plotlyjs()}</script>",
+        f"<script>{_JUMP}</script>",
         "</head><body><main>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="sub">{summary.runs} evaluated run{"s" if summary.runs != 1 else ""}, from {sources}</p>',
+        _toc(summary),
         _cards(summary),
-        '<section id="modes"><h2>Failure modes: terminal and recovered</h2>',
-        f'<p class="note">{f.total} failures in {f.runs} runs, by category and mode, most frequent first. '
-        "A failure is <b>terminal</b> when the run fails because of it, <b>recovered</b> when a later step "
-        "corrected it.</p>",
-    ]
-    if summary.modes:
-        parts += [
-            f'<div class="chart">{modes_chart(go, summary)}</div>',
-            "<h3>The same numbers</h3>",
-            '<p class="note">Runs affected: runs with at least one such failure (a run can have both a '
-            "terminal and a recovered one).</p>",
-            modes_table(summary),
-        ]
-    else:
-        parts.append("<p>No failures.</p>")
-    parts += [
-        "</section>",
+        *_modes_section(go, summary, links),
+        *_agents_section(summary, links),
+        *_timeline_section(summary.timeline),
         '<section id="outcomes"><h2>Run outcomes</h2>',
         f'<div class="split"><div class="chart">{outcomes_chart(go, summary)}</div><div>{outcomes_table(summary)}</div>'
         "</div>",
         "<h3>By source file</h3>",
         files_table(summary),
         "</section>",
-        '<section id="critiques"><h2>Most frequent critiques</h2>',
-    ]
-    if summary.critiques:
-        parts += [
-            f'<p class="note">The top {len(summary.critiques)} of {summary.distinct_critiques} distinct critiques. '
-            "Critiques that differ only in numbers and quoted values are counted together; one of them is shown."
-            "</p>",
-            f'<div class="chart js-only">{critiques_chart(go, summary)}</div>',
-            f"<noscript>{critiques_table(summary)}</noscript>",
-        ]
-    elif summary.distinct_critiques:
-        parts.append(f'<p class="note">{summary.distinct_critiques} distinct critiques; none shown.</p>')
-    else:
-        parts.append("<p>No critiques.</p>")
-    parts.append("</section>")
-    if summary.root_cause_steps:
-        located = sum(summary.root_cause_steps.values())
-        parts += [
-            '<section id="root-cause"><h2>Root cause: where runs go wrong</h2>',
-            f'<p class="note">Step of the earliest terminal failure in each of the {located} runs that have one '
-            f"(median step {summary.root_cause_median():g}). An in-loop check has to fire there.</p>",
-            f'<div class="split wide"><div class="chart">{root_cause_chart(go, summary)}</div>'
-            f"<div>{root_cause_table(summary)}</div></div>",
-            "</section>",
-        ]
-    parts += [
+        *_critiques_section(summary, links),
+        *_suspicions_section(summary, links),
+        *_root_cause_section(go, summary, links),
         "<footer>Generated by otel-agent-eval report. Self-contained: the charts are drawn by plotly.js, "
         "inlined in this page; nothing is fetched.</footer>",
         "</main></body></html>",

@@ -1,6 +1,7 @@
 """Reading the evaluator's output: ``results.jsonl``, one JSON object per agent run.
 
-Each line is ``{"source": {"file", "index", "id"}, "trace_id", "outcome", "failure_score", "failures": [...]}``;
+Each line is ``{"source": {"file", "index", "id"}, "trace_id", "agent", "outcome", "failure_score", "failures": [...],
+"suspicions": [...]}``; ``agent`` and ``suspicions`` are optional (files written before they existed have neither),
 fields beyond these are ignored, blank lines are skipped. A line that cannot be read raises
 :class:`~otel_agent_eval.errors.InputError` naming the file, the line and the field:
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -43,6 +44,14 @@ class FailureRecord:
     confidence: float | None
 
 
+@dataclass(frozen=True, order=True)
+class TraceRef:
+    """A run as the report lists it: a label to show, and the trace id to link (None: no trace to open)."""
+
+    label: str
+    trace_id: str | None
+
+
 @dataclass(frozen=True)
 class RunResult:
     """The evaluation of one agent run, as one line of ``results.jsonl``."""
@@ -57,6 +66,23 @@ class RunResult:
     failures: tuple[FailureRecord, ...]
     results_file: str
     line: int
+    agent: str | None = None
+    """The agent's name (``gen_ai.agent.name``, or the run's recorded implementation); None when unknown."""
+    suspicions: tuple[FailureRecord, ...] = ()
+    """Findings that decide no outcome (see :func:`otel_agent_eval.evaluate.findings.decides`): never failures."""
+    evaluated: float | None = None
+    """When the processor evaluated it (Unix time): known for runs read from its store, not from a file."""
+
+    @property
+    def ref(self) -> TraceRef:
+        """How an operator finds this run again: its trace id, or, for an offline run without one, where it was
+        read (``file#index``, ``file#id``, or the results line)."""
+        if self.trace_id:
+            return TraceRef(self.trace_id, self.trace_id)
+        where = self.source_index if self.source_index is not None else self.source_id
+        if where is not None:
+            return TraceRef(f"{self.source_file}#{where}", None)
+        return TraceRef(f"{self.results_file}:{self.line}", None)
 
 
 class _Fields:
@@ -164,11 +190,6 @@ def parse_result(obj: Any, *, file: str, line: int) -> RunResult:
         raise InputError(f"expected a JSON object, got {_kind(obj)}", file=file, field=f"line {line}")
     top = _Fields(obj, "", file, line)
     source = top.obj_field("source")
-    failures = []
-    for i, item in enumerate(top.list_field("failures")):
-        if not isinstance(item, Mapping):
-            raise top.error(f"failures[{i}]", f"expected an object, got {_kind(item)}")
-        failures.append(_failure(_Fields(item, f"failures[{i}].", file, line)))
     return RunResult(
         source_file=source.string("file", required=False, nullable=True) or LIVE,
         source_index=source.integer("index", required=False, nullable=True),
@@ -176,10 +197,22 @@ def parse_result(obj: Any, *, file: str, line: int) -> RunResult:
         trace_id=top.string("trace_id", required=False, nullable=True),
         outcome=cast(RunOutcome, top.choice("outcome", RUN_OUTCOMES)),
         failure_score=top.number("failure_score", required=False, lo=0.0, hi=1.0),
-        failures=tuple(failures),
+        failures=_findings(top, "failures"),
         results_file=file,
         line=line,
+        agent=top.string("agent", required=False, nullable=True) or None,
+        suspicions=_findings(top, "suspicions"),
     )
+
+
+def _findings(top: _Fields, name: str) -> tuple[FailureRecord, ...]:
+    """The findings listed under ``name`` (failures or suspicions: the same shape); absent means none."""
+    found = []
+    for i, item in enumerate(top.list_field(name)):
+        if not isinstance(item, Mapping):
+            raise top.error(f"{name}[{i}]", f"expected an object, got {_kind(item)}")
+        found.append(_failure(_Fields(item, f"{name}[{i}].", top.file, top.line)))
+    return tuple(found)
 
 
 def iter_results(path: str | Path) -> Iterator[RunResult]:
@@ -212,3 +245,20 @@ def iter_results(path: str | Path) -> Iterator[RunResult]:
 def load_results(paths: Iterable[str | Path]) -> list[RunResult]:
     """Every run in every results file, in order."""
     return [run for path in paths for run in iter_results(path)]
+
+
+StoreRow = tuple[str, float, "str | None", list[Any]]
+"""A trace as :meth:`otel_agent_eval.processor.store.Store.evaluated_results` gives it: ``(trace id, evaluated,
+agent, results)``."""
+
+
+def runs_from_store(rows: Iterable[StoreRow], *, file: str) -> list[RunResult]:
+    """The runs of the processor's stored traces, each with when it was evaluated and, when its result does not
+    name it, the agent the store recorded for its trace. A result that cannot be read raises InputError naming the
+    store and its position (``line N``: the N-th result, oldest first)."""
+    runs: list[RunResult] = []
+    for _, evaluated, agent, results in rows:
+        for obj in results:
+            run = parse_result(obj, file=file, line=len(runs) + 1)
+            runs.append(replace(run, agent=run.agent or agent, evaluated=evaluated))
+    return runs

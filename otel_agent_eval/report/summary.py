@@ -1,4 +1,8 @@
-"""Aggregating evaluated runs: outcomes, failure modes terminal / recovered, critiques, root-cause steps.
+"""Aggregating evaluated runs: outcomes, failure modes terminal / recovered, critiques, root-cause steps, agents,
+suspicions apart from failures, and (runs from the processor's store) failures over time.
+
+Every count that names runs also lists them (:class:`~.load.TraceRef`: a trace id, or where an offline run was
+read), so that a reader goes from a bar or a row to the traces behind it.
 
 >>> from otel_agent_eval.report.load import parse_result
 >>> line = {"source": {"file": "a.json", "index": 0}, "trace_id": "t", "outcome": "terminal", "failure_score": 0.9,
@@ -17,7 +21,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .load import RUN_OUTCOMES, FailureRecord, RunOutcome, RunResult
+from .load import RUN_OUTCOMES, FailureRecord, RunOutcome, RunResult, TraceRef
+from .timeline import Timeline, build_timeline
 
 #: Categories in the taxonomy's order; used to break ties and to order unknown ones last.
 KNOWN_CATEGORIES = ("workflow", "user_interaction", "tool", "system", "evaluator")
@@ -61,6 +66,8 @@ class ModeCount:
     category: str
     mode: str
     tally: Tally
+    #: the runs affected, those with a terminal failure of this mode first
+    traces: tuple[TraceRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,8 @@ class CritiqueCount:
     terminal: int
     #: ``category.mode`` of these critiques, most frequent first
     modes: tuple[str, ...]
+    #: the runs they were said about, those where one was terminal first
+    traces: tuple[TraceRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,40 @@ class FileCount:
     runs: int
     outcomes: dict[RunOutcome, int]
     failures: int
+
+
+@dataclass(frozen=True)
+class AgentCount:
+    """The runs of one agent (``agent`` None: runs whose agent is not named)."""
+
+    agent: str | None
+    runs: int
+    outcomes: dict[RunOutcome, int]
+    failures: Tally
+    #: the agent's most frequent failure modes (at most :data:`TOP_AGENT_MODES`), most first
+    top_modes: tuple[ModeCount, ...]
+    #: the agent's terminal runs
+    terminal_traces: tuple[TraceRef, ...]
+
+    @property
+    def terminal_share(self) -> float:
+        return self.outcomes["terminal"] / self.runs if self.runs else 0.0
+
+
+@dataclass(frozen=True)
+class SuspicionCount:
+    """Suspicions of one mode: findings that decided no outcome, counted apart from the failures."""
+
+    category: str
+    mode: str
+    count: int
+    runs: int
+    #: the first critique seen, as written
+    example: str
+    traces: tuple[TraceRef, ...]
+
+
+TOP_AGENT_MODES = 3
 
 
 @dataclass(frozen=True)
@@ -115,6 +158,17 @@ class Summary:
     #: runs whose outcome is terminal but which carry no terminal failure with a step
     terminal_without_root_cause: int
     mean_failure_score: dict[RunOutcome, float] = field(default_factory=dict)
+    #: step of the earliest terminal failure -> the runs whose root cause is there
+    root_cause_traces: dict[int, tuple[TraceRef, ...]] = field(default_factory=dict)
+    #: agents by runs, most first; runs without an agent name last
+    agents: tuple[AgentCount, ...] = ()
+    #: suspicions by mode, most frequent first; never counted in ``failures``
+    suspicions: tuple[SuspicionCount, ...] = ()
+    #: runs with at least one suspicion, and those of them judged a success
+    suspected_runs: int = 0
+    suspected_successes: int = 0
+    #: failures over time, for runs that say when they were evaluated (the processor's store); else None
+    timeline: Timeline | None = None
 
     def root_cause_median(self) -> float | None:
         steps = [step for step, n in self.root_cause_steps.items() for _ in range(n)]
@@ -146,8 +200,160 @@ class _TallyBuilder:
         )
 
 
+class _Traces:
+    """Run numbers -> the runs' :class:`TraceRef`, ordered for a reader: runs where the thing was terminal first,
+    then the most recently evaluated (runs from the store), then in the order read."""
+
+    def __init__(self, runs: Sequence[RunResult]) -> None:
+        self.runs = runs
+
+    def of(self, numbers: Iterable[int], terminal: Iterable[int] = ()) -> tuple[TraceRef, ...]:
+        first = set(terminal)
+
+        def key(n: int) -> tuple[bool, float, int]:
+            return n not in first, -(self.runs[n].evaluated or 0.0), n
+
+        return tuple(dict.fromkeys(self.runs[n].ref for n in sorted(set(numbers) | first, key=key)))
+
+    def of_tally(self, builder: _TallyBuilder) -> tuple[TraceRef, ...]:
+        return self.of(builder.runs_recovered, builder.runs_terminal)
+
+
 def _category_rank(category: str) -> int:
     return KNOWN_CATEGORIES.index(category) if category in KNOWN_CATEGORIES else len(KNOWN_CATEGORIES)
+
+
+def _mode_order(m: ModeCount) -> tuple[int, int, str]:
+    return -m.tally.total, -m.tally.terminal, m.mode
+
+
+def _modes(runs: Sequence[RunResult], numbers: Iterable[int], traces: _Traces) -> list[ModeCount]:
+    """The failure modes of these runs (by number), most frequent first, each with its runs."""
+    by_mode: dict[tuple[str, str], _TallyBuilder] = defaultdict(_TallyBuilder)
+    for number in numbers:
+        for failure in runs[number].failures:
+            by_mode[failure.category, failure.mode].add(number, failure)
+    modes = [ModeCount(c, m, b.build(), traces.of_tally(b)) for (c, m), b in by_mode.items()]
+    return sorted(modes, key=_mode_order)
+
+
+def _categories(runs: Sequence[RunResult], traces: _Traces) -> list[CategoryCount]:
+    by_category: dict[str, _TallyBuilder] = defaultdict(_TallyBuilder)
+    for number, run in enumerate(runs):
+        for failure in run.failures:
+            by_category[failure.category].add(number, failure)
+    modes: dict[str, list[ModeCount]] = defaultdict(list)
+    for mode in _modes(runs, range(len(runs)), traces):
+        modes[mode.category].append(mode)
+    categories = [CategoryCount(c, b.build(), tuple(modes[c])) for c, b in by_category.items()]
+    categories.sort(key=lambda c: (-c.tally.total, -c.tally.terminal, _category_rank(c.category), c.category))
+    return categories
+
+
+def _critiques(runs: Sequence[RunResult], traces: _Traces) -> list[CritiqueCount]:
+    """Every distinct critique of a failure (suspicions are not failures), most frequent first."""
+    examples: dict[str, str] = {}
+    counts: Counter[str] = Counter()
+    terminal: dict[str, set[int]] = defaultdict(set)
+    terminal_count: Counter[str] = Counter()
+    said: dict[str, set[int]] = defaultdict(set)
+    modes: dict[str, Counter[str]] = defaultdict(Counter)
+    for number, run in enumerate(runs):
+        for failure in run.failures:
+            text = " ".join(failure.critique.split())
+            if not text:
+                continue
+            key = normalize_critique(text)
+            examples.setdefault(key, text)
+            counts[key] += 1
+            said[key].add(number)
+            modes[key][f"{failure.category}.{failure.mode}"] += 1
+            if failure.outcome == "terminal":
+                terminal_count[key] += 1
+                terminal[key].add(number)
+    critiques = [
+        CritiqueCount(
+            key=key,
+            example=examples[key],
+            count=count,
+            runs=len(said[key]),
+            terminal=terminal_count[key],
+            modes=tuple(mode for mode, _ in modes[key].most_common()),
+            traces=traces.of(said[key], terminal[key]),
+        )
+        for key, count in counts.items()
+    ]
+    critiques.sort(key=lambda c: (-c.count, -c.runs, c.key))
+    return critiques
+
+
+def _root_causes(runs: Sequence[RunResult]) -> tuple[dict[int, list[int]], int]:
+    """Step of each run's earliest terminal failure -> those runs; and the terminal runs without one."""
+    by_step: dict[int, list[int]] = defaultdict(list)
+    unknown = 0
+    for number, run in enumerate(runs):
+        steps = [f.step for f in run.failures if f.outcome == "terminal" and f.step is not None]
+        if steps:
+            by_step[min(steps)].append(number)
+        elif run.outcome == "terminal":
+            unknown += 1
+    return dict(sorted(by_step.items())), unknown
+
+
+def _agents(runs: Sequence[RunResult], traces: _Traces) -> list[AgentCount]:
+    """One row per agent, the busiest first; runs without an agent name together, last."""
+    by_agent: dict[str | None, list[int]] = defaultdict(list)
+    for number, run in enumerate(runs):
+        by_agent[run.agent].append(number)
+    rows = []
+    for agent, numbers in by_agent.items():
+        outcomes: dict[RunOutcome, int] = dict.fromkeys(RUN_OUTCOMES, 0)
+        everything = _TallyBuilder()
+        for n in numbers:
+            outcomes[runs[n].outcome] += 1
+            for failure in runs[n].failures:
+                everything.add(n, failure)
+        rows.append(
+            AgentCount(
+                agent=agent,
+                runs=len(numbers),
+                outcomes=outcomes,
+                failures=everything.build(),
+                top_modes=tuple(_modes(runs, numbers, traces)[:TOP_AGENT_MODES]),
+                terminal_traces=traces.of(n for n in numbers if runs[n].outcome == "terminal"),
+            )
+        )
+    rows.sort(key=lambda a: (a.agent is None, -a.runs, a.agent or ""))
+    return rows
+
+
+def _suspicions(runs: Sequence[RunResult], traces: _Traces) -> list[SuspicionCount]:
+    counts: Counter[tuple[str, str]] = Counter()
+    examples: dict[tuple[str, str], str] = {}
+    where: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for number, run in enumerate(runs):
+        for finding in run.suspicions:
+            key = finding.category, finding.mode
+            counts[key] += 1
+            where[key].add(number)
+            text = " ".join(finding.critique.split())
+            if text:
+                examples.setdefault(key, text)
+    rows = [
+        SuspicionCount(c, m, n, len(where[c, m]), examples.get((c, m), ""), traces.of(where[c, m]))
+        for (c, m), n in counts.items()
+    ]
+    rows.sort(key=lambda r: (-r.count, -r.runs, _category_rank(r.category), r.category, r.mode))
+    return rows
+
+
+def _files(runs: Sequence[RunResult]) -> list[FileCount]:
+    per_file: dict[str, tuple[dict[RunOutcome, int], list[int]]] = {}
+    for run in runs:
+        outcomes, failures = per_file.setdefault(run.source_file, (dict.fromkeys(RUN_OUTCOMES, 0), [0]))
+        outcomes[run.outcome] += 1
+        failures[0] += len(run.failures)
+    return [FileCount(file, sum(c.values()), c, f[0]) for file, (c, f) in per_file.items()]
 
 
 def summarize(
@@ -156,69 +362,20 @@ def summarize(
     """The report's numbers for these runs; ``top`` critiques are kept. ``results_files`` names the files read
     (by default, those the runs came from)."""
     runs = list(runs)
+    traces = _Traces(runs)
     outcomes: dict[RunOutcome, int] = dict.fromkeys(RUN_OUTCOMES, 0)
     scores: dict[RunOutcome, list[float]] = defaultdict(list)
     everything = _TallyBuilder()
-    by_category: dict[str, _TallyBuilder] = defaultdict(_TallyBuilder)
-    by_mode: dict[tuple[str, str], _TallyBuilder] = defaultdict(_TallyBuilder)
-    critique_examples: dict[str, str] = {}
-    critique_counts: Counter[str] = Counter()
-    critique_terminal: Counter[str] = Counter()
-    critique_runs: dict[str, set[int]] = defaultdict(set)
-    critique_modes: dict[str, Counter[str]] = defaultdict(Counter)
-    per_file: dict[str, tuple[dict[RunOutcome, int], list[int]]] = {}
-    root_causes: Counter[int] = Counter()
-    no_root_cause = 0
-
     for number, run in enumerate(runs):
         outcomes[run.outcome] += 1
         if run.failure_score is not None:
             scores[run.outcome].append(run.failure_score)
-        file_outcomes, file_failures = per_file.setdefault(run.source_file, (dict.fromkeys(RUN_OUTCOMES, 0), [0]))
-        file_outcomes[run.outcome] += 1
-        file_failures[0] += len(run.failures)
         for failure in run.failures:
             everything.add(number, failure)
-            by_category[failure.category].add(number, failure)
-            by_mode[failure.category, failure.mode].add(number, failure)
-            text = " ".join(failure.critique.split())
-            if text:
-                key = normalize_critique(text)
-                critique_examples.setdefault(key, text)
-                critique_counts[key] += 1
-                critique_terminal[key] += failure.outcome == "terminal"
-                critique_runs[key].add(number)
-                critique_modes[key][f"{failure.category}.{failure.mode}"] += 1
-        terminal_steps = [f.step for f in run.failures if f.outcome == "terminal" and f.step is not None]
-        if terminal_steps:
-            root_causes[min(terminal_steps)] += 1
-        elif run.outcome == "terminal":
-            no_root_cause += 1
-
-    mode_counts: dict[str, list[ModeCount]] = defaultdict(list)
-    for (category, mode), builder in by_mode.items():
-        mode_counts[category].append(ModeCount(category, mode, builder.build()))
-    categories = [
-        CategoryCount(
-            category,
-            builder.build(),
-            tuple(sorted(mode_counts[category], key=lambda m: (-m.tally.total, -m.tally.terminal, m.mode))),
-        )
-        for category, builder in by_category.items()
-    ]
-    categories.sort(key=lambda c: (-c.tally.total, -c.tally.terminal, _category_rank(c.category), c.category))
-    critiques = [
-        CritiqueCount(
-            key=key,
-            example=critique_examples[key],
-            count=count,
-            runs=len(critique_runs[key]),
-            terminal=critique_terminal[key],
-            modes=tuple(mode for mode, _ in critique_modes[key].most_common()),
-        )
-        for key, count in critique_counts.items()
-    ]
-    critiques.sort(key=lambda c: (-c.count, -c.runs, c.key))
+    categories = _categories(runs, traces)
+    critiques = _critiques(runs, traces)
+    root_causes, no_root_cause = _root_causes(runs)
+    suspected = [run for run in runs if run.suspicions]
     return Summary(
         runs=len(runs),
         results_files=tuple(
@@ -230,10 +387,14 @@ def summarize(
         modes=tuple(mode for category in categories for mode in category.modes),
         critiques=tuple(critiques[: max(top, 0)]),
         distinct_critiques=len(critiques),
-        files=tuple(
-            FileCount(file, sum(counts.values()), counts, failures[0]) for file, (counts, failures) in per_file.items()
-        ),
-        root_cause_steps=dict(sorted(root_causes.items())),
+        files=tuple(_files(runs)),
+        root_cause_steps={step: len(numbers) for step, numbers in root_causes.items()},
         terminal_without_root_cause=no_root_cause,
         mean_failure_score={o: statistics.fmean(scores[o]) for o in RUN_OUTCOMES if scores[o]},
+        root_cause_traces={step: traces.of(numbers) for step, numbers in root_causes.items()},
+        agents=tuple(_agents(runs, traces)),
+        suspicions=tuple(_suspicions(runs, traces)),
+        suspected_runs=len(suspected),
+        suspected_successes=sum(run.outcome == "success" for run in suspected),
+        timeline=build_timeline(runs),
     )
