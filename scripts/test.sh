@@ -10,7 +10,7 @@ bash scripts/install-system-deps.sh   # Chromium, for the test that renders the 
 if command -v "${GO:-go}" >/dev/null 2>&1 || bash scripts/build-jaeger.sh --path-only >/dev/null 2>&1; then
     bash scripts/build-jaeger.sh >/dev/null || echo "test.sh: building Jaeger failed; tests/test_jaeger_e2e.py will fail" >&2
 fi
-.venv/bin/ruff check otel_agent_eval tests bench examples
+.venv/bin/ruff check otel_agent_eval tests bench examples dashboards
 .venv/bin/mypy
 status=0
 .venv/bin/pytest "$@" || status=$?
