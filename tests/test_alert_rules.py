@@ -6,9 +6,11 @@ tests fail (they do not skip), so CI cannot pass with the alert rules untested.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,9 @@ EXPECTED_ALERTS = {
     "AgentEvalExportFailing",
     "AgentEvalNotEvaluating",
 }
+# Where the runbooks are published: the repository's docs/runbooks/, one page per alert, named after it.
+RUNBOOKS = "https://github.com/otel-agent-eval/otel-agent-eval/blob/main/docs/runbooks/"
+DASHBOARD = ROOT / "dashboards" / "agent-eval.json"
 # Labels an alert may carry: low-cardinality only (never a trace id, a user or message text).
 ALLOWED_ALERT_LABELS = {"agent", "mode", "category", "job", "instance", "severity"}
 
@@ -115,3 +120,31 @@ def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
             (fires if case.get("exp_alerts") else quiet).add(case["alertname"])
     assert fires == EXPECTED_ALERTS, f"never seen firing: {sorted(EXPECTED_ALERTS - fires)}"
     assert quiet == EXPECTED_ALERTS, f"never seen quiet: {sorted(EXPECTED_ALERTS - quiet)}"
+
+
+def test_every_alert_links_its_runbook_and_its_dashboard_panel() -> None:
+    """`runbook_url`: the alert's page in docs/runbooks/, which exists and is about it. `dashboard`: a path on
+    Grafana to a panel of dashboards/agent-eval.json, filtered to the alert's agent or job (which panel, and that
+    it shows what the alert reads: tests/test_dashboards.py)."""
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    panels = {panel["id"]: panel for panel in board["panels"] if panel["type"] != "row"}
+    alerts = [rule for rule in _rules() if "alert" in rule]
+    for rule in alerts:
+        name, annotations = rule["alert"], rule["annotations"]
+        assert annotations.get("runbook_url") == f"{RUNBOOKS}{name}.md", name
+        runbook = ROOT / "docs" / "runbooks" / f"{name}.md"
+        assert runbook.is_file(), f"{name}: no runbook at {runbook.relative_to(ROOT)}"
+        text = runbook.read_text(encoding="utf-8")
+        assert text.startswith(f"# {name}"), f"{runbook.name} is not about {name}"
+        dashboard = urllib.parse.urlsplit(annotations.get("dashboard", ""))
+        assert dashboard.path == f"/d/{board['uid']}/otel-agent-eval", (name, annotations.get("dashboard"))
+        query = urllib.parse.parse_qs(dashboard.query)
+        [panel_id] = query["viewPanel"]
+        assert int(panel_id) in panels, (name, panel_id)
+        assert panels[int(panel_id)]["title"] in text, f"{runbook.name} does not name the panel it links to"
+        # the link sets one variable: a label of the alert itself, URL-quoted (an agent's name may hold a space)
+        [(variable, value)] = [(key, value) for key, value in query.items() if key.startswith("var-")]
+        label = variable.removeprefix("var-")
+        assert value == [f"{{{{ $labels.{label} | urlquery }}}}"], name
+        described = annotations["summary"] + annotations["description"]
+        assert f"$labels.{label}" in described, f"{name}: {label} is not a label of the alert"
