@@ -48,6 +48,11 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _path(path: str) -> str:
+    """A file path, escaped, that may break after each ``/`` (a long path wraps at its folders, not mid-name)."""
+    return _e(path).replace("/", "/<wbr>")
+
+
 def _label(text: str) -> str:
     """Text for a plotly label: its pseudo-HTML (<b>, <br>, <a>) and entities neutralised."""
     return html.escape(text, quote=False)
@@ -86,12 +91,18 @@ _JUMP_ON_CLICK = (
     " });"
 )
 
-#: in the page's head: scroll to a row, open its list of traces, and flash it
+#: in the page's head: scroll to a row, open its list of traces, and flash it; keep each chart as wide as its box
 _JUMP = (
     "function reportJump(id) { var row = document.getElementById(id); if (!row) return;"
     " var d = row.querySelector('details'); if (d) d.open = true;"
     " row.scrollIntoView({block: 'center'}); row.classList.add('hit');"
     " setTimeout(function () { row.classList.remove('hit'); }, 1600); }"
+    # plotly's "responsive" follows window resizes only: a box that narrows without one (a scrollbar appearing as
+    # the page grows) would leave its chart wider than the box
+    " window.addEventListener('load', function () { if (!window.ResizeObserver) return;"
+    " document.querySelectorAll('.chart').forEach(function (box) {"
+    " var plot = box.querySelector('.js-plotly-plot'); if (!plot) return;"
+    " new ResizeObserver(function () { Plotly.Plots.resize(plot); }).observe(box); }); });"
 )
 
 
@@ -222,28 +233,32 @@ def _table(
     header: Sequence[str],
     rows: Iterable[Sequence[str]],
     *,
-    numeric_from: int = 1,
+    align: str,
     cls: str = "",
     ids: Sequence[str] = (),
+    stack: bool = False,
 ) -> str:
-    """A table of already escaped cells, in a box that scrolls sideways when the table is wider than the page;
-    columns from ``numeric_from`` on are right-aligned numbers unless their header says ``traces``, ``mode`` or
-    ``critique`` (text). ``ids`` names the rows (a chart's bar jumps to its row)."""
-    text_columns = {
-        i for i, h in enumerate(header) if h.split(" ")[0] in ("traces", "mode", "modes", "critique", "top")
-    }
+    """A table of already escaped cells, in a box that scrolls sideways when the table is wider than the page.
+    ``align`` has an 'l' (text) or 'r' (a number) per column; ``ids`` names the rows (a chart's bar jumps to its
+    row). ``stack``: on a narrow screen each row becomes a block, its cells one under the other, each labelled
+    with its column (for tables of long text, whose text would otherwise be off to the side)."""
 
     def cells(row: Sequence[str], tag: str) -> str:
-        return "".join(
-            f'<{tag} class="num">{c}</{tag}>' if i >= numeric_from and i not in text_columns else f"<{tag}>{c}</{tag}>"
-            for i, c in enumerate(row)
-        )
+        out = []
+        for i, cell in enumerate(row):
+            attrs = ' class="num"' if align[i] == "r" else ""
+            if stack and tag == "td":
+                attrs += f' data-label="{_e(header[i])}"'
+            out.append(f"<{tag}{attrs}>{cell}</{tag}>")
+        return "".join(out)
 
     body = "".join(
         f"<tr{f' id={chr(34)}{ids[i]}{chr(34)}' if i < len(ids) else ''}>{cells(row, 'td')}</tr>"
         for i, row in enumerate(rows)
     )
-    return _scroll(f'<table class="{cls}"><thead><tr>{cells(header, "th")}</tr></thead><tbody>{body}</tbody></table>')
+    classes = " ".join(c for c in (cls, "stack" if stack else "") if c)
+    head = cells([_e(h) for h in header], "th")
+    return _scroll(f'<table class="{classes}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
 
 
 def _scroll(content: str) -> str:
@@ -291,20 +306,20 @@ def outcomes_table(summary: Summary) -> str:
         score = summary.mean_failure_score.get(outcome)
         rows.append(
             [
-                f'<span class="dot {outcome}"></span>{outcome}',
+                f'<span class="nowrap"><span class="dot {outcome}"></span>{outcome}</span>',
                 str(runs),
                 _percent(runs, summary.runs),
                 f"{score:.2f}" if score is not None else "–",
             ]
         )
     rows.append(["<b>all</b>", f"<b>{summary.runs}</b>", _percent(summary.runs, summary.runs), ""])
-    return _table(["outcome", "runs", "share", "mean failure score"], rows)
+    return _table(["outcome", "runs", "share", "mean failure score"], rows, align="lrrr")
 
 
 def files_table(summary: Summary) -> str:
     rows = [
         [
-            f'<span class="path">{_e(fc.file)}</span>',
+            f'<span class="path">{_path(fc.file)}</span>',
             str(fc.runs),
             *(str(n) for n in fc.outcomes.values()),
             _percent(fc.outcomes["terminal"], fc.runs),
@@ -312,7 +327,8 @@ def files_table(summary: Summary) -> str:
         ]
         for fc in summary.files
     ]
-    return _table(["source file", "runs", "success", "recovered", "terminal", "terminal %", "failures"], rows)
+    header = ["source file", "runs", "success", "recovered", "terminal", "terminal %", "failures"]
+    return _table(header, rows, align="lrrrrrr")
 
 
 def agents_table(summary: Summary, links: TraceLinks) -> str:
@@ -323,17 +339,13 @@ def agents_table(summary: Summary, links: TraceLinks) -> str:
             *(str(n) for n in a.outcomes.values()),
             _percent(a.outcomes["terminal"], a.runs),
             str(a.failures.total),
-            "<br>".join(
-                f'<span class="nowrap"><code>{_e(m.category)}.{_e(m.mode)}</code> {m.tally.total}</span>'
-                for m in a.top_modes
-            )
-            or "–",
+            "<br>".join(f"<code>{_e(m.category)}.{_e(m.mode)}</code> {m.tally.total}" for m in a.top_modes) or "–",
             links.html(a.terminal_traces),
         ]
         for a in summary.agents
     ]
-    header = ["agent", "runs", "success", "recovered", "terminal", "terminal %", "failures", "top modes", "traces"]
-    return _table([*header[:-1], "traces (terminal runs)"], rows, cls="agents")
+    header = ["agent", "runs", "success", "recovered", "terminal", "terminal %", "failures", "top modes"]
+    return _table([*header, "traces (terminal runs)"], rows, align="lrrrrrrll", cls="agents", stack=True)
 
 
 def critiques_table(summary: Summary, links: TraceLinks) -> str:
@@ -349,12 +361,8 @@ def critiques_table(summary: Summary, links: TraceLinks) -> str:
         ]
         for i, c in enumerate(summary.critiques, start=1)
     ]
-    return _table(
-        ["#", "count", "runs", "terminal", "mode", "critique (one example of the group)", "traces"],
-        rows,
-        numeric_from=0,
-        cls="critiques",
-    )
+    header = ["#", "count", "runs", "terminal", "mode", "critique (one example of the group)", "traces"]
+    return _table(header, rows, align="rrrrlll", cls="critiques", stack=True)
 
 
 def suspicions_table(summary: Summary, links: TraceLinks) -> str:
@@ -368,13 +376,14 @@ def suspicions_table(summary: Summary, links: TraceLinks) -> str:
         ]
         for s in summary.suspicions
     ]
-    return _table(["mode", "findings", "runs", "critique (one example)", "traces"], rows, cls="suspicions")
+    header = ["mode", "findings", "runs", "critique (one example)", "traces"]
+    return _table(header, rows, align="lrrll", cls="suspicions", stack=True)
 
 
 def root_cause_table(summary: Summary, links: TraceLinks) -> str:
     buckets = root_cause_buckets(summary.root_cause_steps, summary.root_cause_traces)
     rows = [[f'<span class="nowrap">{_e(b.label)}</span>', str(b.runs), links.html(b.traces)] for b in buckets]
-    return _table(["step", "runs", "traces"], rows, ids=[step_anchor(i) for i in range(len(buckets))])
+    return _table(["step", "runs", "traces"], rows, align="lrl", ids=[step_anchor(i) for i in range(len(buckets))])
 
 
 # ---------------------------------------------------------------------------------------------------- time
@@ -460,7 +469,7 @@ def timeline_table(timeline: Timeline) -> str:
             [_e(timeline.label(b)), str(b.runs), str(b.terminal_runs), str(b.terminal), str(b.recovered), modes]
         )
     header = ["from (UTC)", "runs", "terminal runs", "terminal", "recovered", "modes (terminal / recovered)"]
-    return _table(header, rows, ids=ids, cls="time")
+    return _table(header, rows, align="lrrrrl", ids=ids, cls="time")
 
 
 # ---------------------------------------------------------------------------------------------------- page
@@ -490,7 +499,14 @@ section.suspicions { border: 2px dashed #9aa3b2; background: #fbfbfd; }
 .card.terminal { border-top-color: %(terminal)s; } .card.suspicion { border-top-style: dashed; }
 .split { display: grid; grid-template-columns: minmax(0, 2fr) minmax(0, 3fr); gap: 24px; align-items: center; }
 .split.wide { grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); align-items: start; }
-.scroll { max-width: 100%%; overflow-x: auto; margin: 6px 0; }
+.scroll { max-width: 100%%; overflow-x: auto; margin: 6px 0;
+          /* a shadow at an edge with more table beyond it: on a narrow screen, a sign that it scrolls */
+          background: linear-gradient(to right, #fff 30%%, rgba(255,255,255,0)),
+                      linear-gradient(to left, #fff 30%%, rgba(255,255,255,0)) 100%% 0,
+                      radial-gradient(farthest-side at 0 50%%, rgba(0,0,0,.18), rgba(0,0,0,0)),
+                      radial-gradient(farthest-side at 100%% 50%%, rgba(0,0,0,.18), rgba(0,0,0,0)) 100%% 0;
+          background-repeat: no-repeat; background-size: 40px 100%%, 40px 100%%, 14px 100%%, 14px 100%%;
+          background-attachment: local, local, scroll, scroll; }
 table { border-collapse: collapse; font-size: 14px; font-variant-numeric: tabular-nums; }
 th, td { padding: 5px 10px; border-bottom: 1px solid #e6e6e6; text-align: left; vertical-align: top; }
 thead th { background: #f6f7f9; border-bottom: 1px solid #cfd4da; font-weight: 600; }
@@ -505,11 +521,14 @@ th.terminal { color: %(terminal)s; } th.recovered { color: #b07600; }
 .dot.success { background: %(success)s; } .dot.recovered { background: %(recovered)s; }
 .dot.terminal { background: %(terminal)s; }
 .path, code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 12.5px; }
-.path { overflow-wrap: anywhere; } .agent { overflow-wrap: break-word; }
+.path, .agent { overflow-wrap: break-word; }
 .nowrap { white-space: nowrap; }
 table.critiques, table.suspicions, table.agents { width: 100%%; }
 .critique { display: block; min-width: 14em; white-space: pre-wrap; overflow-wrap: anywhere; }
-.traces { min-width: 17em; max-width: 26em; line-height: 1.6; }
+/* in the ids' own font: a 32-digit trace id fits a line (34ch), a longer label (file#index) wraps */
+.traces { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 12.5px;
+          min-width: 34ch; max-width: 52ch; line-height: 1.6; }
+.traces summary, .traces .note { font-family: %(font)s; }
 .traces code, .traces a { overflow-wrap: anywhere; }
 .traces .trace { margin-right: 6px; }
 a.trace { color: #2457a6; }
@@ -528,6 +547,14 @@ svg.timeline rect.terminal { fill: %(terminal)s; } svg.timeline rect.recovered {
 footer { color: #777; font-size: 12.5px; margin-top: 24px; }
 @media (max-width: 760px) {
   main { padding: 16px 10px 32px; }
+  /* tables of long text: one block per row, each cell labelled with its column */
+  table.stack, table.stack tbody, table.stack tr { display: block; width: 100%%; }
+  table.stack thead { display: none; }
+  table.stack tr { border-bottom: 1px solid #cfd4da; padding: 6px 0; }
+  table.stack td { display: block; border: 0; padding: 2px 2px; text-align: left; }
+  table.stack td.num { display: inline-block; padding-right: 14px; }
+  table.stack td::before { content: attr(data-label); display: block; font-size: 12px; color: #666; }
+  table.stack td.num::before { display: inline; margin-right: 5px; }
   section { padding: 14px 12px; }
   .split, .split.wide { grid-template-columns: minmax(0, 1fr); }
   h1 { font-size: 22px; }

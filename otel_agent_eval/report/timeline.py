@@ -1,6 +1,6 @@
 """Failures over time, for runs that say when they were evaluated (those read from the processor's store).
 
-The buckets have a round width (a minute, five, fifteen, an hour, ... a day, a week, thirty days), the smallest
+The buckets have a round width (a minute, five, fifteen, thirty, an hour, ... a day, a week, thirty days), the smallest
 that cuts the span of the runs into at most :data:`MAX_BUCKETS` buckets, aligned on UTC; every bucket from the
 first run's to the last run's is kept, the empty ones too, so that the axis is time and a quiet hour shows.
 
@@ -28,7 +28,20 @@ from .load import RunResult
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
 #: the widths a bucket may have, in seconds, smallest first
-BUCKET_WIDTHS = (MINUTE, 5 * MINUTE, 15 * MINUTE, HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 7 * DAY, 30 * DAY)
+BUCKET_WIDTHS = (
+    MINUTE,
+    5 * MINUTE,
+    15 * MINUTE,
+    30 * MINUTE,
+    HOUR,
+    2 * HOUR,
+    3 * HOUR,
+    6 * HOUR,
+    12 * HOUR,
+    DAY,
+    7 * DAY,
+    30 * DAY,
+)
 MAX_BUCKETS = 24
 
 
