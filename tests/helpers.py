@@ -1,7 +1,8 @@
-"""Comparing steps by what they say, not by where they were read from."""
+"""Test helpers: comparing steps by what they say (not where they were read from), senders, subprocesses."""
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 from otel_agent_eval.model import AgentRun, AssistantMessage, Step, ToolExecution
@@ -41,3 +42,13 @@ def send_greetings(endpoint: str, names: list[str], *, in_order: bool = False) -
             with run.chat(model="m") as call:
                 call.set_response(content="Hello!")
     provider.shutdown()
+
+
+def stop_process(process: subprocess.Popen[Any], grace: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -10,21 +10,12 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from helpers import stop_process
 from test_processor import config, free_port, metric_total, send_runs, wait_for
 
 from otel_agent_eval.ingest.otlp import read_otlp_json
 from otel_agent_eval.ingest.span_record import records_from_request
 from otel_agent_eval.processor import Processor
-
-
-@pytest.fixture(scope="module")
-def collector_binary() -> Path:
-    """The collector, built once per machine (a cold build takes minutes; later runs reuse the cached binary)."""
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "build-collector.sh")], capture_output=True, text=True, timeout=3600
-    )
-    assert done.returncode == 0, f"building the collector failed:\n{done.stderr[-3000:]}"
-    return Path(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture
@@ -52,11 +43,7 @@ def collector(collector_binary: Path, tmp_path: Path) -> Iterator[Callable[[dict
 
     yield start
     for process in started:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
 
 
 def test_two_replicas_behind_the_load_balancer(

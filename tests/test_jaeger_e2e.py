@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,25 +24,13 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, TAU2, TAU_BENCH
+from helpers import stop_process
 from test_processor import config, free_port, wait_for
 
 from otel_agent_eval.processor import Processor
 
 SERVICE = "otel-agent-eval-import"  # the resource's service.name on replayed runs
 Trace = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def jaeger_binary() -> Path:
-    if shutil.which(os.environ.get("GO", "go")) is None:
-        done = subprocess.run(["bash", str(ROOT / "scripts" / "build-jaeger.sh"), "--path-only"], capture_output=True)
-        if done.returncode != 0:
-            pytest.skip("Jaeger is not built and Go is not installed to build it (scripts/build-jaeger.sh)")
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "build-jaeger.sh")], capture_output=True, text=True, timeout=3600
-    )
-    assert done.returncode == 0, f"building Jaeger failed:\n{done.stderr[-3000:]}"
-    return Path(done.stdout.strip().splitlines()[-1])
 
 
 class Jaeger:
@@ -83,11 +70,7 @@ class Jaeger:
             return list(json.load(response)["data"] or [])
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
 
 
 def _listening(port: int) -> bool:
@@ -182,3 +165,40 @@ def test_replayed_runs_labelled_into_jaeger(tmp_path: Path, running: Callable[..
     since = time.time_ns()
     _replay(_recorded_runs(tmp_path), processor.grpc.endpoint)  # type: ignore[union-attr]
     _check_labels_arrived(jaeger, since, runs=9)
+
+
+def test_through_the_collector_into_jaeger(
+    tmp_path: Path, running: Callable[..., Processor], jaeger: Jaeger, collector_binary: Path
+) -> None:
+    """The deployment of collector-config/pipeline.yaml: app -> Collector -> serve -> Collector -> Jaeger."""
+    app, labelled = free_port(), free_port()
+    processor = running(
+        config(tmp_path, grpc_endpoint=f"127.0.0.1:{free_port()}", downstream=f"grpc://127.0.0.1:{labelled}")
+    )
+    env = {
+        **os.environ,
+        "APP_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{app}",
+        "APP_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "PROCESSOR_OTLP_ENDPOINT": processor.grpc.endpoint,  # type: ignore[union-attr]
+        "LABELLED_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{labelled}",
+        "DOWNSTREAM_OTLP_ENDPOINT": f"127.0.0.1:{jaeger.otlp}",
+        "COLLECTOR_METRICS_PORT": str(free_port()),
+    }
+    log = tmp_path / "collector.log"
+    with open(log, "w") as stderr:
+        collector = subprocess.Popen(
+            [str(collector_binary), "--config", str(ROOT / "collector-config" / "pipeline.yaml")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        try:
+            wait_for(lambda: _listening(app) and _listening(labelled), timeout=60)
+        except AssertionError:
+            raise AssertionError(f"the Collector did not start:\n{log.read_text()[-3000:]}") from None
+        since = time.time_ns()
+        _replay(_recorded_runs(tmp_path), f"127.0.0.1:{app}")
+        _check_labels_arrived(jaeger, since, runs=9)
+    finally:
+        stop_process(collector)

@@ -16,8 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import ROOT
 from google.rpc import error_details_pb2, status_pb2
+from helpers import stop_process
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otlp_receiver import OtlpReceiver
@@ -443,21 +443,6 @@ def test_http_retry_after_is_honoured(harness: Callable[..., Harness]) -> None:
 # --- the real Collector downstream -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def collector_binary() -> Path:
-    try:
-        done = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "build-collector.sh")], capture_output=True, text=True, timeout=3600
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"the project's Collector cannot be built here: {exc}")
-    if done.returncode != 0:
-        pytest.skip(
-            f"the project's Collector cannot be built here (scripts/build-collector.sh):\n{done.stderr[-2000:]}"
-        )
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture
 def collector(collector_binary: Path, tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
     """A Collector writing what it receives (OTLP/gRPC and OTLP/HTTP) to a file: (gRPC port, HTTP port, file)."""
@@ -505,11 +490,7 @@ service:
         wait_for(listening, timeout=60)
         yield grpc_port, http_port, out
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
 
 
 def _collected(out: Path) -> list[str]:
