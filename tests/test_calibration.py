@@ -516,7 +516,7 @@ def test_a_bad_calibration_file_exits_2(tmp_path: Path) -> None:
 
 
 def test_serve_config_takes_a_calibration(dev_calibration: Path, tmp_path: Path) -> None:
-    config = ServeConfig(
+    config = ServeConfig.of(
         grpc_endpoint=None, http_endpoint=None, metrics_endpoint=None, data_dir=tmp_path, calibration=dev_calibration
     )
     processor = Processor(config)

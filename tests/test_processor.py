@@ -74,7 +74,7 @@ def config(tmp_path: Path, **overrides: Any) -> ServeConfig:
         "drain_seconds": 5.0,
     }
     values.update(overrides)
-    return ServeConfig(**values)
+    return ServeConfig.of(**values)
 
 
 def metric_total(processor: Processor, name: str, **labels: str) -> float:

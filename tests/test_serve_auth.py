@@ -57,7 +57,7 @@ def config(tmp_path: Path, **overrides: Any) -> ServeConfig:
         "drain_seconds": 2.0,
     }
     values.update(overrides)
-    return ServeConfig(**values)
+    return ServeConfig.of(**values)
 
 
 def step_request(history: int = 1, content: str = "Cancel order #W1, I no longer need it.") -> pb.EvaluateStepRequest:

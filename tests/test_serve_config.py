@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
+import yaml
 from click.testing import CliRunner
+from conftest import ROOT
 
 from otel_agent_eval.cli import main
-from otel_agent_eval.processor.command import serve
+from otel_agent_eval.processor.assembly import AssemblyConfig
+from otel_agent_eval.processor.command import build_config, config_keys, serve
+from otel_agent_eval.processor.export import ExporterConfig
+from otel_agent_eval.processor.metrics import TelemetryConfig
+from otel_agent_eval.processor.pipeline import QueueConfig
+from otel_agent_eval.processor.receivers import ReceiversConfig
+from otel_agent_eval.processor.security import StartupError
+from otel_agent_eval.processor.server import ServeConfig
+from otel_agent_eval.processor.settings import markdown_table
+from otel_agent_eval.processor.workers import EvaluationConfig
 
 
 def settings(args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
@@ -75,3 +88,104 @@ def test_bad_downstream_is_a_clear_error(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 2 and "ftp://x:1" in result.stderr
+
+
+# --- one declaration per setting: defaults, the file, the environment, the flags, validation, the docs ----------
+
+
+def print_config(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = CliRunner().invoke(main, ["serve", *args, "--print-config"], env=env or {})
+    assert result.exit_code == 0, result.output
+    loaded: dict[str, Any] = yaml.safe_load(result.stdout)
+    return loaded
+
+
+def test_without_settings_the_config_is_the_declared_defaults() -> None:
+    assert print_config([]) == ServeConfig().to_dict()
+    assert build_config(dict(serve.make_context("serve", []).params)) == ServeConfig()
+
+
+def test_a_config_file_gives_the_whole_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(
+        "receivers:\n  grpc_endpoint: 0.0.0.0:14317\n  http_endpoint: ''\n  service_max_messages: 100\n"
+        "queue:\n  data_dir: /var/lib/agent-eval\n"
+        "assembly:\n  quiet_period: 5\n  max_traces: 99\n"
+        "evaluation:\n  workers: 4\n  policy_packs: [a.yaml, b.yaml]\n  evaluate: false\n"
+        "exporter:\n  downstream: grpc://collector:4317\n  downstream_headers: {authorization: Bearer abc}\n"
+        "telemetry:\n  agent_labels: [shop, support]\n"
+        "max_wait: 45\n"  # a setting's name alone, at the top level
+    )
+    env = {"AGENT_EVAL_EXPORT_MAX_REQUESTS": "8", "AGENT_EVAL_WORKERS": "3"}  # the environment beats the file
+    for key, value in env.items():
+        os.environ[key] = value
+    try:
+        params = serve.make_context("serve", ["--config", str(cfg), "--quiet-period", "6"]).params  # flag wins
+        config = build_config(params)
+    finally:
+        for key in env:
+            del os.environ[key]
+    expected = ServeConfig(
+        receivers=ReceiversConfig(grpc_endpoint="0.0.0.0:14317", http_endpoint=None, service_max_messages=100),
+        queue=QueueConfig(data_dir=Path("/var/lib/agent-eval")),
+        assembly=AssemblyConfig(quiet_period=6.0, max_wait=45.0, max_traces=99),
+        evaluation=EvaluationConfig(workers=3, policy_packs=(Path("a.yaml"), Path("b.yaml")), evaluate=False),
+        exporter=ExporterConfig(
+            downstream="grpc://collector:4317",
+            downstream_headers={"authorization": "Bearer abc"},
+            export_max_requests=8,
+        ),
+        telemetry=TelemetryConfig(agent_labels=("shop", "support")),
+    )
+    assert config == expected
+    printed = print_config(["--config", str(cfg), "--quiet-period", "6"], env)
+    assert printed == {**expected.to_dict()}
+    assert printed["exporter"]["downstream_headers"] == {"authorization": "<redacted>"}  # never the value
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("evaluation:\n  workers: 0\n", "--workers"),
+        ("assembly:\n  max_traces: -1\n", "--max-traces"),
+        ("evaluation:\n  evaluation_timeout: 0\n", "--evaluation-timeout"),
+        ("assembly:\n  quiet_priod: 1\n", "unknown setting(s) assembly.quiet_priod"),
+        ("exporter:\n  downstream: ftp://x:1\n", "ftp://x:1"),
+        ("exporter:\n  export_min_backoff: 9\n  export_max_backoff: 1\n", "--export-min-backoff"),
+    ],
+)
+def test_a_value_out_of_range_in_the_file_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(text)
+    result = CliRunner().invoke(main, ["serve", "--config", str(cfg), "--print-config"])
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+def test_validate_names_the_component_and_the_flag() -> None:
+    with pytest.raises(StartupError, match=r"assembly\.max_spans_per_trace \(--max-spans-per-trace\) 0"):
+        ServeConfig.of(max_spans_per_trace=0).validate()
+    with pytest.raises(StartupError, match=r"--grpc-endpoint"):
+        ServeConfig.of(grpc_endpoint="nowhere").validate()
+    with pytest.raises(TypeError, match="quiet_priod"):
+        ServeConfig.of(quiet_priod=1)
+
+
+def test_every_declared_setting_is_a_flag_an_env_var_and_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = {p.name: p for p in serve.params if isinstance(p, click.Option)}
+    keys = set(config_keys())
+    for f in ServeConfig.settings():
+        assert f.name in options and f.flag in options[f.name].opts[0], (f.flag, options.get(f.name))
+        assert f"{f.section}.{f.name}" in keys
+    numbers = [f for f in ServeConfig.settings() if f.type in (int, float)]
+    for f in numbers:  # each from its own environment variable, AGENT_EVAL_<NAME>
+        monkeypatch.setenv(f"AGENT_EVAL_{f.name.upper()}", str(f.default + 1))
+    params = serve.make_context("serve", []).params
+    assert {f.name: params[f.name] for f in numbers} == {f.name: f.default + 1 for f in numbers}
+
+
+def test_the_docs_table_is_current() -> None:
+    text = (ROOT / "docs" / "processor.md").read_text()
+    start = text.index("<!-- settings table: generated from the declarations -->\n")
+    end = text.index("<!-- end of settings table -->")
+    current = text[start:end].split("\n", 1)[1]
+    assert current == markdown_table(ServeConfig.COMPONENTS), "regenerate the table in docs/processor.md"

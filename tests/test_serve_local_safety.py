@@ -34,7 +34,7 @@ def config(data_dir: Path, **overrides: Any) -> ServeConfig:
         "drain_seconds": 1.0,
     }
     values.update(overrides)
-    return ServeConfig(**values)
+    return ServeConfig.of(**values)
 
 
 def mode(path: Path) -> int:

@@ -38,6 +38,34 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from ..semconv import AGENT_EVAL_RUN_FOLLOWED
+from .settings import Component, setting
+
+
+@dataclass(frozen=True)
+class AssemblyConfig(Component):
+    """When a trace is whole: how long to wait for late spans, and how much to buffer at most."""
+
+    section = "assembly"
+    quiet_period: float = setting(
+        2.0, "Seconds without a new span, after the root span ended, before a trace is evaluated.", minimum=0
+    )
+    loop_quiet_period: float = setting(
+        10.0,
+        "The quiet period of a trace whose root is the first model call of an agent loop followed by an "
+        "auto-instrumentor (it ends long before the loop): longer than a pause between two model calls.",
+        minimum=0,
+    )
+    max_wait: float = setting(
+        30.0,
+        "Seconds after its first span when a trace is evaluated even without its root (not a followed loop).",
+        minimum=0,
+    )
+    max_traces: int = setting(
+        10_000, "Traces buffered at most; beyond, the oldest is evaluated early and forwarded (counted).", minimum=1
+    )
+    max_spans_per_trace: int = setting(
+        5_000, "Spans buffered per trace at most; a trace reaching it is evaluated at once (counted).", minimum=1
+    )
 
 
 @dataclass(frozen=True, slots=True)

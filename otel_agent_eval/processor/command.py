@@ -13,6 +13,8 @@ import os
 import signal
 import sys
 import threading
+import typing
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,13 +29,17 @@ from ..output import BadInput
 from ..tree import render_trace, step_numbers
 from .security import StartupError
 from .server import Processor, ServeConfig
+from .settings import Field as SettingField
+from .settings import base_type, is_optional
 from .store import Store
 
 DEFAULT_DATA_DIR = ".agent-eval"
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """``--config FILE``: its keys become the defaults of the other options (flags and env vars still win)."""
+    """``--config FILE``: its settings become the defaults of the other options (flags and env vars still win).
+    A section per component (``assembly: {quiet_period: 5}``), as in a Collector's configuration; a setting's
+    name alone at the top level (``quiet_period: 5``) is read as well, each name being unique."""
     if value is None:
         return None
     try:
@@ -44,16 +50,100 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
         raise BadInput(f"{value}: not YAML: {exc}") from None
     if not isinstance(data, dict):
         raise BadInput(f"{value}: a configuration file is a YAML mapping of settings")
-    known = config_keys(ctx.command)
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise BadInput(f"{value}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    ctx.default_map = {**(ctx.default_map or {}), **data}
+    ctx.default_map = {**(ctx.default_map or {}), **_flatten(value, data)}
     return value
+
+
+def _flatten(file: str, data: dict[Any, Any]) -> dict[str, Any]:
+    sections = {c.section: {f.name for f in c.fields()} for c in ServeConfig.COMPONENTS}
+    names = {f.name for f in ServeConfig.settings()} | {"log_level"}
+    flat: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in data.items():
+        if key in sections and isinstance(value, dict):
+            unknown += [f"{key}.{k}" for k in value if k not in sections[key]]
+            flat.update({k: v for k, v in value.items() if k in sections[key]})
+        elif key in names:
+            flat[key] = value
+        else:
+            unknown.append(str(key))
+    if unknown:
+        raise BadInput(f"{file}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(config_keys())}")
+    if isinstance(flat.get("downstream_headers"), dict):  # a mapping in YAML; NAME=VALUE items on the flag
+        flat["downstream_headers"] = [f"{k}={v}" for k, v in flat["downstream_headers"].items()]
+    return flat
 
 
 def _downstream_default() -> str | None:
     return os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def _click_type(f: SettingField) -> click.ParamType[Any, Any] | None:
+    kind = base_type(f.type)
+    low, high = f.spec.minimum, f.spec.maximum
+    if kind is int:
+        return click.IntRange(
+            None if low is None else int(low), None if high is None else int(high), min_open=f.spec.min_open
+        )
+    if kind is float:
+        return click.FloatRange(low, high, min_open=f.spec.min_open)
+    if kind is Path:
+        return click.Path(dir_okay=f.name.endswith("_dir"), file_okay=not f.name.endswith("_dir"), path_type=Path)
+    return None  # text
+
+
+def _option(f: SettingField) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click option of a declared setting: its flag, type and range, default and help, all from the one
+    declaration (the environment variable comes from the option's name: ``AGENT_EVAL_QUIET_PERIOD``)."""
+    if f.type is bool:
+        name = f.flag[2:]
+        return click.option(f"--{name}/--no-{name}", f.name, default=f.default, help=f.spec.help)
+    multiple = typing.get_origin(f.type) in (tuple, dict)
+    default: Any = f.default
+    if multiple:
+        default = None  # click's own empty tuple; the declared default (always empty) applies
+    return click.option(
+        f.flag,
+        f.name,
+        type=_click_type(f),
+        default=default,
+        multiple=multiple,
+        metavar=f.spec.metavar,
+        show_default=not multiple and f.default is not None,
+        help=f.spec.help,
+    )
+
+
+def _settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for f in reversed(ServeConfig.settings()):  # decorators apply bottom-up: --help lists them in order
+        command = _option(f)(command)
+    return command
+
+
+def build_config(settings: dict[str, Any]) -> ServeConfig:
+    """A :class:`ServeConfig` from ``serve``'s parsed options (flat, by setting name; the command's own
+    options, such as ``--log-level``, are not the processor's and are left out), validated."""
+    names = {f.name for f in ServeConfig.settings()}
+    values = {name: value for name, value in settings.items() if name in names}
+    headers = {}
+    for item in values.pop("downstream_headers", None) or ():
+        name, sep, value = str(item).partition("=")
+        if not sep:
+            raise BadInput(f"--downstream-header {item!r}: expected NAME=VALUE")
+        headers[name.strip()] = value.strip()
+    values["downstream_headers"] = headers
+    values["downstream"] = values.get("downstream") or _downstream_default()
+    for f in ServeConfig.settings():  # '' turns an address off, from a flag, the environment or the file
+        if is_optional(f.type) and values.get(f.name) == "":
+            values[f.name] = None
+    for name in ("policy_packs", "agent_labels"):
+        values[name] = tuple(values.get(name) or ())
+    try:
+        config = ServeConfig.of(**values)
+        config.validate()
+    except StartupError as exc:
+        raise BadInput(str(exc)) from None
+    return config
 
 
 @click.command(context_settings={"auto_envvar_prefix": "AGENT_EVAL", "show_default": True})
@@ -65,218 +155,25 @@ def _downstream_default() -> str | None:
     expose_value=False,
     help="A YAML file of settings (keys: listed below the options).",
 )
-@click.option("--grpc-endpoint", default="127.0.0.1:4317", help="OTLP/gRPC receiver address ('' to turn off).")
-@click.option("--http-endpoint", default="127.0.0.1:4318", help="OTLP/HTTP receiver address ('' to turn off).")
+@_settings_options
 @click.option(
-    "--metrics-endpoint",
-    default="127.0.0.1:9464",
-    help="Address of /metrics (Prometheus), /healthz and /readyz ('' to turn off).",
-)
-@click.option(
-    "--downstream",
-    default=None,
-    help="Where labelled traces go: grpc://HOST:PORT or http(s)://HOST:PORT[/v1/traces]. Default: "
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; without any, the embedded "
-    "store in --data-dir.",
-)
-@click.option(
-    "--downstream-header",
-    "downstream_headers",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="A header sent to the downstream (e.g. authorization=Bearer ...); repeatable.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(DEFAULT_DATA_DIR),
-    help="Where the on-disk inbox, outbox and embedded trace store live.",
-)
-@click.option(
-    "--quiet-period",
-    type=float,
-    default=2.0,
-    help="Seconds without a new span, after the root span ended, before a trace is evaluated.",
-)
-@click.option(
-    "--loop-quiet-period",
-    type=float,
-    default=10.0,
-    help="The quiet period of a trace whose root is the first model call of an agent loop followed by an "
-    "auto-instrumentor (it ends long before the loop): longer than a pause between two model calls.",
-)
-@click.option(
-    "--max-wait",
-    type=float,
-    default=30.0,
-    help="Seconds after its first span when a trace is evaluated even without its root (not a followed loop).",
-)
-@click.option(
-    "--max-traces",
-    type=int,
-    default=10_000,
-    help="Traces buffered at most; beyond, the oldest is evaluated early and forwarded (counted).",
-)
-@click.option(
-    "--max-spans-per-trace",
-    type=int,
-    default=5_000,
-    help="Spans buffered per trace at most; a trace reaching it is evaluated at once (counted).",
-)
-@click.option(
-    "--early-evaluation-interval",
-    type=float,
-    default=5.0,
-    help="Seconds between evaluations of a trace that is still open (a long conversation): its failures are "
-    "counted in agent_eval_early_failures_total as they happen (0 turns it off).",
-)
-@click.option(
-    "--max-spans-in-flight",
-    type=int,
-    default=200_000,
-    help="Spans waiting for evaluation at most; beyond, requests are refused, retryable (gRPC UNAVAILABLE, "
-    "HTTP 503): memory stays bounded under overload and nothing is dropped.",
-)
-@click.option(
-    "--evaluation-timeout",
-    type=float,
-    default=5.0,
-    help="Seconds an evaluation may take; after it the trace goes on unlabelled, marked.",
-)
-@click.option("--workers", type=int, default=2, help="Evaluation threads.")
-@click.option("--max-payload-bytes", type=int, default=16 * 1024 * 1024, help="Largest request accepted.")
-@click.option(
-    "--bearer-token",
-    default=None,
-    help="Require 'Authorization: Bearer TOKEN' on every gRPC method (OTLP Export and the evaluation service) "
-    "and on POST /v1/traces; /metrics, /healthz and /readyz stay open.",
-)
-@click.option(
-    "--tls-cert",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="PEM certificate for the gRPC and HTTP receivers (with --tls-key): TLS on both, HTTPS only on HTTP.",
-)
-@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PEM private key.")
-@click.option(
-    "--service-max-concurrency",
-    type=click.IntRange(min=1),
-    default=4,
-    help="Evaluation service calls (and open sessions) at once; beyond, RESOURCE_EXHAUSTED at once. They have "
-    "gRPC threads of their own: OTLP ingestion is never starved by them.",
-)
-@click.option(
-    "--service-max-messages",
-    type=click.IntRange(min=1),
-    default=5_000,
-    help="Messages of history in one evaluation service request at most (RESOURCE_EXHAUSTED beyond).",
-)
-@click.option(
-    "--service-max-request-bytes",
-    type=click.IntRange(min=1),
-    default=4 * 1024 * 1024,
-    help="Bytes of one evaluation service request at most (RESOURCE_EXHAUSTED beyond).",
-)
-@click.option(
-    "--policy-pack",
-    "policy_packs",
-    multiple=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="A policy pack (YAML) besides the built-in ones; repeatable.",
-)
-@click.option(
-    "--pack",
-    default="auto",
-    help="The policy pack for every run, by name ('auto': chosen per run from its policy text; 'generic': "
-    "as for a domain no pack knows).",
-)
-@click.option(
-    "--calibration",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("builtin"),
-    help="A calibration file (`otel-agent-eval calibrate`) for failure_score (and, fitted with --confidences "
-    "measured, the findings' confidences); 'builtin': the one shipped; 'none': the detectors' own, noisy-or.",
-)
-@click.option(
-    "--http-read-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=10.0,
-    help="Seconds a client has to send a whole HTTP request, from its first byte; also how long an idle "
-    "connection stays open.",
-)
-@click.option(
-    "--max-agent-labels",
-    type=click.IntRange(min=0),
-    default=50,
-    help="At most this many agent names as the metrics' agent label; later ones count as 'other'.",
-)
-@click.option(
-    "--agent-label",
-    "agent_labels",
-    multiple=True,
-    help="An agent name to keep as a metric label (repeatable); when given, every other name is 'other'.",
-)
-@click.option(
-    "--drain-seconds",
-    type=float,
-    default=10.0,
-    help="On SIGTERM, how long to keep delivering the outbox (the rest stays on disk for the next start).",
-)
-@click.option(
-    "--export-max-bytes",
-    type=click.IntRange(min=1),
-    default=4_000_000,
-    help="Bytes of one export to the downstream at most (below gRPC's default 4 MiB receive limit); a request "
-    "larger than that is sent alone. Refused as too large (RESOURCE_EXHAUSTED, 413), a batch is split in halves.",
-)
-@click.option(
-    "--export-max-requests",
-    type=click.IntRange(min=1),
-    default=64,
-    help="Outbox requests (one trace each) in one export at most.",
-)
-@click.option(
-    "--export-min-backoff",
-    type=click.FloatRange(min=0, min_open=True),
-    default=0.2,
-    help="Seconds before the first retry of a transient refusal (UNAVAILABLE, 503, no connection); each retry "
-    "doubles it, up to --export-max-backoff, with full jitter.",
-)
-@click.option(
-    "--export-max-backoff",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    help="Seconds between retries at most (also caps a Retry-After / RetryInfo delay the downstream asks for).",
-)
-@click.option(
-    "--evaluate/--no-evaluate",
-    default=True,
-    help="--no-evaluate: forward traces unchanged (a durable relay; the throughput benchmark's baseline).",
-)
-@click.option(
-    "--metrics-otlp-endpoint",
-    default=None,
-    help="Also push the processor's metrics over OTLP/gRPC to HOST:PORT (every 15 s).",
+    "--print-config",
+    is_flag=True,
+    help="Print the resulting configuration (flags, environment and file merged, validated) as YAML and exit.",
 )
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def serve(log_level: str, downstream_headers: tuple[str, ...], **settings: Any) -> None:
+def serve(log_level: str, print_config: bool, **settings: Any) -> None:
     """Receive OTLP traces, evaluate each agent run, label its spans, and hand them on.
 
     Spans are written to an on-disk inbox before they are acknowledged, and labelled traces to an on-disk
     outbox until the downstream accepts them: an outage, a crash or a restart loses nothing. SIGTERM (or
     Ctrl-C) stops receiving, evaluates what is buffered and drains the outbox.
     """
+    config = build_config(settings)
+    if print_config:
+        click.echo(yaml.safe_dump(config.to_dict(), sort_keys=False), nl=False)
+        return
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    headers = {}
-    for item in downstream_headers:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise BadInput(f"--downstream-header {item!r}: expected NAME=VALUE")
-        headers[name.strip()] = value.strip()
-    settings["downstream"] = settings["downstream"] or _downstream_default()
-    for key in ("grpc_endpoint", "http_endpoint", "metrics_endpoint"):
-        settings[key] = settings[key] or None
-    config = ServeConfig(downstream_headers=headers, **settings)
     umask = os.umask(0o077)  # what serve writes (its data directory holds whole conversations) is private
     try:
         _serve(config)
@@ -284,16 +181,20 @@ def serve(log_level: str, downstream_headers: tuple[str, ...], **settings: Any) 
         os.umask(umask)
 
 
-def config_keys(command: click.Command) -> list[str]:
-    """The keys a ``--config`` file of ``command`` may hold: its options' names (as ``_load_config`` takes them)."""
-    return sorted(p.name for p in command.params if p.name and p.name != "config")
+def config_keys() -> list[str]:
+    """The keys a ``--config`` file may hold: a section per component, or a setting's name alone."""
+    return [f"{f.section}.{f.name}" for f in ServeConfig.settings()] + ["log_level"]
 
 
 def _document_config_keys(command: click.Command) -> None:
-    """``--config``'s help lists the real keys, generated from the options (no list to keep in step by hand)."""
+    """``--config``'s help lists the real keys, generated from the declarations (no list kept by hand)."""
     for param in command.params:
         if isinstance(param, click.Option) and param.name == "config":
-            param.help = "A YAML file of settings; its keys: " + ", ".join(config_keys(command)) + "."
+            param.help = (
+                "A YAML file of settings, a section per component (or a setting's name alone); its keys: "
+                + ", ".join(config_keys())
+                + "."
+            )
 
 
 _document_config_keys(serve)
@@ -312,10 +213,11 @@ def _serve(config: ServeConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     processor.start()
+    receivers, downstream = config.receivers, config.exporter.downstream
     click.echo(
-        f"otel-agent-eval serve: OTLP/gRPC {config.grpc_endpoint or 'off'}, OTLP/HTTP {config.http_endpoint or 'off'}, "
-        f"metrics {config.metrics_endpoint or 'off'}, "
-        + (f"downstream {config.downstream}" if config.downstream else f"store {config.data_dir}"),
+        f"otel-agent-eval serve: OTLP/gRPC {receivers.grpc_endpoint or 'off'}, "
+        f"OTLP/HTTP {receivers.http_endpoint or 'off'}, metrics {config.telemetry.metrics_endpoint or 'off'}, "
+        + (f"downstream {downstream}" if downstream else f"store {config.queue.data_dir}"),
         err=True,
     )
     stop.wait()

@@ -45,12 +45,74 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from .metrics import ProcessorMetrics
+from .security import StartupError, check_downstream
+from .settings import Component, setting
 from .store import OutboxRow, Store
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 4_000_000  # gRPC's default receive limit is 4 MiB (4,194,304 bytes)
 DEFAULT_MAX_REQUESTS = 64
+
+
+@dataclass(frozen=True)
+class ExporterConfig(Component):
+    """Where labelled traces go, how they are batched, and how refusals are retried."""
+
+    section = "exporter"
+    downstream: str | None = setting(
+        None,
+        "Where labelled traces go: grpc://HOST:PORT or http(s)://HOST:PORT[/v1/traces]. Default: "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; without any, the embedded "
+        "store in --data-dir.",
+    )
+    downstream_headers: dict[str, str] = setting(
+        {},
+        "A header sent to the downstream (e.g. authorization=Bearer ...); repeatable.",
+        flag="downstream-header",
+        metavar="NAME=VALUE",
+        secret=True,
+    )
+    export_max_bytes: int = setting(
+        DEFAULT_MAX_BYTES,
+        "Bytes of one export to the downstream at most (below gRPC's default 4 MiB receive limit); a request "
+        "larger than that is sent alone. Refused as too large (RESOURCE_EXHAUSTED, 413), a batch is split in "
+        "halves.",
+        minimum=1,
+    )
+    export_max_requests: int = setting(
+        DEFAULT_MAX_REQUESTS, "Outbox requests (one trace each) in one export at most.", minimum=1
+    )
+    export_min_backoff: float = setting(
+        0.2,
+        "Seconds before the first retry of a transient refusal (UNAVAILABLE, 503, no connection); each retry "
+        "doubles it, up to --export-max-backoff, with full jitter.",
+        minimum=0,
+        min_open=True,
+    )
+    export_max_backoff: float = setting(
+        30.0,
+        "Seconds between retries at most (also caps a Retry-After / RetryInfo delay the downstream asks for).",
+        minimum=0,
+        min_open=True,
+    )
+    drain_seconds: float = setting(
+        10.0,
+        "On SIGTERM, how long to keep delivering the outbox (the rest stays on disk for the next start).",
+        minimum=0,
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.downstream:
+            check_downstream(self.downstream)
+        if self.export_min_backoff > self.export_max_backoff:
+            raise StartupError(
+                f"exporter.export_min_backoff (--export-min-backoff) {self.export_min_backoff}: must be at most "
+                f"the maximum, exporter.export_max_backoff (--export-max-backoff) {self.export_max_backoff}"
+            )
+
+
 MESSAGE_CHARS = 200  # of a downstream's status message, kept and logged (never span content of ours)
 
 # OTLP/gRPC: the codes a client should retry (RESOURCE_EXHAUSTED only with RetryInfo); OTLP/HTTP: the statuses.

@@ -13,6 +13,7 @@ mode, an outcome; never a trace id, a user or message text.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -22,7 +23,37 @@ from opentelemetry.sdk.resources import Resource
 from .. import __version__
 from ..evaluate.findings import Evaluation
 from ..evaluate.taxonomy import TAXONOMY
-from .agent_labels import AgentLabels
+from .agent_labels import DEFAULT_MAX_AGENTS, AgentLabels
+from .security import check_endpoint
+from .settings import Component, setting
+
+
+@dataclass(frozen=True)
+class TelemetryConfig(Component):
+    """The processor's own telemetry: where its metrics are served or pushed, and the bound on agent labels."""
+
+    section = "telemetry"
+    metrics_endpoint: str | None = setting(
+        "127.0.0.1:9464", "Address of /metrics (Prometheus), /healthz and /readyz ('' to turn off)."
+    )
+    metrics_otlp_endpoint: str | None = setting(
+        None, "Also push the processor's metrics over OTLP/gRPC to HOST:PORT (every 15 s)."
+    )
+    max_agent_labels: int = setting(
+        DEFAULT_MAX_AGENTS,
+        "At most this many agent names as the metrics' agent label; later ones count as 'other'.",
+        minimum=0,
+    )
+    agent_labels: tuple[str, ...] = setting(
+        (),
+        "An agent name to keep as a metric label (repeatable); when given, every other name is 'other'.",
+        flag="agent-label",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.metrics_endpoint:
+            check_endpoint(self.metrics_endpoint, "--metrics-endpoint")
 
 
 class ProcessorMetrics:

@@ -12,6 +12,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -24,11 +26,26 @@ from ..ingest.spans import runs_from_records
 from .assembly import PendingTrace, ResourceSpansBatch, SpanEntry, TraceAssembler, group_for_export
 from .labelling import label_spans, mark_unevaluated
 from .metrics import ProcessorMetrics
+from .settings import Component, setting
 from .store import Store
 from .validation import validate_request
 from .workers import EvaluationPool, Task
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueueConfig(Component):
+    """The persistent queue: where the on-disk inbox and outbox live, and how many spans may wait in memory."""
+
+    section = "queue"
+    data_dir: Path = setting(Path(".agent-eval"), "Where the on-disk inbox, outbox and embedded trace store live.")
+    max_spans_in_flight: int = setting(
+        200_000,
+        "Spans waiting for evaluation at most; beyond, requests are refused, retryable (gRPC UNAVAILABLE, "
+        "HTTP 503): memory stays bounded under overload and nothing is dropped.",
+        minimum=1,
+    )
 
 
 class Backpressure(Exception):

@@ -16,7 +16,9 @@ import ssl
 import threading
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -44,7 +46,56 @@ from .http_wire import (
 )
 from .pipeline import Backpressure
 from .security import BearerTokenInterceptor, check_endpoint, listen_failure
+from .settings import Component, setting
 from .validation import InvalidRequest
+
+
+@dataclass(frozen=True)
+class ReceiversConfig(Component):
+    """The OTLP receivers (gRPC, HTTP) and the in-loop evaluation service on the gRPC port: addresses, limits,
+    the token and TLS."""
+
+    section = "receivers"
+    grpc_endpoint: str | None = setting("127.0.0.1:4317", "OTLP/gRPC receiver address ('' to turn off).")
+    http_endpoint: str | None = setting("127.0.0.1:4318", "OTLP/HTTP receiver address ('' to turn off).")
+    max_payload_bytes: int = setting(16 * 1024 * 1024, "Largest request accepted.", minimum=1)
+    http_read_timeout: float = setting(
+        10.0,
+        "Seconds a client has to send a whole HTTP request, from its first byte; also how long an idle "
+        "connection stays open.",
+        minimum=0,
+        min_open=True,
+    )
+    bearer_token: str | None = setting(
+        None,
+        "Require 'Authorization: Bearer TOKEN' on every gRPC method (OTLP Export and the evaluation service) "
+        "and on POST /v1/traces; /metrics, /healthz and /readyz stay open.",
+        secret=True,
+    )
+    tls_cert: Path | None = setting(
+        None,
+        "PEM certificate for the gRPC and HTTP receivers (with --tls-key): TLS on both, HTTPS only on HTTP.",
+    )
+    tls_key: Path | None = setting(None, "PEM private key.")
+    service_max_concurrency: int = setting(
+        4,
+        "Evaluation service calls (and open sessions) at once; beyond, RESOURCE_EXHAUSTED at once. They have "
+        "gRPC threads of their own: OTLP ingestion is never starved by them.",
+        minimum=1,
+    )
+    service_max_messages: int = setting(
+        5_000, "Messages of history in one evaluation service request at most (RESOURCE_EXHAUSTED beyond).", minimum=1
+    )
+    service_max_request_bytes: int = setting(
+        4 * 1024 * 1024, "Bytes of one evaluation service request at most (RESOURCE_EXHAUSTED beyond).", minimum=1
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        for flag, endpoint in (("--grpc-endpoint", self.grpc_endpoint), ("--http-endpoint", self.http_endpoint)):
+            if endpoint:
+                check_endpoint(endpoint, flag)
+
 
 logger = logging.getLogger(__name__)
 

@@ -67,10 +67,12 @@ def check_endpoint(value: str, flag: str) -> tuple[str, int]:
 
 
 def check_downstream(value: str) -> None:
-    """The downstream's URL has a host and, if it names one, a numeric port in 1..65535 (the scheme is checked
-    where the sender is made)."""
+    """The downstream's URL has a scheme ``serve`` can send with, a host and, if it names one, a numeric port
+    in 1..65535."""
     url = urlparse(value if "://" in value else f"grpc://{value}")
     where = f"--downstream {value!r}"
+    if url.scheme not in ("grpc", "grpcs", "http", "https"):
+        raise StartupError(f"{where}: use grpc://HOST:PORT, grpcs://, http://HOST:PORT or https://HOST:PORT")
     if not url.hostname:
         raise StartupError(f"{where}: no host (grpc://HOST:PORT or http(s)://HOST:PORT[/v1/traces])")
     try:

@@ -20,11 +20,48 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from .settings import Component, setting
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig(Component):
+    """What evaluates (policy packs, calibration) and how: workers, the time limit, early looks at open traces."""
+
+    section = "evaluation"
+    evaluate: bool = setting(
+        True, "--no-evaluate: forward traces unchanged (a durable relay; the throughput benchmark's baseline)."
+    )
+    workers: int = setting(2, "Evaluation threads.", minimum=1)
+    evaluation_timeout: float = setting(
+        5.0, "Seconds an evaluation may take; after it the trace goes on unlabelled, marked.", minimum=0, min_open=True
+    )
+    early_evaluation_interval: float = setting(
+        5.0,
+        "Seconds between evaluations of a trace that is still open (a long conversation): its failures are "
+        "counted in agent_eval_early_failures_total as they happen (0 turns it off).",
+        minimum=0,
+    )
+    policy_packs: tuple[Path, ...] = setting(
+        (), "A policy pack (YAML) besides the built-in ones; repeatable.", flag="policy-pack"
+    )
+    pack: str = setting(
+        "auto",
+        "The policy pack for every run, by name ('auto': chosen per run from its policy text; 'generic': "
+        "as for a domain no pack knows).",
+    )
+    calibration: Path | None = setting(
+        Path("builtin"),
+        "A calibration file (`otel-agent-eval calibrate`) for failure_score (and, fitted with --confidences "
+        "measured, the findings' confidences); 'builtin': the one shipped; 'none': the detectors' own, noisy-or.",
+    )
 
 
 class Task(Generic[T]):
