@@ -24,12 +24,13 @@ from test_processor import TOOLS, config, free_port, wait_for
 from otel_agent_eval.instrument import agent_run
 from otel_agent_eval.processor import Processor
 
-# Real duration -> test duration. Only the shipped rules' own tokens are replaced.
+# Real duration -> test duration. Only the shipped rules' own tokens are replaced, in this order: [5m] before
+# [1d] becomes [5m], or the baseline would shrink to [10s].
 SCALE = [
     (r"\[15m\]", "[30s]"),
     (r"offset 15m", "offset 30s"),
-    (r"\[1d\]", "[5m]"),
     (r"\[5m\]", "[10s]"),
+    (r"\[1d\]", "[5m]"),
     (r"for: \d+m", "for: 3s"),
     (r"interval: 1m", "interval: 1s"),
 ]
@@ -46,6 +47,13 @@ def scaled_rules(path: Path) -> Path:
 
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    yield from prometheus_server(tmp_path)
+
+
+def prometheus_server(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """``start(target)`` runs a real Prometheus (1s scrapes and rule evaluations, the scaled rules) scraping
+    ``target`` and returns its address; each is stopped when the generator is closed. The body of the
+    ``prometheus`` fixture, for other test modules' fixtures (``yield from prometheus_server(tmp_path)``)."""
     binary = shutil.which("prometheus")
     assert binary, "prometheus is missing: run `bash scripts/install-system-deps.sh` (as root)"
     started: list[subprocess.Popen[bytes]] = []
@@ -100,10 +108,16 @@ def _diagnosis(api: str) -> dict[str, Any]:
         "agent:agent_eval_terminal_share:baseline1d",
     ]
     out: dict[str, Any] = {"alerts": (_get(f"{api}/api/v1/alerts") or {}).get("data")}
-    for query in queries:
-        result = _get(f"{api}/api/v1/query?query={urllib.request.quote(query)}") or {}
-        out[query] = [(r["metric"], r["value"][1]) for r in result.get("data", {}).get("result", [])]
+    for expr in queries:
+        out[expr] = [(r["metric"], r["value"][1]) for r in query(api, expr)]
     return out
+
+
+def query(api: str, expr: str) -> list[dict[str, Any]]:
+    """An instant query through Prometheus' HTTP API: the result's series (``metric``, ``value``); none if the
+    query failed."""
+    result = _get(f"{api}/api/v1/query?query={urllib.request.quote(expr)}") or {}
+    return list(result.get("data", {}).get("result", [])) if isinstance(result, dict) else []
 
 
 def _firing(api: str, name: str) -> list[dict[str, Any]]:
