@@ -48,6 +48,11 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _nowrap(text: str) -> str:
+    """Escaped text kept on one line (a date, a time, a step range: broken, they read as other values)."""
+    return f'<span class="nowrap">{_e(text)}</span>'
+
+
 def _path(path: str) -> str:
     """A file path, escaped, that may break after each ``/`` (a long path wraps at its folders, not mid-name)."""
     return _e(path).replace("/", "/<wbr>")
@@ -382,7 +387,7 @@ def suspicions_table(summary: Summary, links: TraceLinks) -> str:
 
 def root_cause_table(summary: Summary, links: TraceLinks) -> str:
     buckets = root_cause_buckets(summary.root_cause_steps, summary.root_cause_traces)
-    rows = [[f'<span class="nowrap">{_e(b.label)}</span>', str(b.runs), links.html(b.traces)] for b in buckets]
+    rows = [[_nowrap(b.label), str(b.runs), links.html(b.traces)] for b in buckets]
     return _table(["step", "runs", "traces"], rows, align="lrl", ids=[step_anchor(i) for i in range(len(buckets))])
 
 
@@ -464,9 +469,16 @@ def timeline_table(timeline: Timeline) -> str:
         if not b.runs:
             continue
         ids.append(time_anchor(i))
-        modes = "<br>".join(f'<span class="nowrap"><code>{_e(m)}</code> {t} / {r}</span>' for m, t, r in b.modes) or "–"
+        modes = "<br>".join(f'<span class="nowrap"><code>{_e(m)}</code> {t} / {r}</span>' for m, t, r in b.modes)
         rows.append(
-            [_e(timeline.label(b)), str(b.runs), str(b.terminal_runs), str(b.terminal), str(b.recovered), modes]
+            [
+                _nowrap(timeline.label(b)),
+                str(b.runs),
+                str(b.terminal_runs),
+                str(b.terminal),
+                str(b.recovered),
+                modes or "–",
+            ]
         )
     header = ["from (UTC)", "runs", "terminal runs", "terminal", "recovered", "modes (terminal / recovered)"]
     return _table(header, rows, align="lrrrrl", ids=ids, cls="time")
