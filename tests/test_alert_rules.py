@@ -17,24 +17,19 @@ from typing import Any
 import pytest
 import yaml
 
+from otel_agent_eval.processor.metrics import METRICS
+
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "alerts"
 RULES = ALERTS / "agent-eval-rules.yaml"
 RULE_TESTS = ALERTS / "agent-eval-rules.test.yaml"
 
-# The metrics the processor exposes (issue 4, item 6; docs/processor.md): the rules may read these and nothing else.
+# The metrics the processor exposes, as declared once (otel_agent_eval/processor/metrics.py): the rules may read
+# these and nothing else (a histogram as its _bucket, _sum and _count series).
 CONTRACT_METRICS = {
-    "agent_eval_traces_total",
-    "agent_eval_failures_total",
-    "agent_eval_evaluation_duration_seconds_bucket",
-    "agent_eval_evaluation_duration_seconds_sum",
-    "agent_eval_evaluation_duration_seconds_count",
-    "agent_eval_export_failures_total",
-    "agent_eval_spans_received_total",
-    "agent_eval_spans_exported_total",
-    "agent_eval_queue_depth",
-    "agent_eval_evaluation_errors_total",
-    "agent_eval_traces_released_early_total",
+    f"{m.prometheus}{suffix}"
+    for m in METRICS.values()
+    for suffix in (("_bucket", "_sum", "_count") if m.instrument == "histogram" else ("",))
 }
 EXPECTED_ALERTS = {
     "AgentTerminalFailureSpike",

@@ -16,7 +16,8 @@ from otel_agent_eval.cli import main
 from otel_agent_eval.processor.assembly import AssemblyConfig
 from otel_agent_eval.processor.command import build_config, config_keys, serve
 from otel_agent_eval.processor.export import ExporterConfig
-from otel_agent_eval.processor.metrics import TelemetryConfig
+from otel_agent_eval.processor.metrics import METRICS, ProcessorMetrics, TelemetryConfig
+from otel_agent_eval.processor.metrics import markdown_table as metrics_table
 from otel_agent_eval.processor.pipeline import QueueConfig
 from otel_agent_eval.processor.receivers import ReceiversConfig
 from otel_agent_eval.processor.security import StartupError
@@ -189,3 +190,27 @@ def test_the_docs_table_is_current() -> None:
     end = text.index("<!-- end of settings table -->")
     current = text[start:end].split("\n", 1)[1]
     assert current == markdown_table(ServeConfig.COMPONENTS), "regenerate the table in docs/processor.md"
+
+
+def test_the_docs_metrics_table_is_the_declaration() -> None:
+    text = (ROOT / "docs" / "processor.md").read_text()
+    start = text.index("<!-- metrics table: generated from the declarations -->\n")
+    end = text.index("<!-- end of metrics table -->")
+    assert text[start:end].split("\n", 1)[1] == metrics_table(), "regenerate the metrics table in docs/processor.md"
+
+
+def test_every_declared_metric_is_exposed() -> None:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    metrics = ProcessorMetrics([PrometheusMetricReader(registry=registry)])
+    try:
+        metrics.agent("shop")  # an agent's series start at 0
+        metrics.duration.record(0.1)
+        metrics.deadletters.add(1, {"reason": "INVALID_ARGUMENT"})  # a reason is known at its first dead letter
+        exposed = generate_latest(registry).decode()
+    finally:
+        metrics.shutdown()
+    for metric in METRICS.values():
+        assert f"\n{metric.prometheus}" in exposed or exposed.startswith(metric.prometheus), metric.prometheus

@@ -1,10 +1,14 @@
 """The processor's own metrics, through the OpenTelemetry metrics SDK, read by Prometheus (and optionally OTLP).
 
-Prometheus names (the SDK's Prometheus exporter adds ``_total`` to counters and the unit to histograms):
-``agent_eval_traces_total{outcome,agent}``, ``agent_eval_failures_total{mode,category,outcome,agent}``,
-``agent_eval_evaluation_duration_seconds``, ``agent_eval_queue_depth``, ``agent_eval_export_failures_total``,
-``agent_eval_spans_received_total``, ``agent_eval_spans_exported_total``, ``agent_eval_traces_released_early_total
-{reason}``, ``agent_eval_evaluation_errors_total``. Labels stay low-cardinality: an agent's name (through
+Every metric is declared once, in :data:`METRICS` (name, instrument, unit, labels, help): the instruments are
+made from it, and the table in docs/processor.md and the alert rules' tests are checked against it. Prometheus
+names follow from the declaration as the SDK's exporter makes them (``.`` to ``_``, the unit, ``_total`` on
+counters):
+
+>>> METRICS["agent_eval.traces"].prometheus, METRICS["agent_eval.evaluation.duration"].prometheus
+('agent_eval_traces_total', 'agent_eval_evaluation_duration_seconds')
+
+Labels stay low-cardinality: an agent's name (through
 :class:`~otel_agent_eval.processor.agent_labels.AgentLabels`: at most ``--max-agent-labels`` names, or an
 allow-list, then ``other``; ``redacted`` for anything that looks like an e-mail or an identifier), a failure
 mode, an outcome; never a trace id, a user or message text.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -56,6 +61,83 @@ class TelemetryConfig(Component):
             check_endpoint(self.metrics_endpoint, "--metrics-endpoint")
 
 
+@dataclass(frozen=True)
+class Metric:
+    """One of the processor's metrics, as declared."""
+
+    name: str
+    """The OpenTelemetry instrument's name."""
+    instrument: Literal["counter", "histogram", "gauge"]
+    help: str
+    labels: tuple[str, ...] = ()
+    unit: str = ""
+
+    @property
+    def prometheus(self) -> str:
+        """The name Prometheus scrapes."""
+        name = self.name.replace(".", "_") + {"s": "_seconds", "": ""}[self.unit]
+        return name + "_total" if self.instrument == "counter" else name
+
+
+RELEASE_REASONS = ("span_limit", "trace_limit", "max_wait", "shutdown")
+"""Why a trace was evaluated before it was complete (``agent_eval_traces_released_early_total{reason}``)."""
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("agent_eval.traces", "counter", "Evaluated agent runs, by outcome.", ("outcome", "agent")),
+        Metric(
+            "agent_eval.failures",
+            "counter",
+            "Failures found (deciding findings), by mode, category and outcome.",
+            ("mode", "category", "outcome", "agent"),
+        ),
+        Metric("agent_eval.evaluation.duration", "histogram", "Time to evaluate one trace.", unit="s"),
+        Metric("agent_eval.queue.depth", "gauge", "Requests waiting on disk: the inbox and the outbox."),
+        Metric("agent_eval.spans.received", "counter", "Spans received (acknowledged to the sender)."),
+        Metric("agent_eval.spans.exported", "counter", "Spans handed on (downstream or the embedded store)."),
+        Metric("agent_eval.export.failures", "counter", "Failed attempts to deliver to the downstream."),
+        Metric("agent_eval.evaluation.errors", "counter", "Traces forwarded unevaluated because evaluation failed."),
+        Metric(
+            "agent_eval.traces.released_early",
+            "counter",
+            "Traces evaluated before complete: at a limit (span_limit, trace_limit, max_wait) or at shutdown.",
+            ("reason",),
+        ),
+        Metric(
+            "agent_eval.spans.refused", "counter", "Spans refused (retryable) because too many wait for evaluation."
+        ),
+        Metric(
+            "agent_eval.early_failures",
+            "counter",
+            "Failures found in traces still open (long conversations), each once, as they happen.",
+            ("mode", "category", "agent"),
+        ),
+        Metric(
+            "agent_eval.guard.recoveries",
+            "counter",
+            "Recovered failures at steps the in-loop guard sent back: failures the hook turned around.",
+            ("mode", "agent"),
+        ),
+        Metric(
+            "agent_eval.deadletters",
+            "counter",
+            "Requests the downstream refused for good, moved to the dead letters, by status code (reason).",
+            ("reason",),
+        ),
+    )
+}
+
+
+def markdown_table() -> str:
+    """The metrics as a Markdown table (docs/processor.md holds it; a test keeps it current)."""
+    rows = ["| metric | type | labels | what it counts |", "|---|---|---|---|"]
+    for m in METRICS.values():
+        labels = ", ".join(f"`{label}`" for label in m.labels)
+        rows.append(f"| `{m.prometheus}` | {m.instrument} | {labels} | {m.help} |")
+    return "\n".join(rows) + "\n"
+
+
 class ProcessorMetrics:
     def __init__(
         self,
@@ -71,42 +153,35 @@ class ProcessorMetrics:
             metric_readers=list(readers), resource=Resource.create({"service.name": "otel-agent-eval"})
         )
         meter = self.provider.get_meter("otel_agent_eval.processor", __version__)
-        self.traces = meter.create_counter("agent_eval.traces", description="Evaluated agent runs, by outcome.")
-        self.failures = meter.create_counter("agent_eval.failures", description="Failures found, by mode.")
-        self.duration = meter.create_histogram(
-            "agent_eval.evaluation.duration", unit="s", description="Time to evaluate one trace."
-        )
-        self.spans_received = meter.create_counter("agent_eval.spans.received", description="Spans received.")
-        self.spans_exported = meter.create_counter("agent_eval.spans.exported", description="Spans handed on.")
-        self.export_failures = meter.create_counter(
-            "agent_eval.export.failures", description="Failed attempts to deliver to the downstream."
-        )
-        self.deadletters = meter.create_counter(
-            "agent_eval.deadletters",
-            description="Requests the downstream refused for good, moved to the dead letters, by status code (reason).",
-        )
-        self.released_early = meter.create_counter(
-            "agent_eval.traces.released_early", description="Traces evaluated before complete, at a memory limit."
-        )
-        self.early_failures = meter.create_counter(
-            "agent_eval.early_failures",
-            description="Failures found in traces still open (long conversations), each once, as they happen.",
-        )
-        self.guard_recoveries = meter.create_counter(
-            "agent_eval.guard.recoveries",
-            description="Recovered failures at steps the in-loop guard sent back: failures the hook turned around.",
-        )
-        self.refused = meter.create_counter(
-            "agent_eval.spans.refused", description="Spans refused (retryable) because too many wait for evaluation."
-        )
-        self.evaluation_errors = meter.create_counter(
-            "agent_eval.evaluation.errors", description="Traces forwarded unevaluated because evaluation failed."
-        )
+
+        def counter(name: str) -> Any:
+            m = METRICS[name]
+            made = meter.create_counter(m.name, unit=m.unit, description=m.help)
+            if not m.labels:
+                # At 0 from the start: Prometheus' rate() and increase() cannot see the first event of a series
+                # whose first sample already holds it (an alert on export failures would miss the first).
+                made.add(0)
+            return made
+
+        self.traces = counter("agent_eval.traces")
+        self.failures = counter("agent_eval.failures")
+        duration = METRICS["agent_eval.evaluation.duration"]
+        self.duration = meter.create_histogram(duration.name, unit=duration.unit, description=duration.help)
+        self.spans_received = counter("agent_eval.spans.received")
+        self.spans_exported = counter("agent_eval.spans.exported")
+        self.export_failures = counter("agent_eval.export.failures")
+        self.deadletters = counter("agent_eval.deadletters")
+        self.released_early = counter("agent_eval.traces.released_early")
+        for reason in RELEASE_REASONS:
+            self.released_early.add(0, {"reason": reason})
+        self.early_failures = counter("agent_eval.early_failures")
+        self.guard_recoveries = counter("agent_eval.guard.recoveries")
+        self.refused = counter("agent_eval.spans.refused")
+        self.evaluation_errors = counter("agent_eval.evaluation.errors")
         self._queue_depth = queue_depth
         self._agents: set[str] = set()
-        meter.create_observable_gauge(
-            "agent_eval.queue.depth", callbacks=[self._observe_queue], description="Requests waiting on disk."
-        )
+        depth = METRICS["agent_eval.queue.depth"]
+        meter.create_observable_gauge(depth.name, callbacks=[self._observe_queue], description=depth.help)
 
     def _observe_queue(self, options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(self._queue_depth())
@@ -125,14 +200,17 @@ class ProcessorMetrics:
                     self.failures.add(
                         0, {"mode": mode.mode, "category": mode.category, "outcome": outcome, "agent": agent}
                     )
+                self.early_failures.add(0, {"mode": mode.mode, "category": mode.category, "agent": agent})
+                self.guard_recoveries.add(0, {"mode": mode.mode, "agent": agent})
 
     def agent(self, name: str | None) -> str:
-        """The ``agent`` label value for an agent's name."""
-        return self.agent_labels.of(name)
+        """The ``agent`` label value for an agent's name (its series made, at 0, the first time)."""
+        agent = self.agent_labels.of(name)
+        self._first_sight(agent)
+        return agent
 
     def record(self, evaluation: Evaluation, seconds: float) -> None:
         agent = self.agent(evaluation.run.agent_name)
-        self._first_sight(agent)
         self.traces.add(1, {"outcome": evaluation.outcome, "agent": agent})
         for finding in evaluation.failures:
             if finding.counts:
