@@ -77,8 +77,7 @@ def jaeger_search(tags: dict[str, str]) -> str:
 
 def traceql(*spansets: dict[str, str]) -> str:
     """A TraceQL query: each dict is one spanset (conditions on the same span), joined by ``&&`` (in the same
-    trace). The agent's name sits on the run's root span and a failure's mode on the span it is located at, so they
-    are two spansets."""
+    trace)."""
     return " && ".join(
         "{ " + " && ".join(f'span.{key} = "{value}"' for key, value in spanset.items()) + " }" for spanset in spansets
     )
@@ -114,44 +113,43 @@ def tempo_explore(*spansets: dict[str, str]) -> str:
     return f"/explore?schemaVersion=1&panes={encoded}&orgId=${{__org}}"
 
 
-def links(title: str, tags: dict[str, str], *spansets: dict[str, str]) -> list[builders.DashboardLink]:
-    """The search in Jaeger (``tags``) and in Tempo (TraceQL ``spansets``). Jaeger matches all of a search's
-    tags on one span (with its resource and events), so its tags are one span's; Tempo can ask for several."""
-    jaeger_title = title if sc.GEN_AI_AGENT_NAME in tags else title.split(" of ")[0] + " in ${service}"
+def links(title: str, tags: dict[str, str]) -> list[builders.DashboardLink]:
+    """The search in Jaeger and in Tempo (TraceQL) for spans with these attributes. Jaeger matches all of a
+    search's tags on one span (with its resource and events), so they are one span's: the processor writes the
+    run's agent (``agent_eval.agent.name``) on every span it labels, beside the failure or the run's summary."""
     return [
-        builders.DashboardLink(f"Jaeger: {jaeger_title}").url(jaeger_search(tags)).target_blank(True),
-        builders.DashboardLink(f"Tempo: {title}").url(tempo_explore(*spansets)),
+        builders.DashboardLink(f"Jaeger: {title}").url(jaeger_search(tags)).target_blank(True),
+        builders.DashboardLink(f"Tempo: {title}").url(tempo_explore(tags)),
     ]
 
 
 def terminal_runs_links() -> list[builders.DashboardLink]:
-    agent = {sc.GEN_AI_AGENT_NAME: AGENT, sc.AGENT_EVAL_TRACE_OUTCOME: "terminal"}
-    return links("terminal runs of ${__field.labels.agent}", agent, agent)
+    agent = {sc.AGENT_EVAL_AGENT_NAME: AGENT, sc.AGENT_EVAL_TRACE_OUTCOME: "terminal"}
+    return links("terminal runs of ${__field.labels.agent}", agent)
 
 
 def outcome_links() -> list[builders.DashboardLink]:
-    agent = {sc.GEN_AI_AGENT_NAME: AGENT, sc.AGENT_EVAL_TRACE_OUTCOME: OUTCOME}
-    return links("${__field.labels.outcome} runs of ${__field.labels.agent}", agent, agent)
+    agent = {sc.AGENT_EVAL_AGENT_NAME: AGENT, sc.AGENT_EVAL_TRACE_OUTCOME: OUTCOME}
+    return links("${__field.labels.outcome} runs of ${__field.labels.agent}", agent)
 
 
 def mode_links(outcome: str) -> list[builders.DashboardLink]:
     """Runs of the agent with a failure of the series' mode and ``outcome`` (a literal, or the series' label)."""
-    # The agent's name is on the run's root span, the failure on another span: Jaeger, which matches one span,
-    # cannot ask for both, and searches the service's runs with the failure; Tempo asks for the agent's.
-    failure = {sc.AGENT_EVAL_FAILURE_MODE: MODE, sc.AGENT_EVAL_FAILURE_OUTCOME: outcome}
-    return links(
-        "${__field.labels.mode} failures of ${__field.labels.agent}", failure, {sc.GEN_AI_AGENT_NAME: AGENT}, failure
-    )
+    failure = {
+        sc.AGENT_EVAL_AGENT_NAME: AGENT,
+        sc.AGENT_EVAL_FAILURE_MODE: MODE,
+        sc.AGENT_EVAL_FAILURE_OUTCOME: outcome,
+    }
+    return links("${__field.labels.mode} failures of ${__field.labels.agent}", failure)
 
 
 def category_links() -> list[builders.DashboardLink]:
-    failure = {sc.AGENT_EVAL_FAILURE_CATEGORY: CATEGORY, sc.AGENT_EVAL_FAILURE_OUTCOME: OUTCOME}
-    return links(
-        "${__field.labels.category} failures of ${__field.labels.agent}",
-        failure,
-        {sc.GEN_AI_AGENT_NAME: AGENT},
-        failure,
-    )
+    failure = {
+        sc.AGENT_EVAL_AGENT_NAME: AGENT,
+        sc.AGENT_EVAL_FAILURE_CATEGORY: CATEGORY,
+        sc.AGENT_EVAL_FAILURE_OUTCOME: OUTCOME,
+    }
+    return links("${__field.labels.category} failures of ${__field.labels.agent}", failure)
 
 
 # ----------------------------------------------------------------------------------------------------- panels

@@ -90,6 +90,9 @@ AGENT_EVAL_FAILURE_CRITIQUE: Final = "agent_eval.failure.critique"
 AGENT_EVAL_FAILURE_EVIDENCE_KIND: Final = "agent_eval.failure.evidence_kind"  # structural | textual
 AGENT_EVAL_FAILURE_EVALUATOR: Final = "agent_eval.failure.evaluator"
 AGENT_EVAL_FAILURE_DECIDES: Final = "agent_eval.failure.decides"  # on an event: it decided the outcome
+# On every labelled span (each failure's span and the root's summary): the run's agent. A trace store that
+# matches a search's tags on one span (Jaeger) finds "failures of mode M of agent A" with it.
+AGENT_EVAL_AGENT_NAME: Final = "agent_eval.agent.name"
 AGENT_EVAL_TRACE_OUTCOME: Final = "agent_eval.trace.outcome"
 AGENT_EVAL_TRACE_FAILURE_SCORE: Final = "agent_eval.trace.failure_score"
 AGENT_EVAL_TRACE_FAILURES: Final = "agent_eval.trace.failures"

@@ -136,10 +136,8 @@ def test_every_failure_panel_links_to_jaeger_and_tempo_with_the_labels_the_proce
         traceql = _tempo_query(tempo[0])
         for key, value in tags.items():  # the same conditions in TraceQL
             assert f'span.{key} = "{value}"' in traceql, (panel["title"], traceql)
-        # Tempo filters to the series' agent always; Jaeger (one span's tags) where the agent's span has them
-        assert f'span.{sc.GEN_AI_AGENT_NAME} = "{AGENT}"' in traceql, (panel["title"], traceql)
-        if sc.AGENT_EVAL_TRACE_OUTCOME in tags:
-            assert tags[sc.GEN_AI_AGENT_NAME] == AGENT, panel["title"]
+        # Both filter to the series' agent: the processor writes it on every span it labels
+        assert tags[sc.AGENT_EVAL_AGENT_NAME] == AGENT, panel["title"]
 
 
 def test_alert_panels_are_the_ones_the_rules_link_to() -> None:
@@ -343,7 +341,7 @@ def test_the_jaeger_links_find_the_runs_of_their_series(
                 fixed = [v for k, v in literal.items() if k.endswith(".outcome") and "${" not in v]
                 if "outcome" in labels and any(labels["outcome"] != v for v in fixed):
                     continue
-                if labels["agent"] in NOT_AGENT_NAMES and sc.GEN_AI_AGENT_NAME in literal:
+                if labels["agent"] in NOT_AGENT_NAMES and sc.AGENT_EVAL_AGENT_NAME in literal:
                     continue  # a link naming the agent finds nothing under such a label (dashboards/README.md)
                 service = GUARDED_AGENT if labels["agent"] == GUARDED_AGENT else SERVICE
                 search = _api_search(url, labels, jaeger, service)

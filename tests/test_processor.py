@@ -128,8 +128,10 @@ def test_labels_reach_the_downstream(tmp_path: Path, running: Callable[..., Proc
         assert root.attributes["agent_eval.trace.outcome"] == "terminal"
         assert root.attributes["agent_eval.trace.terminal_failures"] >= 1
         assert 0 < root.attributes["agent_eval.trace.failure_score"] <= 1
+        assert root.attributes["agent_eval.agent.name"] == "shop"  # beside the summary: one span's tags find it
     labelled = [r for r in records if r.attributes.get("agent_eval.failure.mode") == "wrong_arguments"]
     assert len(labelled) == 3 and all(r.name == "chat m" for r in labelled)
+    assert all(r.attributes["agent_eval.agent.name"] == "shop" for r in labelled)  # and beside each failure
     event = next(e for e in labelled[0].events if e.name == "gen_ai.evaluation.result")
     assert event.attributes["gen_ai.evaluation.name"] == "wrong_arguments"
     assert event.attributes["gen_ai.evaluation.score.label"] == "fail"

@@ -9,6 +9,8 @@
   written: suspicions are counted on the root span.
 * On the run's root span: ``agent_eval.trace.outcome``, ``.failure_score``, ``.failures``,
   ``.terminal_failures``, ``.suspicions``.
+* On each of those spans, ``agent_eval.agent.name``: the run's agent (when it has a name), so that a trace
+  store that matches a search's tags on one span (Jaeger) finds a mode's failures of one agent.
 * A failure with no span of its own (the run ended without an action) goes on the root span.
 * When evaluation itself failed, the spans go on unlabelled, with ``agent_eval.evaluation.error`` on them.
 """
@@ -65,6 +67,7 @@ def label_spans(spans_by_id: dict[str, Span], evaluation: Evaluation) -> int:
         target = finding.span_id if finding.span_id in spans_by_id else run.root_span_id
         if target is not None and target in spans_by_id:
             located.setdefault(target, []).append(finding)
+    agent: dict[str, Any] = {sc.AGENT_EVAL_AGENT_NAME: run.agent_name} if run.agent_name else {}
     for span_id, findings in located.items():
         span = spans_by_id[span_id]
         worst = max(findings, key=_severity)
@@ -76,6 +79,7 @@ def label_spans(spans_by_id: dict[str, Span], evaluation: Evaluation) -> int:
                 sc.AGENT_EVAL_FAILURE_OUTCOME: worst.outcome,
                 sc.AGENT_EVAL_FAILURE_CRITIQUE: worst.critique,
                 sc.AGENT_EVAL_FAILURE_EVIDENCE_KIND: worst.evidence_kind,
+                **agent,
             },
         )
         for finding in findings:
@@ -92,6 +96,7 @@ def label_spans(spans_by_id: dict[str, Span], evaluation: Evaluation) -> int:
                 sc.AGENT_EVAL_TRACE_FAILURES: len(failures),
                 sc.AGENT_EVAL_TRACE_TERMINAL_FAILURES: sum(f.outcome == "terminal" for f in failures),
                 sc.AGENT_EVAL_TRACE_SUSPICIONS: len(evaluation.suspicions),
+                **agent,
             },
         )
     return len(located) + (root is not None)
