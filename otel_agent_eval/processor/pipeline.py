@@ -24,12 +24,13 @@ from ..evaluate.findings import Evaluation
 from ..ingest.span_record import SpanRecord, attributes_from_proto
 from ..ingest.spans import runs_from_records
 from .assembly import PendingTrace, ResourceSpansBatch, SpanEntry, TraceAssembler, group_for_export
+from .evaluation_process import ProcessEvaluators
 from .labelling import label_spans, mark_unevaluated
 from .metrics import ProcessorMetrics
 from .settings import Component, setting
 from .store import Store
 from .validation import validate_request
-from .workers import EvaluationPool, Task
+from .workers import EvaluationConfig, EvaluationPool, Task
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class Pipeline:
         notify: Callable[[], None] = lambda: None,
         max_spans_in_flight: int = 200_000,
         early_interval: float = 0.0,
+        processes: int = 0,
+        evaluation_config: EvaluationConfig | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -86,7 +89,12 @@ class Pipeline:
         # Seconds between looks at a trace that is still open (0: none). Long conversations get their failures
         # counted as they happen, not when the conversation ends.
         self.early_interval = early_interval
-        self._pool = EvaluationPool(workers)
+        # With worker processes, each pool thread drives one of them (and waits on it, off the GIL); without,
+        # the threads evaluate here.
+        self.processes = processes
+        self._evaluation_config = evaluation_config or EvaluationConfig()
+        self._evaluators: ProcessEvaluators | None = None
+        self._pool = EvaluationPool(processes or workers)
         self._retry: list[PendingTrace] = []  # traces that could not be handed on (a store error): next tick
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,6 +138,8 @@ class Pipeline:
         return self._thread
 
     def start(self) -> None:
+        if self.processes and self.evaluate:
+            self._evaluators = ProcessEvaluators(self._evaluation_config, self.processes)
         self._thread = threading.Thread(target=self._run, name="agent-eval-pipeline", daemon=True)
         self._thread.start()
 
@@ -195,6 +205,8 @@ class Pipeline:
         retry, self._retry = self._retry, []
         self.process_all(retry + self.assembler.ready() + self.assembler.drain())
         self._pool.shutdown()
+        if self._evaluators is not None:
+            self._evaluators.shutdown()
 
     def process_all(self, pendings: list[PendingTrace]) -> None:
         """Evaluate the traces side by side (``workers`` at a time) and hand each on as its evaluation ends:
@@ -320,13 +332,17 @@ class Pipeline:
     def _evaluate_open(self, spans: list[SpanEntry]) -> list[Evaluation]:
         """The runs of a trace that is still open, as far as they went (``complete=False``: rules about how a
         run ends stay quiet)."""
+        if self._evaluators is not None:
+            return self._evaluators.evaluate(spans, complete=False, timeout=self.evaluation_timeout)
         records = _records(spans)
         return [self.engine.evaluate(run, complete=False) for run in runs_from_records(records)]
 
     def _evaluate(self, pending: PendingTrace) -> list[Evaluation]:
         started = time.perf_counter()
-        records = _records(pending.spans)
-        evaluations = [self.engine.evaluate(run) for run in runs_from_records(records)]
+        if self._evaluators is not None:
+            evaluations = self._evaluators.evaluate(pending.spans, complete=True, timeout=self.evaluation_timeout)
+        else:
+            evaluations = [self.engine.evaluate(run) for run in runs_from_records(_records(pending.spans))]
         seconds = time.perf_counter() - started
         for evaluation in evaluations:
             self.metrics.record(evaluation, seconds / max(len(evaluations), 1))

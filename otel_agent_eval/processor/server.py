@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from ..evaluate import Engine, PackLibrary
+from ..evaluate import Engine
 from .agent_labels import AgentLabels
 from .assembly import AssemblyConfig, TraceAssembler
 from .export import ExporterConfig, OutboxExporter, sender_for
@@ -27,7 +27,7 @@ from .security import (
 from .settings import Component, as_yaml_value
 from .settings import Field as SettingField
 from .store import Store
-from .workers import EvaluationConfig
+from .workers import EvaluationConfig, engine_for
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,8 @@ class Processor:
 
         self.config = config
         self._ready = False
+        if engine is not None and config.evaluation.processes:  # before anything is opened
+            raise ValueError("an engine given in code evaluates in this process: processes must be 0 with it")
         tls = check_config(config)
         prepare_data_dir(config.queue.data_dir)  # 0700, its files 0600
         self._lock = DataDirLock(config.queue.data_dir)  # one processor per data directory
@@ -152,13 +154,7 @@ class Processor:
             on_limit=lambda reason: self.metrics.released_early.add(1, {"reason": reason}),
         )
         if engine is None:
-            from ..evaluate.calibration import load_calibration
-
-            calibration = (
-                load_calibration(config.evaluation.calibration) if config.evaluation.calibration is not None else None
-            )
-            packs = PackLibrary.with_builtins(config.evaluation.policy_packs, force=config.evaluation.pack)
-            engine = Engine(packs=packs, calibration=calibration)
+            engine = engine_for(config.evaluation)
         self.engine = engine
         self.pipeline = Pipeline(
             self.store,
@@ -168,6 +164,8 @@ class Processor:
             downstream=config.exporter.downstream is not None,
             evaluation_timeout=config.evaluation.evaluation_timeout,
             workers=config.evaluation.workers,
+            processes=config.evaluation.processes,
+            evaluation_config=config.evaluation,
             evaluate=config.evaluation.evaluate,
             notify=lambda: self.exporter.wake() if self.exporter is not None else None,
             max_spans_in_flight=config.queue.max_spans_in_flight,

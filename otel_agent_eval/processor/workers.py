@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from ..evaluate import Engine, PackLibrary
 from .settings import Component, setting
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,13 @@ class EvaluationConfig(Component):
     evaluate: bool = setting(
         True, "--no-evaluate: forward traces unchanged (a durable relay; the throughput benchmark's baseline)."
     )
-    workers: int = setting(2, "Evaluation threads.", minimum=1)
+    workers: int = setting(2, "Evaluation threads (with --processes 0; they share one core).", minimum=1)
+    processes: int = setting(
+        0,
+        "Evaluation worker processes, one core each (0: evaluate on --workers threads inside serve). The spans "
+        "stay in serve; a worker hung past --evaluation-timeout, or dead, is killed and replaced.",
+        minimum=0,
+    )
     evaluation_timeout: float = setting(
         5.0, "Seconds an evaluation may take; after it the trace goes on unlabelled, marked.", minimum=0, min_open=True
     )
@@ -62,6 +69,15 @@ class EvaluationConfig(Component):
         "A calibration file (`otel-agent-eval calibrate`) for failure_score (and, fitted with --confidences "
         "measured, the findings' confidences); 'builtin': the one shipped; 'none': the detectors' own, noisy-or.",
     )
+
+
+def engine_for(config: EvaluationConfig) -> Engine:
+    """The engine these settings describe: the built-in detectors, the policy packs and the calibration."""
+    from ..evaluate.calibration import load_calibration
+
+    calibration = load_calibration(config.calibration) if config.calibration is not None else None
+    packs = PackLibrary.with_builtins(config.policy_packs, force=config.pack)
+    return Engine(packs=packs, calibration=calibration)
 
 
 class Task(Generic[T]):
