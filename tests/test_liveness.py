@@ -77,24 +77,40 @@ def test_the_exporter_thread_outlives_a_store_error(tmp_path: Path) -> None:
             exporter.stop()
 
 
+def _failing(fn: Callable[..., Any], times: int) -> Any:
+    """``fn``, raising a busy database's error the first ``times`` calls."""
+    left = [times]
+
+    def flaky(*args: Any) -> Any:
+        if left[0] > 0:
+            left[0] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return fn(*args)
+
+    flaky.left = left  # type: ignore[attr-defined]
+    return flaky
+
+
 def test_the_pipeline_outlives_a_store_error_and_delivers_later(
     tmp_path: Path, running: Callable[..., Processor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with OtlpReceiver() as downstream:
         processor = running(config(tmp_path, downstream=f"grpc://{downstream.endpoint}"))
-        store = processor.store
-        original = store.outbox_add
-        failures = [2]
-
-        def flaky(payload: bytes, spans: int) -> None:
-            if failures[0] > 0:
-                failures[0] -= 1
-                raise sqlite3.OperationalError("database is locked")
-            original(payload, spans)
-
-        monkeypatch.setattr(store, "outbox_add", flaky)
+        store, exporter = processor.store, processor.exporter
+        assert exporter is not None
+        # Handed on by the outbox (the exporter takes nothing in memory): writing it there fails twice first.
+        to_outbox = _failing(store.outbox_add_from_inbox, 2)
+        monkeypatch.setattr(store, "outbox_add_from_inbox", to_outbox)
+        monkeypatch.setattr(exporter, "offer", lambda handoff: False)
         sent = send_runs(processor.grpc.endpoint, runs=2)  # type: ignore[union-attr]
         wait_for(lambda: downstream.span_count() == sent, timeout=60)
-        assert failures[0] == 0 and processor.pipeline._thread is not None and processor.pipeline._thread.is_alive()
+        assert to_outbox.left == [0] and processor.pipeline._thread is not None
+        assert processor.pipeline._thread.is_alive()
+        # Taken at once: marking the delivered traces out of the inbox fails twice first.
+        monkeypatch.undo()
+        done = _failing(store.inbox_done_many, 2)
+        monkeypatch.setattr(store, "inbox_done_many", done)
         more = send_runs(processor.grpc.endpoint, runs=1)  # type: ignore[union-attr]
         wait_for(lambda: downstream.span_count() == sent + more, timeout=60)
+        wait_for(lambda: done.left == [0] and store.inbox_size() == 0 and store.outbox_size() == 0, timeout=30)
+        assert exporter.thread is not None and exporter.thread.is_alive()

@@ -21,6 +21,7 @@ Requests leave the outbox only once the downstream accepted them, or refused the
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import email.utils
@@ -305,8 +306,23 @@ def _partial_success(downstream: str, raw: object) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Handoff:
+    """A labelled trace handed to the exporter in memory: its request, and where its spans still are on disk."""
+
+    payload: bytes
+    spans: int
+    trace_id: bytes
+    inbox_ids: frozenset[int]
+
+
 class OutboxExporter:
-    """A thread that empties the outbox into the downstream, in order, in batches; one request never blocks it."""
+    """A thread that delivers labelled traces to the downstream, in order, in batches; one request never blocks it.
+
+    A trace comes in memory (:meth:`offer`) when nothing waits in the outbox: sent at once, it leaves the inbox
+    when the downstream takes it, and is never written a second time. What the downstream does not take at once
+    (any refusal, an outage) goes to the outbox, in one transaction with leaving the inbox, and from there is
+    retried, split or dead-lettered as before; so does what is still in memory when the exporter stops."""
 
     def __init__(
         self,
@@ -348,6 +364,12 @@ class OutboxExporter:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._handoffs: collections.deque[Handoff] = collections.deque()
+        self._undone: list[tuple[bytes, set[int]]] = []  # delivered, not yet out of the inbox (a store error)
+        self._handoff_bytes = 0
+        self._handoff_lock = threading.Lock()
+        self._outbox_empty = self.store.outbox_size() == 0
+        """Whether the outbox was empty at the last look: traces are taken in memory only behind an empty one."""
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -361,11 +383,76 @@ class OutboxExporter:
     def wake(self) -> None:
         self._wake.set()
 
+    def offer(self, handoff: Handoff) -> bool:
+        """Take a labelled trace in memory, to send at once; False (the caller writes it to the outbox) when
+        requests wait in the outbox (they go first, in order) or when memory holds a few batches already."""
+        with self._handoff_lock:
+            if (
+                self._stop.is_set()
+                or not self._outbox_empty
+                or len(self._handoffs) >= 4 * self.max_requests
+                or self._handoff_bytes + len(handoff.payload) > 4 * self.max_bytes
+            ):
+                return False
+            self._handoffs.append(handoff)
+            self._handoff_bytes += len(handoff.payload)
+        self._wake.set()
+        return True
+
+    def _take_handoffs(self) -> list[Handoff]:
+        """The oldest handoffs that fit in one batch (the first alone when it is larger than a batch)."""
+        batch: list[Handoff] = []
+        size = 0
+        with self._handoff_lock:
+            while self._handoffs and len(batch) < self.max_requests:
+                head = self._handoffs[0]
+                if batch and size + len(head.payload) > self.max_bytes:
+                    break
+                batch.append(self._handoffs.popleft())
+                size += len(head.payload)
+                self._handoff_bytes -= len(head.payload)
+        return batch
+
+    def _deliver_handoffs(self, batch: list[Handoff]) -> bool:
+        try:
+            self.send(b"".join(h.payload for h in batch))
+        except Exception as exc:  # whatever it was, the outbox takes it from here: retried, split, dead-lettered
+            self.metrics.export_failures.add(1)
+            logger.warning(
+                "downstream %s did not take %d request(s) at once (%s); they wait in the outbox",
+                self.downstream,
+                len(batch),
+                classify(exc),
+            )
+            self._spill(batch)
+            self._spill_all()  # those behind it wait on disk too: the downstream is not taking traces now
+            return False
+        self.metrics.spans_exported.add(sum(h.spans for h in batch))
+        self._undone.extend((h.trace_id, set(h.inbox_ids)) for h in batch)
+        self._mark_done()
+        return True
+
+    def _mark_done(self) -> None:
+        """Delivered traces leave the inbox; when the store fails (busy, a disk error) they are kept here and
+        marked again at the next flush, so that a delivered trace is neither sent again nor left in the inbox."""
+        if self._undone:
+            self.store.inbox_done_many(self._undone)
+            self._undone = []
+
+    def _spill(self, batch: list[Handoff]) -> None:
+        with self._handoff_lock:
+            self._outbox_empty = False  # what comes next queues behind these
+        self.store.outbox_add_from_inbox([(h.payload, h.spans, h.trace_id, set(h.inbox_ids)) for h in batch])
+
+    def _spill_all(self) -> None:
+        while batch := self._take_handoffs():
+            self._spill(batch)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 flushed = self.flush_once()
-                idle = flushed and not self.store.outbox_size()
+                idle = flushed and not self._handoffs and not self._undone and not self.store.outbox_size()
             except Exception:  # a store error (the database busy, a disk error): the outbox stays; try again
                 wait = min(self.max_backoff, 1.0)
                 logger.exception("could not deliver from the outbox; trying again in %.1f s", wait)
@@ -379,11 +466,19 @@ class OutboxExporter:
                 self._wake.clear()
 
     def flush_once(self) -> bool:
-        """Send one batch from the outbox head. False when some of it is held (a transient refusal, or a
-        downstream refusing everything): it stays queued, to be tried again after :attr:`retry_in` seconds."""
+        """Send one batch: from the outbox head, or, when the outbox is empty, of the traces taken in memory.
+        False when some of it is held (a transient refusal, or a downstream refusing everything): it stays
+        queued, to be tried again after :attr:`retry_in` seconds."""
+        self._mark_done()
         rows = self.store.outbox_batch(self.max_requests, self.max_bytes)
         if not rows:
-            return True
+            with self._handoff_lock:
+                self._outbox_empty = True
+            batch = self._take_handoffs()
+            if not batch:
+                return True
+            # Not taken: now in the outbox, where the next flush, after :attr:`retry_in`, treats it as usual.
+            return self._deliver_handoffs(batch)
         return self._deliver(rows, probed=False)
 
     def _deliver(self, rows: list[OutboxRow], *, probed: bool) -> bool:
@@ -481,11 +576,14 @@ class OutboxExporter:
         timer = threading.Timer(drain_seconds, deadline.set)
         timer.start()
         try:
-            while self.store.outbox_size() and not deadline.is_set():
+            while (self._handoffs or self.store.outbox_size()) and not deadline.is_set():
                 if not self.flush_once():
                     deadline.wait(self.retry_in)
         finally:
             timer.cancel()
+            self._spill_all()  # on disk for the next start, labelled: not evaluated again
+            with contextlib.suppress(Exception):  # else they are in the inbox: evaluated and sent again
+                self._mark_done()
 
 
 def trace_ids_of(payload: bytes) -> list[str]:

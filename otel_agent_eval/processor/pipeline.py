@@ -25,6 +25,7 @@ from ..ingest.span_record import SpanRecord, attributes_from_proto
 from ..ingest.spans import runs_from_records
 from .assembly import PendingTrace, ResourceSpansBatch, SpanEntry, TraceAssembler, group_for_export
 from .evaluation_process import ProcessEvaluators
+from .export import Handoff
 from .labelling import label_spans, mark_unevaluated
 from .metrics import ProcessorMetrics
 from .settings import Component, setting
@@ -71,6 +72,7 @@ class Pipeline:
         tick: float = 0.05,
         evaluate: bool = True,
         notify: Callable[[], None] = lambda: None,
+        offer: Callable[[Handoff], bool] | None = None,
         max_spans_in_flight: int = 200_000,
         early_interval: float = 0.0,
         processes: int = 0,
@@ -85,6 +87,9 @@ class Pipeline:
         self.tick = tick
         self.evaluate = evaluate  # off: a durable pass-through (the baseline of the throughput benchmark)
         self.notify = notify  # called when a trace is queued for the downstream (wakes the exporter)
+        # Hands a labelled trace to the exporter in memory (False: it goes to the outbox): a trace the downstream
+        # takes at once is written to disk once, on receipt, not a second time labelled.
+        self.offer = offer
         self.max_spans_in_flight = max_spans_in_flight
         # Seconds between looks at a trace that is still open (0: none). Long conversations get their failures
         # counted as they happen, not when the conversation ends.
@@ -292,7 +297,9 @@ class Pipeline:
         request = ExportTraceServiceRequest(resource_spans=list(group_for_export(pending.spans)))
         payload = request.SerializeToString()
         if self.downstream:
-            self.store.outbox_add(payload, len(pending.spans))
+            handoff = Handoff(payload, len(pending.spans), pending.trace_id, frozenset(pending.inbox_ids))
+            if self.offer is None or not self.offer(handoff):
+                self.store.outbox_add_from_inbox([(payload, len(pending.spans), pending.trace_id, pending.inbox_ids)])
             self.notify()
         else:
             self.store.save_trace(
@@ -302,7 +309,7 @@ class Pipeline:
                 payload,
             )
             self.metrics.spans_exported.add(len(pending.spans))
-        self.store.inbox_done(pending.trace_id, pending.inbox_ids)
+            self.store.inbox_done(pending.trace_id, pending.inbox_ids)
         if evaluations:
             name = next((e.run.agent_name for e in evaluations if e.run.agent_name), None)
             _log_evaluated(pending.trace_id.hex(), evaluations, self.metrics.agent(name))

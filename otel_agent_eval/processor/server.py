@@ -168,6 +168,7 @@ class Processor:
             evaluation_config=config.evaluation,
             evaluate=config.evaluation.evaluate,
             notify=lambda: self.exporter.wake() if self.exporter is not None else None,
+            offer=lambda handoff: self.exporter.offer(handoff) if self.exporter is not None else False,
             max_spans_in_flight=config.queue.max_spans_in_flight,
             early_interval=config.evaluation.early_evaluation_interval,
         )

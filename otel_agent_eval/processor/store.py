@@ -3,8 +3,11 @@
 * ``inbox``: every export request as received, written before the receiver answers, and deleted once every
   trace in it has been evaluated and handed on. After a crash (even ``kill -9``) the inbox is read again, so a
   span acknowledged to a client is never lost.
-* ``outbox``: labelled requests waiting for the downstream; deleted only when the downstream accepted them,
-  so an outage or a restart loses nothing. ``attempts``: how many times each was sent and not taken.
+* ``outbox``: labelled requests the downstream did not take at once, waiting for it; deleted only when the
+  downstream accepted them, so an outage or a restart loses nothing. A labelled trace the downstream takes at
+  once is never written here: until it is taken, its spans are still in the inbox (and would be evaluated and
+  labelled again after a crash), and once taken it leaves the inbox in the same commit as the rest of its
+  batch. ``attempts``: how many times each was sent and not taken.
 * ``deadletter``: requests the downstream refused for good (bad data, too large even alone), moved out of the
   outbox so that they block nothing: the payload, when, the status code, the downstream, its (truncated) status
   message and the trace ids, for ``otel-agent-eval deadletter list`` / ``replay`` / ``purge``.
@@ -129,14 +132,30 @@ class Store:
         """The spans of ``trace_id`` that came in these requests were handed on; a request all of whose traces
         are done leaves the inbox (later requests with more spans of the same trace stay until theirs are)."""
         with self._lock, self._transaction():
-            for inbox_id in inbox_ids:
-                cur = self._db.execute(
-                    "DELETE FROM inbox_traces WHERE inbox_id = ? AND trace_id = ?", (inbox_id, trace_id)
-                )
-                if cur.rowcount:
-                    self._db.execute("UPDATE inbox SET open_traces = open_traces - 1 WHERE id = ?", (inbox_id,))
-                    # By id: a scan of the whole inbox would read every payload and grow with the backlog.
-                    self._db.execute("DELETE FROM inbox WHERE id = ? AND open_traces <= 0", (inbox_id,))
+            self._inbox_done(trace_id, inbox_ids)
+
+    def _inbox_done(self, trace_id: bytes, inbox_ids: set[int]) -> None:  # with the lock, in a transaction
+        for inbox_id in inbox_ids:
+            cur = self._db.execute("DELETE FROM inbox_traces WHERE inbox_id = ? AND trace_id = ?", (inbox_id, trace_id))
+            if cur.rowcount:
+                self._db.execute("UPDATE inbox SET open_traces = open_traces - 1 WHERE id = ?", (inbox_id,))
+                # By id: a scan of the whole inbox would read every payload and grow with the backlog.
+                self._db.execute("DELETE FROM inbox WHERE id = ? AND open_traces <= 0", (inbox_id,))
+
+    def inbox_done_many(self, done: list[tuple[bytes, set[int]]]) -> None:
+        """:meth:`inbox_done` for several traces, in one transaction (one commit for a delivered batch)."""
+        with self._lock, self._transaction():
+            for trace_id, inbox_ids in done:
+                self._inbox_done(trace_id, inbox_ids)
+
+    def outbox_add_from_inbox(self, items: list[tuple[bytes, int, bytes, set[int]]]) -> None:
+        """Labelled requests the downstream did not take at once, ``(payload, spans, trace id, inbox ids)``: into
+        the outbox and out of the inbox in one transaction, so that each is on disk in exactly one of them."""
+        with self._lock, self._transaction():
+            now = time.time()
+            for payload, spans, trace_id, inbox_ids in items:
+                self._db.execute("INSERT INTO outbox (queued, spans, payload) VALUES (?, ?, ?)", (now, spans, payload))
+                self._inbox_done(trace_id, inbox_ids)
 
     def inbox_pending(self) -> Iterator[tuple[int, bytes, set[bytes]]]:
         """Requests received but not handed on, with the traces still open in each (after a restart: to be
