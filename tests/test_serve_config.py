@@ -94,6 +94,9 @@ def test_bad_downstream_is_a_clear_error(tmp_path: Path) -> None:
 # --- one declaration per setting: defaults, the file, the environment, the flags, validation, the docs ----------
 
 
+PACKS = ROOT / "otel_agent_eval" / "evaluate" / "packs"  # real files: --print-config reads them as serve would
+
+
 def print_config(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     result = CliRunner().invoke(main, ["serve", *args, "--print-config"], env=env or {})
     assert result.exit_code == 0, result.output
@@ -112,7 +115,8 @@ def test_a_config_file_gives_the_whole_config(tmp_path: Path) -> None:
         "receivers:\n  grpc_endpoint: 0.0.0.0:14317\n  http_endpoint: ''\n  service_max_messages: 100\n"
         "queue:\n  data_dir: /var/lib/agent-eval\n"
         "assembly:\n  quiet_period: 5\n  max_traces: 99\n"
-        "evaluation:\n  workers: 4\n  policy_packs: [a.yaml, b.yaml]\n  evaluate: false\n"
+        f"evaluation:\n  workers: 4\n  policy_packs: [{PACKS}/tau-retail.yaml, {PACKS}/generic.yaml]\n"
+        "  evaluate: false\n"
         "exporter:\n  downstream: grpc://collector:4317\n  downstream_headers: {authorization: Bearer abc}\n"
         "telemetry:\n  agent_labels: [shop, support]\n"
         "max_wait: 45\n"  # a setting's name alone, at the top level
@@ -130,7 +134,9 @@ def test_a_config_file_gives_the_whole_config(tmp_path: Path) -> None:
         receivers=ReceiversConfig(grpc_endpoint="0.0.0.0:14317", http_endpoint=None, service_max_messages=100),
         queue=QueueConfig(data_dir=Path("/var/lib/agent-eval")),
         assembly=AssemblyConfig(quiet_period=6.0, max_wait=45.0, max_traces=99),
-        evaluation=EvaluationConfig(workers=3, policy_packs=(Path("a.yaml"), Path("b.yaml")), evaluate=False),
+        evaluation=EvaluationConfig(
+            workers=3, policy_packs=(PACKS / "tau-retail.yaml", PACKS / "generic.yaml"), evaluate=False
+        ),
         exporter=ExporterConfig(
             downstream="grpc://collector:4317",
             downstream_headers={"authorization": "Bearer abc"},
@@ -214,3 +220,54 @@ def test_every_declared_metric_is_exposed() -> None:
         metrics.shutdown()
     for metric in METRICS.values():
         assert f"\n{metric.prometheus}" in exposed or exposed.startswith(metric.prometheus), metric.prometheus
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("evaluation:\n  workers: {a: 1}\n", "evaluation.workers: expected one value"),
+        ("assembly:\n  quiet_period: [1]\n", "assembly.quiet_period: expected one value"),
+        ("evaluation:\n  pack: [a, b]\n", "evaluation.pack: expected one value"),
+        ("exporter:\n  downstream_headers: {a: {b: 1}}\n", "exporter.downstream_headers: expected a mapping"),
+        ("exporter:\n  downstream_headers: [a]\n", "exporter.downstream_headers: expected a mapping"),
+        ("evaluation:\n  workers: abc\n", "--workers"),
+        ("evaluation:\n  pack: nosuch\n", "no policy pack named 'nosuch'"),  # checked as serve would check it
+        ("evaluation:\n  calibration: /nonexistent.json\n", "/nonexistent.json"),
+    ],
+)
+def test_a_value_of_the_wrong_shape_in_the_file_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(text)
+    result = CliRunner().invoke(main, ["serve", "--config", str(cfg), "--print-config"])
+    assert result.exit_code == 2 and message in result.stderr, (result.exit_code, result.output)
+
+
+def test_a_list_in_the_environment_is_comma_separated_so_a_header_keeps_its_spaces() -> None:
+    env = {"AGENT_EVAL_DOWNSTREAM_HEADERS": "authorization=Bearer xyz,x-team=ai", "AGENT_EVAL_AGENT_LABELS": "a b,c"}
+    result = CliRunner().invoke(main, ["serve", "--print-config"], env=env)
+    assert result.exit_code == 0, result.output
+    for key, value in env.items():
+        os.environ[key] = value
+    try:
+        params = dict(serve.make_context("serve", []).params)
+    finally:
+        for key in env:
+            del os.environ[key]
+    config = build_config(params)
+    assert config.exporter.downstream_headers == {"authorization": "Bearer xyz", "x-team": "ai"}
+    assert config.telemetry.agent_labels == ("a b", "c")
+
+
+def test_no_credential_is_printed() -> None:
+    url = "http://user:hunter2@collector:4318/v1/traces"
+    printed = print_config(["--downstream", url, "--bearer-token", "s3cret"])
+    assert printed["exporter"]["downstream"] == "http://collector:4318/v1/traces"
+    assert printed["receivers"]["bearer_token"] == "<redacted>"
+
+
+def test_settings_given_in_code_are_type_checked() -> None:
+    with pytest.raises(StartupError, match=r"evaluation\.workers \(--workers\) 'abc': expected int"):
+        ServeConfig.of(workers="abc").validate()
+    with pytest.raises(StartupError, match=r"expected a tuple of Path"):
+        ServeConfig.of(policy_packs="x.yaml").validate()
+    ServeConfig.of(quiet_period=1).validate()  # an int where a float is declared is a number all the same

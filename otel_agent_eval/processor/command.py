@@ -25,13 +25,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from ..errors import InputError
 from ..ingest.span_record import records_from_request
-from ..output import BadInput
+from ..output import BadInput, terminal_safe
 from ..tree import render_trace, step_numbers
+from .export import display
 from .security import StartupError
-from .server import Processor, ServeConfig
+from .server import Processor, ServeConfig, check_config
 from .settings import Field as SettingField
 from .settings import base_type, is_optional
 from .store import Store
+from .workers import engine_for
 
 DEFAULT_DATA_DIR = ".agent-eval"
 
@@ -69,17 +71,56 @@ def _flatten(file: str, data: dict[Any, Any]) -> dict[str, Any]:
             unknown.append(str(key))
     if unknown:
         raise BadInput(f"{file}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(config_keys())}")
-    if isinstance(flat.get("downstream_headers"), dict):  # a mapping in YAML; NAME=VALUE items on the flag
-        flat["downstream_headers"] = [f"{k}={v}" for k, v in flat["downstream_headers"].items()]
+    fields = {f.name: f for f in ServeConfig.settings()}
+    for name, value in list(flat.items()):
+        if name in fields:
+            flat[name] = _file_value(file, fields[name], value)
     return flat
+
+
+_SCALAR = (str, int, float, bool)
+
+
+def _file_value(file: str, f: SettingField, value: Any) -> Any:
+    """A value from the file in the shape its option takes (click converts and range-checks it from there):
+    one scalar, a list of scalars (one scalar is a list of one), or, for the headers, a mapping."""
+    where = f"{file}: {f.section}.{f.name}"
+    origin = typing.get_origin(f.type)
+    if value is None:
+        return None
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, _SCALAR) for v in value.values()):
+            raise BadInput(f"{where}: expected a mapping of header names to values")
+        return [f"{k}={v}" for k, v in value.items()]  # NAME=VALUE items, as on the flag
+    if origin is tuple:
+        items = [value] if isinstance(value, _SCALAR) else value
+        if not isinstance(items, list) or not all(isinstance(v, _SCALAR) for v in items):
+            raise BadInput(f"{where}: expected a list of values")
+        return items
+    if not isinstance(value, _SCALAR):
+        raise BadInput(f"{where}: expected one value, not {type(value).__name__}")
+    return value
 
 
 def _downstream_default() -> str | None:
     return os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
+class _ListItem(click.ParamType):  # type: ignore[type-arg]
+    """Text items of a repeatable option; its environment variable holds them separated by commas (a header's
+    value has spaces: ``AGENT_EVAL_DOWNSTREAM_HEADERS='authorization=Bearer abc,x-team=ai'``)."""
+
+    name = "text"
+    envvar_list_splitter = ","
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return str(value).strip()
+
+
 def _click_type(f: SettingField) -> click.ParamType[Any, Any] | None:
     kind = base_type(f.type)
+    if typing.get_origin(f.type) in (tuple, dict) and kind is not Path:
+        return _ListItem()
     low, high = f.spec.minimum, f.spec.maximum
     if kind is int:
         return click.IntRange(
@@ -97,7 +138,7 @@ def _option(f: SettingField) -> Callable[[Callable[..., Any]], Callable[..., Any
     declaration (the environment variable comes from the option's name: ``AGENT_EVAL_QUIET_PERIOD``)."""
     if f.type is bool:
         name = f.flag[2:]
-        return click.option(f"--{name}/--no-{name}", f.name, default=f.default, help=f.spec.help)
+        return click.option(f"--{name}/--no-{name}", f.name, default=f.default, show_envvar=True, help=f.spec.help)
     multiple = typing.get_origin(f.type) in (tuple, dict)
     default: Any = f.default
     if multiple:
@@ -110,6 +151,7 @@ def _option(f: SettingField) -> Callable[[Callable[..., Any]], Callable[..., Any
         multiple=multiple,
         metavar=f.spec.metavar,
         show_default=not multiple and f.default is not None,
+        show_envvar=True,
         help=f.spec.help,
     )
 
@@ -171,6 +213,7 @@ def serve(log_level: str, print_config: bool, **settings: Any) -> None:
     """
     config = build_config(settings)
     if print_config:
+        _check_files(config)  # what serve would refuse at start, refused here too
         click.echo(yaml.safe_dump(config.to_dict(), sort_keys=False), nl=False)
         return
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -179,6 +222,17 @@ def serve(log_level: str, print_config: bool, **settings: Any) -> None:
         _serve(config)
     finally:
         os.umask(umask)
+
+
+def _check_files(config: ServeConfig) -> None:
+    """The TLS files, the policy packs, the pack's name and the calibration, read as ``serve`` reads them."""
+    try:
+        check_config(config)
+        engine_for(config.evaluation)
+    except (InputError, StartupError) as exc:
+        raise BadInput(str(exc)) from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"cannot start: {exc}") from None
 
 
 def config_keys() -> list[str]:
@@ -217,7 +271,7 @@ def _serve(config: ServeConfig) -> None:
     click.echo(
         f"otel-agent-eval serve: OTLP/gRPC {receivers.grpc_endpoint or 'off'}, "
         f"OTLP/HTTP {receivers.http_endpoint or 'off'}, metrics {config.telemetry.metrics_endpoint or 'off'}, "
-        + (f"downstream {downstream}" if downstream else f"store {config.queue.data_dir}"),
+        + (f"downstream {display(downstream)}" if downstream else f"store {config.queue.data_dir}"),
         err=True,
     )
     stop.wait()
@@ -261,8 +315,10 @@ def traces(data_dir: Path, limit: int, outcome: str | None) -> None:
         score = f"{row.failure_score:.2f}" if row.failure_score is not None else "-"
         why = top_reason(row.results)
         click.echo(
-            f"{row.trace_id:32}  {when:19}  {(row.agent or '-')[:16]:16}  {row.outcome or 'no run':9}  {score:>5}  "
-            f"{why:44}  " + (", ".join(row.modes) or "-")
+            terminal_safe(
+                f"{row.trace_id:32}  {when:19}  {(row.agent or '-')[:16]:16}  {row.outcome or 'no run':9}  {score:>5}  "
+                f"{why:44}  " + (", ".join(row.modes) or "-")
+            )
         )
 
 
@@ -312,8 +368,8 @@ def show(trace_id: str, data_dir: Path, width: int) -> None:
             if f.get("span_id"):
                 marks.setdefault(f["span_id"], []).append(f"[{f['outcome']} {f['mode']}]")
     if records:
-        click.echo(render_trace(records, width=width, steps=step_numbers(records), marks=marks))
+        click.echo(terminal_safe(render_trace(records, width=width, steps=step_numbers(records), marks=marks)))
     for result in row.results:
         click.echo(f"\noutcome {result['outcome']}, failure score {result['failure_score']:.2f}")
         for f in result["failures"]:
-            click.echo(f"  [{f['step']}] {f['outcome']} {f['category']}.{f['mode']}: {f['critique']}")
+            click.echo(terminal_safe(f"  [{f['step']}] {f['outcome']} {f['category']}.{f['mode']}: {f['critique']}"))

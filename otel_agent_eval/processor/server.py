@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from ..evaluate import Engine
 from .agent_labels import AgentLabels
 from .assembly import AssemblyConfig, TraceAssembler
-from .export import ExporterConfig, OutboxExporter, sender_for
+from .export import ExporterConfig, OutboxExporter, display, sender_for
 from .http_wire import tls_context
 from .metrics import ProcessorMetrics, TelemetryConfig
 from .pipeline import Pipeline, QueueConfig
@@ -91,7 +91,12 @@ class ServeConfig:
             section = out.setdefault(component.section, {})
             for f in component.fields():
                 value = getattr(component, f.name)
-                section[f.name] = _masked(value) if f.spec.secret else as_yaml_value(value)
+                if f.spec.secret:
+                    section[f.name] = _masked(value)
+                elif f.name == "downstream" and value:
+                    section[f.name] = display(value)  # a user and password in the URL are a secret too
+                else:
+                    section[f.name] = as_yaml_value(value)
         return out
 
 
@@ -261,7 +266,7 @@ class Processor:
             self.grpc.endpoint if self.grpc else "off",
             f"port {self.http.port}" if self.http else "off",
             f"port {self.admin.port}" if self.admin else "off",
-            f"downstream {self.config.exporter.downstream}"
+            f"downstream {display(self.config.exporter.downstream)}"
             if self.config.exporter.downstream
             else f"store {self.store.path}",
             recovered,

@@ -85,6 +85,11 @@ class Field:
         return "--" + (self.spec.flag or self.name.replace("_", "-"))
 
     @property
+    def envvar(self) -> str:
+        """Its environment variable (click's automatic one, from the option's name)."""
+        return f"AGENT_EVAL_{self.name.upper()}"
+
+    @property
     def where(self) -> str:
         return f"{self.section}.{self.name} ({self.flag})"
 
@@ -111,8 +116,37 @@ class Component:
     def validate(self) -> None:
         for f in self.fields():
             value = getattr(self, f.name)
+            check_type(f, value)
             for item in value if isinstance(value, tuple) else (value,):
                 f.spec.check(f.where, item)
+
+
+def _is(value: Any, kind: Any) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def check_type(f: Field, value: Any) -> None:
+    """:class:`StartupError` naming the setting when ``value`` is not of its declared type (settings given in
+    code are not converted by the command line's types)."""
+    origin = typing.get_origin(f.type)
+    kind = base_type(f.type)
+    if value is None and is_optional(f.type):
+        return
+    if origin is tuple:
+        ok = isinstance(value, tuple) and all(_is(v, kind) for v in value)
+        expected = f"a tuple of {kind.__name__}"
+    elif origin is dict:
+        ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        expected = "a mapping of text to text"
+    else:
+        ok = _is(value, kind)
+        expected = kind.__name__
+    if not ok:
+        raise StartupError(f"{f.where} {value!r}: expected {expected}")
 
 
 def is_optional(annotation: Any) -> bool:
@@ -142,7 +176,7 @@ def as_yaml_value(value: Any) -> Any:
 def markdown_table(components: Iterable[type[Component]]) -> str:
     """The settings of these components as a Markdown table (docs/processor.md holds it; a test keeps it
     current): YAML key, flag, default, range, what it does."""
-    rows = ["| key | flag | default | range | what it sets |", "|---|---|---|---|---|"]
+    rows = ["| key | flag | environment | default | range | what it sets |", "|---|---|---|---|---|---|"]
     for component in components:
         for f in component.fields():
             spec = f.spec
@@ -154,8 +188,19 @@ def markdown_table(components: Iterable[type[Component]]) -> str:
             default = "" if f.default in (None, (), {}) else f"`{as_yaml_value(f.default)}`"
             flag = f"`--{f.flag[2:]}` / `--no-{f.flag[2:]}`" if f.type is bool else f"`{f.flag}`"
             text = spec.help.replace("|", "\\|")
-            rows.append(f"| `{f.section}.{f.name}` | {flag} | {default} | {', '.join(bounds)} | {text} |")
+            env = f"`{f.envvar}`"
+            rows.append(f"| `{f.section}.{f.name}` | {flag} | {env} | {default} | {', '.join(bounds)} | {text} |")
     return "\n".join(rows) + "\n"
 
 
-__all__ = ["Component", "Field", "Spec", "as_yaml_value", "base_type", "is_optional", "markdown_table", "setting"]
+__all__ = [
+    "Component",
+    "Field",
+    "Spec",
+    "as_yaml_value",
+    "base_type",
+    "check_type",
+    "is_optional",
+    "markdown_table",
+    "setting",
+]
