@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -22,6 +23,21 @@ class BadInput(click.ClickException):
 
     def format_message(self) -> str:
         return self.message
+
+
+# Control characters a terminal acts on (C0 but tab and newline, DEL, C1), except our own colours (SGR).
+_CONTROL = re.compile(r"\x1b\[[0-9;]*m|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """Text bound for a terminal, with what came from spans unable to move the cursor, clear the screen, set the
+    window title or overwrite a line: every control character but tab and newline becomes ``?``. Colour codes
+    (SGR) are kept: the text reports colour their tables.
+
+    >>> terminal_safe("agent\x1b]0;pwned\x07\rOVER \x1b[31mred\x1b[0m")
+    'agent?]0;pwned??OVER \x1b[31mred\x1b[0m'
+    """
+    return _CONTROL.sub(lambda m: m.group() if m.group().startswith("\x1b[") else "?", text)
 
 
 def write_atomically(path: str | Path, lines: Iterable[str]) -> int:

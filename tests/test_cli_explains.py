@@ -220,3 +220,40 @@ def test_import_and_evaluate_both_take_output_and_out(tmp_path: Path) -> None:
         assert code == 2 and "--output" in err
         code, _, err = invoke(command, str(TAU_BENCH), "--output", "a", "--out", "b")
         assert code == 2 and "two different files" in err
+
+
+def test_what_came_from_spans_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    """An agent's name and a critique are the senders' text: printed, they cannot move the cursor, clear the
+    screen or set the window title."""
+    hostile = "evil\x1b]0;pwned\x07\r\x1b[2JOVER"
+    store = Store(tmp_path / "agent-eval.sqlite")
+    failure = {
+        "mode": "wrong_arguments",
+        "category": "tool",
+        "outcome": "terminal",
+        "step": 1,
+        "span_id": None,
+        "critique": hostile,
+        "evaluator": "schema",
+        "confidence": 0.9,
+    }
+    result = {
+        "source": {"file": None, "index": None, "id": None},
+        "trace_id": "ab" * 16,
+        "outcome": "terminal",
+        "failure_score": 0.9,
+        "failures": [failure],
+        "suspicions": [],
+    }
+    store.save_trace("ab" * 16, hostile, [result], ExportTraceServiceRequest().SerializeToString())
+    store.close()
+    for args in (["traces"], ["show", "ab" * 16], ["report", "--store", str(tmp_path)]):
+        code, out, err = invoke(*args, "--data-dir", str(tmp_path)) if args[0] != "report" else invoke(*args)
+        assert code == 0, err
+        assert "\x07" not in out and "\r" not in out and "\x1b]" not in out and "\x1b[2J" not in out, (args, out)
+
+
+def test_report_on_an_empty_store_says_why(tmp_path: Path) -> None:
+    Store(tmp_path / "agent-eval.sqlite").close()
+    code, _, err = invoke("report", "--store", str(tmp_path))
+    assert code == 0 and "no evaluated traces" in err and "--downstream" in err

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import click
 
 from ..errors import InputError
-from ..output import BadInput, write_atomically
+from ..output import BadInput, terminal_safe, write_atomically
 from ..processor.command import _open_store
 from .load import RunResult, load_results, runs_from_store
 from .summary import summarize
@@ -114,6 +114,12 @@ def report(
         if data_dir is not None:
             runs, store_file = _store_runs(data_dir)
             sources: tuple[str, ...] = (store_file,)
+            if not runs:  # said, not an empty report that looks like a quiet day
+                click.echo(
+                    f"{store_file}: no evaluated traces; the store keeps them only when serve runs without "
+                    "--downstream (with one, they are in the trace store)",
+                    err=True,
+                )
         else:
             runs = load_results(results)
             sources = results
@@ -130,7 +136,7 @@ def report(
         except MissingPlotly as exc:
             raise click.ClickException(str(exc)) from None
     out = sys.stdout
-    click.echo(render_text(summary, color=_colour(out), links=links), nl=False, color=True)
+    click.echo(terminal_safe(render_text(summary, color=_colour(out), links=links)), nl=False, color=True)
     if html_file is not None and page is not None:
         write_atomically(html_file, [page])
         click.echo(f"wrote the HTML report ({summary.runs} runs) -> {html_file}", err=True)
