@@ -761,7 +761,7 @@ def breakdown(templates: list[Template], passes: int) -> tuple[dict[str, float],
     from otel_agent_eval.evaluate import Engine, PackLibrary
     from otel_agent_eval.ingest.span_record import SpanRecord
     from otel_agent_eval.ingest.spans import runs_from_records
-    from otel_agent_eval.processor.assembly import ResourceSpansBatch, TraceAssembler, group_for_export
+    from otel_agent_eval.processor.assembly import ResourceSpansBatch, TraceAssembler, encode_request
     from otel_agent_eval.processor.labelling import label_spans
     from otel_agent_eval.processor.store import Store
 
@@ -804,19 +804,12 @@ def breakdown(templates: list[Template], passes: int) -> tuple[dict[str, float],
                     for evaluation in trace_evaluations:
                         label_spans(by_id, evaluation)
                 t.append(clock())
-                outgoing = [
-                    ExportTraceServiceRequest(resource_spans=list(group_for_export(pending.spans))).SerializeToString()
-                    for pending in pendings
-                ]
+                outgoing = [encode_request(pending.spans) for pending in pendings]
                 t.append(clock())
-                for data, pending in zip(outgoing, pendings, strict=True):
-                    store.outbox_add(data, len(pending.spans))
-                for pending in pendings:
-                    store.inbox_done(pending.trace_id, pending.inbox_ids)
+                b"".join(outgoing)  # as the exporter does with a batch taken in memory: sent as it is
                 t.append(clock())
-                rows = store.outbox_peek(64)
-                b"".join(row for _, row, _ in rows)  # as the exporter does: the stored bytes go out as they are
-                store.outbox_done([i for i, _, _ in rows])
+                # Delivered at once: the batch leaves the inbox in one commit (the outbox is not written).
+                store.inbox_done_many([(pending.trace_id, pending.inbox_ids) for pending in pendings])
                 t.append(clock())
                 names = BREAKDOWN_STEPS
                 for name, a, b in zip(names, t[:-1], t[1:], strict=True):
@@ -841,9 +834,9 @@ BREAKDOWN_STEPS = (
     "evaluate: records to runs (runs_from_records)",
     "evaluate: Engine.evaluate (built-in detectors)",
     "evaluate: label_spans",
-    "hand on: regroup + serialize (group_for_export)",
-    "hand on: outbox_add + inbox_done (SQLite)",
-    "export: outbox_peek, join, outbox_done",
+    "hand on: serialize (encode_request)",
+    "export: join the batch taken in memory",
+    "export: inbox_done_many (SQLite, the batch delivered)",
 )
 EVALUATION_STEPS = BREAKDOWN_STEPS[4:8]
 

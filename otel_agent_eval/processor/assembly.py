@@ -30,12 +30,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from ..semconv import AGENT_EVAL_RUN_FOLLOWED
 from .settings import Component, setting
@@ -89,12 +89,13 @@ class ResourceSpansBatch:
 
     @classmethod
     def of(cls, resource_spans: Iterable[ResourceSpans], inbox_id: int | None = None) -> ResourceSpansBatch:
-        entries = [
-            SpanEntry(rs.resource, ss.scope, span, rs.schema_url, ss.schema_url)
-            for rs in resource_spans
-            for ss in rs.scope_spans
-            for span in ss.spans
-        ]
+        entries: list[SpanEntry] = []
+        for rs in resource_spans:
+            # One object per resource and per scope, shared by their spans: what encode_request groups by.
+            resource, resource_schema = rs.resource, rs.schema_url
+            for ss in rs.scope_spans:
+                scope, scope_schema = ss.scope, ss.schema_url
+                entries.extend(SpanEntry(resource, scope, span, resource_schema, scope_schema) for span in ss.spans)
         return cls(entries, inbox_id)
 
     def trace_ids(self) -> set[bytes]:
@@ -145,14 +146,14 @@ class TraceAssembler:
         self._lock = threading.Lock()
         self._traces: OrderedDict[bytes, PendingTrace] = OrderedDict()
         self._released: list[PendingTrace] = []
+        self._in_flight = 0  # spans buffered, kept as traces come and go: asked on every request
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._traces)
 
     def spans_in_flight(self) -> int:
-        with self._lock:
-            return sum(len(t.spans) for t in self._traces.values())
+        return self._in_flight  # an int read: atomic, and a moment stale at worst (it bounds memory, roughly)
 
     def add(self, batch: ResourceSpansBatch) -> int:
         """Take a batch of spans; returns how many were taken (all of them, always)."""
@@ -164,6 +165,7 @@ class TraceAssembler:
                 if pending is None:
                     pending = self._traces[trace_id] = PendingTrace(trace_id, now, now)
                 pending.spans.append(entry)
+                self._in_flight += 1
                 pending.last_seen = now
                 if batch.inbox_id is not None:
                     pending.inbox_ids.add(batch.inbox_id)
@@ -181,6 +183,7 @@ class TraceAssembler:
 
     def _release(self, trace_id: bytes, reason: ReleaseReason) -> None:
         pending = self._traces.pop(trace_id)
+        self._in_flight -= len(pending.spans)
         pending.reason = reason
         self._released.append(pending)
         if reason != "complete" and self._on_limit is not None:
@@ -226,22 +229,44 @@ class TraceAssembler:
         return out
 
 
-def group_for_export(entries: Iterable[SpanEntry]) -> Iterator[ResourceSpans]:
-    """Spans regrouped under their resource and scope, as OTLP sends them."""
-    by_resource: dict[bytes, tuple[ResourceSpans, dict[bytes, ScopeSpans]]] = {}
+def _field(out: bytearray, number: int, payload: bytes | bytearray) -> None:
+    """A length-delimited protobuf field: its tag, its length as a varint, its bytes."""
+    out.append(number << 3 | 2)
+    size = len(payload)
+    while size > 0x7F:
+        out.append(size & 0x7F | 0x80)
+        size >>= 7
+    out.append(size)
+    out += payload
+
+
+def encode_request(entries: Iterable[SpanEntry]) -> bytes:
+    """The spans as one serialized ``ExportTraceServiceRequest``, under their resources and scopes, written on
+    the wire directly: each span serialized once, as it is now (labels included), nothing copied, and spans
+    grouped by the resource and scope objects they came with (a request's spans share them), not by their
+    serialized content (spans of several requests can make several groups of one resource: valid OTLP)."""
+    groups: dict[int, tuple[SpanEntry, dict[int, tuple[SpanEntry, list[bytes]]]]] = {}
     for entry in entries:
-        resource_key = entry.resource.SerializeToString() + entry.resource_schema_url.encode()
-        if resource_key not in by_resource:
-            rs = ResourceSpans(schema_url=entry.resource_schema_url)
-            rs.resource.CopyFrom(entry.resource)
-            by_resource[resource_key] = (rs, {})
-        rs, scopes = by_resource[resource_key]
-        scope_key = entry.scope.SerializeToString() + entry.scope_schema_url.encode()
-        scope_spans = scopes.get(scope_key)
-        if scope_spans is None:
-            scope_spans = rs.scope_spans.add(schema_url=entry.scope_schema_url)
-            scope_spans.scope.CopyFrom(entry.scope)
-            scopes[scope_key] = scope_spans
-        scope_spans.spans.add().CopyFrom(entry.span)
-    for rs, _ in by_resource.values():
-        yield rs
+        by_resource = groups.get(id(entry.resource))
+        if by_resource is None:
+            by_resource = groups[id(entry.resource)] = (entry, {})
+        by_scope = by_resource[1].get(id(entry.scope))
+        if by_scope is None:
+            by_scope = by_resource[1][id(entry.scope)] = (entry, [])
+        by_scope[1].append(entry.span.SerializeToString())
+    out = bytearray()
+    for first, scopes in groups.values():
+        resource_spans = bytearray()
+        _field(resource_spans, 1, first.resource.SerializeToString())
+        for scope_first, spans in scopes.values():
+            scope_spans = bytearray()
+            _field(scope_spans, 1, scope_first.scope.SerializeToString())
+            for span in spans:
+                _field(scope_spans, 2, span)
+            if scope_first.scope_schema_url:
+                _field(scope_spans, 3, scope_first.scope_schema_url.encode())
+            _field(resource_spans, 2, scope_spans)
+        if first.resource_schema_url:
+            _field(resource_spans, 3, first.resource_schema_url.encode())
+        _field(out, 1, resource_spans)
+    return bytes(out)

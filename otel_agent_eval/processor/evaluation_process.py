@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from ..evaluate.findings import Evaluation
 from ..ingest.span_record import records_from_request
 from ..ingest.spans import runs_from_records
-from .assembly import SpanEntry, group_for_export
+from .assembly import SpanEntry, encode_request
 from .workers import EvaluationConfig, engine_for
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class ProcessEvaluators:
     def evaluate(self, entries: Iterable[SpanEntry], *, complete: bool, timeout: float) -> list[Evaluation]:
         """The trace's runs, evaluated in a worker process (raises :class:`WorkerGone` when the worker hung past
         ``timeout`` seconds or died; it is replaced)."""
-        payload = ExportTraceServiceRequest(resource_spans=list(group_for_export(entries))).SerializeToString()
+        payload = encode_request(entries)
         try:  # bounded: a worker that could not be replaced must not leave the trace waiting for good
             worker = self._idle.get(timeout=_START_TIMEOUT)
         except queue.Empty:

@@ -23,7 +23,7 @@ from ..evaluate import Engine
 from ..evaluate.findings import Evaluation
 from ..ingest.span_record import SpanRecord, attributes_from_proto
 from ..ingest.spans import runs_from_records
-from .assembly import PendingTrace, ResourceSpansBatch, SpanEntry, TraceAssembler, group_for_export
+from .assembly import PendingTrace, ResourceSpansBatch, SpanEntry, TraceAssembler, encode_request
 from .evaluation_process import ProcessEvaluators
 from .export import Handoff
 from .labelling import label_spans, mark_unevaluated
@@ -294,8 +294,7 @@ class Pipeline:
             self.metrics.evaluation_errors.add(1)
             mark_unevaluated(list(spans.values()), exc)
             evaluations = []
-        request = ExportTraceServiceRequest(resource_spans=list(group_for_export(pending.spans)))
-        payload = request.SerializeToString()
+        payload = encode_request(pending.spans)
         if self.downstream:
             handoff = Handoff(payload, len(pending.spans), pending.trace_id, frozenset(pending.inbox_ids))
             if self.offer is None or not self.offer(handoff):
