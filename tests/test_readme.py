@@ -9,9 +9,11 @@ suite, and the examples' scripts in tests/test_examples.py); the test checks tha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -90,16 +92,26 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     clone = _scratch_clone(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "AGENT_EVAL_DATA"}}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
-    done = subprocess.run(
-        ["bash", "-c", "set -euo pipefail\n" + script],
-        cwd=clone,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-5000:]}"
-    out = done.stdout
+    # In a session of its own, its output in files: when a command fails after `serve &`, bash ends, and the
+    # background serve, killed with the whole group, holds no pipe the test would wait on.
+    out_file, err_file = tmp_path / "stdout", tmp_path / "stderr"
+    with open(out_file, "w") as stdout, open(err_file, "w") as stderr:
+        process = subprocess.Popen(
+            ["bash", "-c", "set -euo pipefail\n" + script],
+            cwd=clone,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        try:
+            process.wait(timeout=900)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    out, err = out_file.read_text(), err_file.read_text()
+    assert process.returncode == 0, f"stdout:\n{out[-3000:]}\nstderr:\n{err[-5000:]}"
     # What each command is said to produce, produced: traces, span trees, labelled traces in the store, a
     # terminal one shown with its failure marked, results and the report.
     assert (clone / "traces.json").stat().st_size > 0 and "execute_tool" in out

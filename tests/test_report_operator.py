@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import DATA
 from helpers import send_greetings
 from test_processor import config, send_runs, wait_for
 from test_report import SAMPLE, _png_pixels, _rgb
@@ -31,8 +32,6 @@ from otel_agent_eval.report.text import render_text
 from otel_agent_eval.report.timeline import MAX_BUCKETS, bucket_width, build_timeline
 from otel_agent_eval.report.traces import TraceLinks
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
 JAEGER = "http://jaeger:16686/trace/{trace_id}"
 T1, T3, T4, T6 = "a1" * 16, "c3" * 16, "d4" * 16, "f6" * 16
 HOSTILE = '"><img src=x onerror=alert(1)>/a?b#c'  # a trace id as whoever sent the spans chose it
