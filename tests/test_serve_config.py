@@ -271,3 +271,19 @@ def test_settings_given_in_code_are_type_checked() -> None:
     with pytest.raises(StartupError, match=r"expected a tuple of Path"):
         ServeConfig.of(policy_packs="x.yaml").validate()
     ServeConfig.of(quiet_period=1).validate()  # an int where a float is declared is a number all the same
+
+
+def test_the_diagram_names_the_modules_and_their_sections() -> None:
+    """docs/processor.md's diagram: every module it names exists, and every component's module and settings
+    section are in it."""
+    import re
+
+    text = (ROOT / "docs" / "processor.md").read_text()
+    start = text.index("Each box is a module of `otel_agent_eval/processor/`")
+    diagram = text[start : text.index("## What happens to a span")]
+    named = set(re.findall(r"(\w+)\.py", diagram))
+    package = ROOT / "otel_agent_eval" / "processor"
+    assert named and all((package / f"{name}.py").exists() for name in named), named
+    for component in ServeConfig.COMPONENTS:
+        assert component.__module__.rpartition(".")[2] in named, component.__module__
+        assert f"[{component.section}]" in diagram, component.section
