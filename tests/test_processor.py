@@ -25,6 +25,7 @@ from otel_agent_eval.ingest.span_record import SpanRecord, records_from_request
 from otel_agent_eval.instrument import agent_run
 from otel_agent_eval.model import AgentRun
 from otel_agent_eval.processor import Processor, ServeConfig
+from otel_agent_eval.processor.store import Store
 
 TOOLS = [
     {
@@ -578,3 +579,25 @@ def test_guard_recoveries_in_an_auto_instrumented_loop_are_counted(
     wait_for(lambda: len(processor.store.recent_traces()) == 1)
     assert processor.store.recent_traces()[0].outcome == "recovered"
     assert metric_total(processor, "agent_eval_guard_recoveries_total") >= 1
+
+
+def test_with_a_downstream_the_store_keeps_the_results(tmp_path: Path, running: Callable[..., Processor]) -> None:
+    """`traces`, `show` and `report --store` work in production too: the results are kept, the spans are in the
+    trace store."""
+    with OtlpReceiver() as downstream:
+        processor = running(config(tmp_path, downstream=f"grpc://{downstream.endpoint}"))
+        sent = send_runs(processor.grpc.endpoint, runs=2)  # type: ignore[union-attr]
+        wait_for(lambda: downstream.span_count() == sent)
+        wait_for(lambda: len(processor.store.recent_traces()) == 2)
+        stored = processor.store.recent_traces()
+    assert all(t.outcome == "terminal" and t.agent == "shop" and t.spans == b"" for t in stored)
+    assert all("terminal:tool.wrong_arguments" in t.modes for t in stored)
+
+
+def test_the_store_keeps_the_newest_traces(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite", max_traces=5)
+    for i in range(201):  # pruned every 100 saves: at the 1st, the 101st and the 201st
+        store.save_trace(f"{i:032x}", None, [{"outcome": "success", "failures": []}], b"")
+    kept = store.recent_traces(limit=1000)
+    store.close()
+    assert [int(t.trace_id, 16) for t in kept] == list(range(200, 194, -1))  # the 5 newest, and the one just saved

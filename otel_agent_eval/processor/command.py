@@ -369,6 +369,8 @@ def show(trace_id: str, data_dir: Path, width: int) -> None:
                 marks.setdefault(f["span_id"], []).append(f"[{f['outcome']} {f['mode']}]")
     if records:
         click.echo(terminal_safe(render_trace(records, width=width, steps=step_numbers(records), marks=marks)))
+    else:  # serve had a downstream: the store keeps the results, the trace store the spans
+        click.echo(f"trace {row.trace_id}: its spans are in the downstream's trace store; its evaluation:")
     for result in row.results:
         click.echo(f"\noutcome {result['outcome']}, failure score {result['failure_score']:.2f}")
         for f in result["failures"]:

@@ -48,6 +48,12 @@ class QueueConfig(Component):
         "HTTP 503): memory stays bounded under overload and nothing is dropped.",
         minimum=1,
     )
+    max_stored_traces: int = setting(
+        100_000,
+        "Evaluated traces kept in the embedded store for `traces`, `show` and `report --store` (their results; "
+        "their spans too when there is no downstream); beyond, the oldest go first.",
+        minimum=1,
+    )
 
 
 class Backpressure(Exception):
@@ -300,6 +306,13 @@ class Pipeline:
             if self.offer is None or not self.offer(handoff):
                 self.store.outbox_add_from_inbox([(payload, len(pending.spans), pending.trace_id, pending.inbox_ids)])
             self.notify()
+            if evaluations:  # the results, not the spans (those are in the trace store): for traces, report
+                self.store.save_trace(
+                    pending.trace_id.hex(),
+                    next((e.run.agent_name for e in evaluations if e.run.agent_name), None),
+                    [e.to_dict() for e in evaluations],
+                    b"",
+                )
         else:
             self.store.save_trace(
                 pending.trace_id.hex(),

@@ -11,8 +11,9 @@
 * ``deadletter``: requests the downstream refused for good (bad data, too large even alone), moved out of the
   outbox so that they block nothing: the payload, when, the status code, the downstream, its (truncated) status
   message and the trace ids, for ``otel-agent-eval deadletter list`` / ``replay`` / ``purge``.
-* ``traces``: the embedded trace store used when there is no downstream: each evaluated trace with its outcome,
-  failure modes and labelled spans, for ``otel-agent-eval traces`` / ``show`` / ``report``.
+* ``traces``: the embedded trace store: each evaluated trace with its outcome, failure modes and results, and,
+  when there is no downstream, its labelled spans, for ``otel-agent-eval traces`` / ``show`` / ``report``;
+  the newest ``max_traces`` are kept.
 
 SQLite in WAL mode: one writer at a time (a lock here), readers never block it.
 """
@@ -86,8 +87,11 @@ class StoredTrace:
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, max_traces: int | None = None) -> None:
         self.path = Path(path)
+        self.max_traces = max_traces
+        """Evaluated traces kept at most (the oldest go first); ``None``: all."""
+        self._saved = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -310,6 +314,9 @@ class Store:
         failures = [f for r in results for f in r.get("failures", ()) if f.get("category") != "evaluator"]
         modes = sorted({f"{f['outcome']}:{f['category']}.{f['mode']}" for f in failures})
         with self._lock:
+            self._saved += 1
+            if self.max_traces is not None and self._saved % _PRUNE_EVERY == 1:
+                self._prune(self.max_traces)
             self._db.execute(
                 "INSERT OR REPLACE INTO traces (trace_id, evaluated, agent, outcome, failure_score, failures, modes, "
                 "result, spans) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -325,6 +332,14 @@ class Store:
                     spans,
                 ),
             )
+
+    def _prune(self, keep: int) -> None:  # with the lock
+        """The oldest evaluated traces beyond ``keep`` leave the store (by time, through its index)."""
+        self._db.execute(
+            "DELETE FROM traces WHERE evaluated <= (SELECT evaluated FROM traces ORDER BY evaluated DESC "
+            "LIMIT 1 OFFSET ?)",
+            (keep,),
+        )
 
     def recent_traces(self, limit: int = 20, outcome: str | None = None) -> list[StoredTrace]:
         query = "SELECT * FROM traces" + (" WHERE outcome = ?" if outcome else "") + " ORDER BY evaluated DESC LIMIT ?"
@@ -351,6 +366,9 @@ class Store:
             ).fetchall()
         for trace_id, evaluated, agent, result in rows:
             yield str(trace_id), float(evaluated), agent, json.loads(result)
+
+
+_PRUNE_EVERY = 100  # saves between two prunings: the store goes over its bound by at most this many
 
 
 def _ids_clause(ids: list[int] | None) -> tuple[str, tuple[int, ...]]:

@@ -116,8 +116,8 @@ def report(
             sources: tuple[str, ...] = (store_file,)
             if not runs:  # said, not an empty report that looks like a quiet day
                 click.echo(
-                    f"{store_file}: no evaluated traces; the store keeps them only when serve runs without "
-                    "--downstream (with one, they are in the trace store)",
+                    f"{store_file}: no evaluated traces yet (serve keeps each trace's results here once it is "
+                    "evaluated)",
                     err=True,
                 )
         else:
