@@ -190,6 +190,7 @@ def replay(
 
     from .instrument.recorded import ending_at
 
+    _check_endpoint(endpoint)
     loader = RunLoader(fmt, tools_file, strict)
     runs = list(loader.runs(files))
     exporter = OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=timeout)
@@ -209,6 +210,20 @@ def replay(
     finally:
         exporter.shutdown()
     loader.summary("sent", sent, endpoint)
+
+
+def _check_endpoint(endpoint: str) -> None:
+    """An OTLP/gRPC address to send to: ``HOST:PORT`` (or ``http(s)://HOST:PORT``); anything else exits 2 before
+    a file is read, rather than after the exporter's retries."""
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint if "://" in endpoint else f"grpc://{endpoint}")
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    if not url.hostname or not port:
+        raise BadInput(f"--endpoint {endpoint!r}: expected HOST:PORT (or http(s)://HOST:PORT), a port in 1..65535")
 
 
 @main.command()

@@ -257,3 +257,9 @@ def test_report_on_an_empty_store_says_why(tmp_path: Path) -> None:
     Store(tmp_path / "agent-eval.sqlite").close()
     code, _, err = invoke("report", "--store", str(tmp_path))
     assert code == 0 and "no evaluated traces yet" in err
+
+
+@pytest.mark.parametrize("endpoint", ["garbage", "host:", "host:99999", ":4317", "http://:4317"])
+def test_replay_to_an_address_that_is_none_is_a_clear_error(endpoint: str) -> None:
+    code, _, err = invoke("replay", str(TAU_BENCH), "--endpoint", endpoint)
+    assert code == 2 and "expected HOST:PORT" in err, (code, err)
