@@ -207,9 +207,10 @@ def build_config(settings: dict[str, Any]) -> ServeConfig:
 def serve(log_level: str, print_config: bool, **settings: Any) -> None:
     """Receive OTLP traces, evaluate each agent run, label its spans, and hand them on.
 
-    Spans are written to an on-disk inbox before they are acknowledged, and labelled traces to an on-disk
-    outbox until the downstream accepts them: an outage, a crash or a restart loses nothing. SIGTERM (or
-    Ctrl-C) stops receiving, evaluates what is buffered and drains the outbox.
+    Spans are written to an on-disk inbox before they are acknowledged, and stay there until the downstream
+    has taken their labelled traces; what it does not take at once waits in an on-disk outbox: an outage, a
+    crash or a restart loses nothing. SIGTERM (or Ctrl-C) stops receiving, evaluates what is buffered and
+    drains the outbox.
     """
     config = build_config(settings)
     if print_config:
