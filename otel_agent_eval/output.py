@@ -30,7 +30,7 @@ _CONTROL = re.compile(r"\x1b\[[0-9;]*m|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def terminal_safe(text: str) -> str:
-    """Text bound for a terminal, with what came from spans unable to move the cursor, clear the screen, set the
+    r"""Text bound for a terminal, with what came from spans unable to move the cursor, clear the screen, set the
     window title or overwrite a line: every control character but tab and newline becomes ``?``. Colour codes
     (SGR) are kept: the text reports colour their tables.
 

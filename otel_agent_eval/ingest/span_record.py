@@ -106,6 +106,8 @@ def any_value(value: AnyValue) -> Any:
     {'r': '/w=='}
     """
     kind = value.WhichOneof("value")
+    if kind == "string_value":  # most attributes: tested first
+        return value.string_value
     if kind is None:
         return None
     if kind == "array_value":
