@@ -381,6 +381,65 @@ def test_kill_9_mid_stream_loses_nothing(tmp_path: Path) -> None:
     assert sum(r.attributes.get("agent_eval.trace.outcome") == "terminal" for r in records) == 3
 
 
+def test_kill_9_while_a_delivery_hangs_loses_nothing(tmp_path: Path) -> None:
+    """A labelled trace taken in memory to be sent at once is still in the inbox until the downstream takes
+    it: killed while the downstream holds the export, the next start evaluates and delivers it again."""
+    import signal
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+
+    def hang(request: Any) -> None:
+        entered.set()
+        release.wait(30)
+        return None
+
+    port, data = free_port(), tmp_path / "data"
+    with OtlpReceiver(fail=hang) as held:
+        first = _serve(data, port, quiet=0.2, downstream=f"grpc://{held.endpoint}")
+        try:
+            _wait_listening(port)
+            sent = send_runs(f"127.0.0.1:{port}", runs=3)
+            assert entered.wait(60), "no delivery was attempted"
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            release.set()
+    assert first.returncode == -signal.SIGKILL
+    with OtlpReceiver() as downstream:
+        second = _serve(data, port, quiet=0.2, downstream=f"grpc://{downstream.endpoint}")
+        try:
+            wait_for(lambda: downstream.span_count() >= sent, timeout=60)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=60)
+        records = received_records(downstream)
+    assert second.returncode == 0, second.stderr.read() if second.stderr else ""
+    assert len({r.span_id for r in records}) == len(records) == sent  # every span, each once, labelled again
+    assert sum(r.attributes.get("agent_eval.trace.outcome") == "terminal" for r in records) == 3
+
+
+def test_labelled_traces_not_taken_survive_a_stop_and_are_not_evaluated_again(
+    tmp_path: Path, running: Callable[..., Processor]
+) -> None:
+    port = free_port()  # nothing listens there yet
+    processor = running(config(tmp_path, downstream=f"grpc://127.0.0.1:{port}", drain_seconds=1.0))
+    sent = send_runs(processor.grpc.endpoint, runs=2)  # type: ignore[union-attr]
+    wait_for(lambda: metric_total(processor, "agent_eval_traces_total") == 2)
+    processor.stop()
+    store = Store(tmp_path / "data" / "agent-eval.sqlite")
+    assert (store.outbox_size(), store.inbox_size()) == (2, 0)  # labelled, on disk, out of the inbox
+    store.close()
+    downstream = OtlpReceiver()
+    downstream.server.add_insecure_port(f"127.0.0.1:{port}")
+    with downstream:
+        again = running(config(tmp_path, downstream=f"grpc://127.0.0.1:{port}"))
+        wait_for(lambda: downstream.span_count() == sent, timeout=60)
+        records = received_records(downstream)
+    assert metric_total(again, "agent_eval_traces_total") == 0  # delivered as labelled before the stop
+    assert sum(r.attributes.get("agent_eval.failure.mode") == "wrong_arguments" for r in records) == 2
+
+
 def test_overload_is_refused_retryably(tmp_path: Path, running: Callable[..., Processor]) -> None:
     processor = running(config(tmp_path, max_spans_in_flight=2, quiet_period=300.0))
     url = f"http://{processor.http.endpoint}/v1/traces"  # type: ignore[union-attr]
