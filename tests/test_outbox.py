@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from otlp_receiver import OtlpReceiver
 from test_processor import _post, config, free_port, metric_total, send_runs, wait_for
 
 from otel_agent_eval.processor import Processor
-from otel_agent_eval.processor.export import OutboxExporter, classify, sender_for
+from otel_agent_eval.processor.export import Handoff, OutboxExporter, classify, sender_for
 from otel_agent_eval.processor.metrics import ProcessorMetrics
 from otel_agent_eval.processor.store import Store
 from otel_agent_eval.processor.validation import InvalidRequest, validate_request
@@ -618,3 +619,56 @@ def test_export_settings(tmp_path: Path) -> None:
     ):
         result = CliRunner().invoke(main, ["serve", *off, "--downstream", "grpc://127.0.0.1:1", *args])
         assert result.exit_code == 2 and message in result.stderr, (args, result.output)
+
+
+# --- labelled traces taken in memory (Handoff): never out of memory and off disk at once, always in order -------
+
+
+def _inbox_trace(store: Store, n: int) -> Handoff:
+    trace_id = bytes([n]) * 16
+    inbox_id = store.inbox_add(b"request %d" % n, {trace_id})
+    return Handoff(b"labelled %d" % n, 1, trace_id, frozenset({inbox_id}))
+
+
+def test_a_handoff_that_can_be_neither_sent_nor_spilled_stays_in_memory(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    down, sent = [True], []
+
+    def send(payload: bytes) -> None:
+        if down[0]:
+            raise grpc.RpcError()  # classified as no connection: transient
+        sent.append(payload)
+
+    exporter = OutboxExporter(store, send, ProcessorMetrics([InMemoryMetricReader()]))
+    assert exporter.offer(_inbox_trace(store, 1))
+    original = store.outbox_add_from_inbox
+
+    def disk_full(items: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    store.outbox_add_from_inbox = disk_full  # type: ignore[method-assign]
+    with pytest.raises(sqlite3.OperationalError):
+        exporter.flush_once()  # not sent, not spilled: back in memory, still in the inbox
+    assert len(exporter._handoffs) == 1 and store.inbox_size() == 1
+    store.outbox_add_from_inbox = original  # type: ignore[method-assign]
+    down[0] = False
+    while exporter._handoffs or store.outbox_size():
+        exporter.flush_once()
+    assert b"".join(sent) == b"labelled 1" and store.inbox_size() == 0
+    store.close()
+
+
+def test_a_full_memory_sends_its_traces_to_the_outbox_first_in_order(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    sent: list[bytes] = []
+    exporter = OutboxExporter(store, sent.append, ProcessorMetrics([InMemoryMetricReader()]), max_requests=1)
+    traces = [_inbox_trace(store, n) for n in range(6)]
+    taken = [exporter.offer(t) for t in traces]  # memory holds 4 x max_requests: the fifth finds it full
+    assert taken == [True, True, True, True, False, False]
+    for refused in traces[4:]:  # as the pipeline does with a refused trace: behind what was spilled
+        store.outbox_add_from_inbox([(refused.payload, 1, refused.trace_id, set(refused.inbox_ids))])
+    while exporter._handoffs or store.outbox_size():
+        exporter.flush_once()
+    assert sent == [t.payload for t in traces]  # in the order they were handed on
+    assert store.inbox_size() == 0
+    store.close()

@@ -385,17 +385,21 @@ class OutboxExporter:
 
     def offer(self, handoff: Handoff) -> bool:
         """Take a labelled trace in memory, to send at once; False (the caller writes it to the outbox) when
-        requests wait in the outbox (they go first, in order) or when memory holds a few batches already."""
+        requests wait in the outbox (they go first, in order) or when memory holds a few batches already: then
+        those go to the outbox first, so that the caller's trace queues behind them, in order."""
         with self._handoff_lock:
-            if (
-                self._stop.is_set()
-                or not self._outbox_empty
-                or len(self._handoffs) >= 4 * self.max_requests
-                or self._handoff_bytes + len(handoff.payload) > 4 * self.max_bytes
-            ):
+            if self._stop.is_set() or not self._outbox_empty:
                 return False
-            self._handoffs.append(handoff)
-            self._handoff_bytes += len(handoff.payload)
+            full = (
+                len(self._handoffs) >= 4 * self.max_requests
+                or self._handoff_bytes + len(handoff.payload) > 4 * self.max_bytes
+            )
+            if not full:
+                self._handoffs.append(handoff)
+                self._handoff_bytes += len(handoff.payload)
+        if full:
+            self._spill_all()  # the downstream is not keeping up: what waits in memory waits on disk
+            return False
         self._wake.set()
         return True
 
@@ -442,7 +446,15 @@ class OutboxExporter:
     def _spill(self, batch: list[Handoff]) -> None:
         with self._handoff_lock:
             self._outbox_empty = False  # what comes next queues behind these
-        self.store.outbox_add_from_inbox([(h.payload, h.spans, h.trace_id, set(h.inbox_ids)) for h in batch])
+        try:
+            self.store.outbox_add_from_inbox([(h.payload, h.spans, h.trace_id, set(h.inbox_ids)) for h in batch])
+        except BaseException:
+            # Not on disk as labelled: back in memory, at the head, in order, to be sent or spilled again (else
+            # it would wait in the inbox for the next start).
+            with self._handoff_lock:
+                self._handoffs.extendleft(reversed(batch))
+                self._handoff_bytes += sum(len(h.payload) for h in batch)
+            raise
 
     def _spill_all(self) -> None:
         while batch := self._take_handoffs():
@@ -472,7 +484,7 @@ class OutboxExporter:
         self._mark_done()
         rows = self.store.outbox_batch(self.max_requests, self.max_bytes)
         if not rows:
-            with self._handoff_lock:
+            with self._handoff_lock:  # nothing waits on disk: new traces may queue in memory, behind these
                 self._outbox_empty = True
             batch = self._take_handoffs()
             if not batch:

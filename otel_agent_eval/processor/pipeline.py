@@ -307,12 +307,15 @@ class Pipeline:
                 self.store.outbox_add_from_inbox([(payload, len(pending.spans), pending.trace_id, pending.inbox_ids)])
             self.notify()
             if evaluations:  # the results, not the spans (those are in the trace store): for traces, report
-                self.store.save_trace(
-                    pending.trace_id.hex(),
-                    next((e.run.agent_name for e in evaluations if e.run.agent_name), None),
-                    [e.to_dict() for e in evaluations],
-                    b"",
-                )
+                try:
+                    self.store.save_trace(
+                        pending.trace_id.hex(),
+                        next((e.run.agent_name for e in evaluations if e.run.agent_name), None),
+                        [e.to_dict() for e in evaluations],
+                        b"",
+                    )
+                except Exception:  # the trace is handed on: trying again would deliver and label it twice
+                    logger.exception("trace %s: its results could not be kept in the store", pending.trace_id.hex())
         else:
             self.store.save_trace(
                 pending.trace_id.hex(),

@@ -279,11 +279,13 @@ class Processor:
             self.grpc.stop()
         if self.http is not None:
             self.http.stop()
-        self.pipeline.stop()
-        if self.exporter is not None:
-            self.exporter.stop(self.config.exporter.drain_seconds)
-        if self.admin is not None:
-            self.admin.stop()
-        self.metrics.shutdown()
-        self.store.close()
-        self._lock.release()
+        try:
+            self.pipeline.stop()
+            if self.exporter is not None:
+                self.exporter.stop(self.config.exporter.drain_seconds)
+        finally:  # whatever failed above is still on disk (the inbox, the outbox): the rest is closed all the same
+            if self.admin is not None:
+                self.admin.stop()
+            self.metrics.shutdown()
+            self.store.close()
+            self._lock.release()
