@@ -18,7 +18,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
+import pickle
 import queue
+import signal
 import threading
 import time
 from collections.abc import Iterable
@@ -48,8 +51,18 @@ def _compact(evaluation: Evaluation) -> Evaluation:
     return dataclasses.replace(evaluation, run=dataclasses.replace(evaluation.run, steps=()))
 
 
-def _worker_main(conn: Connection, config: EvaluationConfig) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """A worker never outlives serve, even in the middle of an evaluation that hangs (``kill -9`` of serve
+    leaves no pipe end to read EOF from while the worker is busy)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _worker_main(conn: Connection, config: EvaluationConfig, parent: int) -> None:
     """A worker's life: build the engine, then evaluate requests until told to stop (``None``) or orphaned."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: serve stops its workers itself
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s (worker): %(message)s")
     engine = engine_for(config)
     conn.send(("ready", None))
@@ -64,17 +77,17 @@ def _worker_main(conn: Connection, config: EvaluationConfig) -> None:
         try:
             request = ExportTraceServiceRequest.FromString(payload)
             runs = runs_from_records(list(records_from_request(request)))
-            answer: tuple[str, Any] = ("ok", [_compact(engine.evaluate(run, complete=complete)) for run in runs])
+            answer = pickle.dumps(("ok", [_compact(engine.evaluate(run, complete=complete)) for run in runs]))
         except Exception as exc:  # the type only: an exception's message can quote what the agent said
-            answer = ("error", type(exc).__name__)
-        conn.send(answer)
+            answer = pickle.dumps(("error", type(exc).__name__))  # (a finding that cannot be pickled too)
+        conn.send_bytes(answer)
 
 
 class _Worker:
     def __init__(self, context: Any, config: EvaluationConfig, number: int) -> None:
         self.conn, child = context.Pipe()
         self.process: BaseProcess = context.Process(
-            target=_worker_main, args=(child, config), name=f"agent-eval-evaluator-{number}", daemon=True
+            target=_worker_main, args=(child, config, os.getpid()), name=f"agent-eval-evaluator-{number}", daemon=True
         )
         self.process.start()
         child.close()
@@ -108,6 +121,8 @@ class ProcessEvaluators:
         self._started = 0
         self.replaced = 0
         """Workers killed (past the time limit) or found dead, and started again."""
+        self.missing = 0
+        """Workers that could not be started again yet."""
         self._closed = False
         workers = [self._start() for _ in range(count)]
         try:
@@ -130,6 +145,7 @@ class ProcessEvaluators:
         """The trace's runs, evaluated in a worker process (raises :class:`WorkerGone` when the worker hung past
         ``timeout`` seconds or died; it is replaced)."""
         payload = encode_request(entries)
+        self._restore()
         try:  # bounded: a worker that could not be replaced must not leave the trace waiting for good
             worker = self._idle.get(timeout=_START_TIMEOUT)
         except queue.Empty:
@@ -142,12 +158,12 @@ class ProcessEvaluators:
                     raise WorkerGone("the evaluation worker died")
                 if time.monotonic() >= deadline:
                     raise WorkerGone(f"evaluation took longer than {timeout}s; the worker was killed")
-            kind, value = worker.conn.recv()
-        except (WorkerGone, EOFError, OSError, BrokenPipeError) as exc:
+            kind, value = pickle.loads(worker.conn.recv_bytes())
+        except BaseException as exc:  # gone, killed, or an answer that cannot be read: never a worker lost
             self._replace(worker)
             if isinstance(exc, WorkerGone):
                 raise
-            raise WorkerGone("the evaluation worker died") from None
+            raise WorkerGone(f"the evaluation worker failed ({type(exc).__name__})") from None
         self._release(worker)
         if kind == "error":
             raise RuntimeError(f"evaluation failed in a worker process: {value}")
@@ -172,16 +188,28 @@ class ProcessEvaluators:
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
         self.replaced += 1
-        if self._closed:
-            return
-        logger.warning("an evaluation worker hung or died; starting another in its place")
-        fresh = self._start()
-        try:
-            fresh.wait_ready(_START_TIMEOUT)
-        except WorkerGone:
-            logger.exception("a replacement evaluation worker did not start")
-            raise
-        self._idle.put(fresh)
+        with self._lock:
+            self.missing += 1
+        if not self._closed:
+            logger.warning("an evaluation worker hung or died; starting another in its place")
+            self._restore()
+
+    def _restore(self) -> None:
+        """Start the workers missing (one that could not be started is tried again at the next evaluation)."""
+        while not self._closed:
+            with self._lock:
+                if self.missing <= 0:
+                    return
+                self.missing -= 1
+            try:
+                fresh = self._start()
+                fresh.wait_ready(_START_TIMEOUT)
+            except (WorkerGone, OSError):
+                with self._lock:
+                    self.missing += 1
+                logger.exception("an evaluation worker could not be started; trying again at the next trace")
+                return
+            self._idle.put(fresh)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the idle workers (a busy one is killed when its evaluation ends or times out)."""
