@@ -116,7 +116,8 @@ def tempo_explore(*spansets: dict[str, str]) -> str:
 def links(title: str, tags: dict[str, str]) -> list[builders.DashboardLink]:
     """The search in Jaeger and in Tempo (TraceQL) for spans with these attributes. Jaeger matches all of a
     search's tags on one span (with its resource and events), so they are one span's: the processor writes the
-    run's agent (``agent_eval.agent.name``) on every span it labels, beside the failure or the run's summary."""
+    run's agent as its metrics name it (``agent_eval.agent.label``) on every span it labels, beside the failure
+    or the run's summary, so a series labelled ``unknown`` or ``other`` finds its runs too."""
     return [
         builders.DashboardLink(f"Jaeger: {title}").url(jaeger_search(tags)).target_blank(True),
         builders.DashboardLink(f"Tempo: {title}").url(tempo_explore(tags)),
@@ -124,19 +125,19 @@ def links(title: str, tags: dict[str, str]) -> list[builders.DashboardLink]:
 
 
 def terminal_runs_links() -> list[builders.DashboardLink]:
-    agent = {sc.AGENT_EVAL_AGENT_NAME: AGENT, sc.AGENT_EVAL_TRACE_OUTCOME: "terminal"}
+    agent = {sc.AGENT_EVAL_AGENT_LABEL: AGENT, sc.AGENT_EVAL_TRACE_OUTCOME: "terminal"}
     return links("terminal runs of ${__field.labels.agent}", agent)
 
 
 def outcome_links() -> list[builders.DashboardLink]:
-    agent = {sc.AGENT_EVAL_AGENT_NAME: AGENT, sc.AGENT_EVAL_TRACE_OUTCOME: OUTCOME}
+    agent = {sc.AGENT_EVAL_AGENT_LABEL: AGENT, sc.AGENT_EVAL_TRACE_OUTCOME: OUTCOME}
     return links("${__field.labels.outcome} runs of ${__field.labels.agent}", agent)
 
 
 def mode_links(outcome: str) -> list[builders.DashboardLink]:
     """Runs of the agent with a failure of the series' mode and ``outcome`` (a literal, or the series' label)."""
     failure = {
-        sc.AGENT_EVAL_AGENT_NAME: AGENT,
+        sc.AGENT_EVAL_AGENT_LABEL: AGENT,
         sc.AGENT_EVAL_FAILURE_MODE: MODE,
         sc.AGENT_EVAL_FAILURE_OUTCOME: outcome,
     }
@@ -145,7 +146,7 @@ def mode_links(outcome: str) -> list[builders.DashboardLink]:
 
 def category_links() -> list[builders.DashboardLink]:
     failure = {
-        sc.AGENT_EVAL_AGENT_NAME: AGENT,
+        sc.AGENT_EVAL_AGENT_LABEL: AGENT,
         sc.AGENT_EVAL_FAILURE_CATEGORY: CATEGORY,
         sc.AGENT_EVAL_FAILURE_OUTCOME: OUTCOME,
     }

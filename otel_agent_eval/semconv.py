@@ -93,6 +93,9 @@ AGENT_EVAL_FAILURE_DECIDES: Final = "agent_eval.failure.decides"  # on an event:
 # On every labelled span (each failure's span and the root's summary): the run's agent. A trace store that
 # matches a search's tags on one span (Jaeger) finds "failures of mode M of agent A" with it.
 AGENT_EVAL_AGENT_NAME: Final = "agent_eval.agent.name"
+# Beside it, the run's agent as the processor's metrics name it (bounded: `other`, `redacted`, `unknown`): what a
+# dashboard's series says, so that its link to the trace store finds that series' runs.
+AGENT_EVAL_AGENT_LABEL: Final = "agent_eval.agent.label"
 AGENT_EVAL_TRACE_OUTCOME: Final = "agent_eval.trace.outcome"
 AGENT_EVAL_TRACE_FAILURE_SCORE: Final = "agent_eval.trace.failure_score"
 AGENT_EVAL_TRACE_FAILURES: Final = "agent_eval.trace.failures"

@@ -89,8 +89,6 @@ def test_the_committed_files_are_what_the_generator_makes() -> None:
 
 # ------------------------------------------------------------------------------------------ trace-store links
 AGENT = "${__field.labels.agent:percentencode}"
-# The processor's bounded agent labels: no run carries them as its agent's name.
-NOT_AGENT_NAMES = {"unknown", "other", "redacted"}
 
 
 def _link_labels(url: str) -> set[str]:
@@ -137,7 +135,7 @@ def test_every_failure_panel_links_to_jaeger_and_tempo_with_the_labels_the_proce
         for key, value in tags.items():  # the same conditions in TraceQL
             assert f'span.{key} = "{value}"' in traceql, (panel["title"], traceql)
         # Both filter to the series' agent: the processor writes it on every span it labels
-        assert tags[sc.AGENT_EVAL_AGENT_NAME] == AGENT, panel["title"]
+        assert tags[sc.AGENT_EVAL_AGENT_LABEL] == AGENT, panel["title"]
 
 
 def test_alert_panels_are_the_ones_the_rules_link_to() -> None:
@@ -341,8 +339,6 @@ def test_the_jaeger_links_find_the_runs_of_their_series(
                 fixed = [v for k, v in literal.items() if k.endswith(".outcome") and "${" not in v]
                 if "outcome" in labels and any(labels["outcome"] != v for v in fixed):
                     continue
-                if labels["agent"] in NOT_AGENT_NAMES and sc.AGENT_EVAL_AGENT_NAME in literal:
-                    continue  # a link naming the agent finds nothing under such a label (dashboards/README.md)
                 service = GUARDED_AGENT if labels["agent"] == GUARDED_AGENT else SERVICE
                 search = _api_search(url, labels, jaeger, service)
                 try:

@@ -130,6 +130,7 @@ def test_labels_reach_the_downstream(tmp_path: Path, running: Callable[..., Proc
         assert root.attributes["agent_eval.trace.terminal_failures"] >= 1
         assert 0 < root.attributes["agent_eval.trace.failure_score"] <= 1
         assert root.attributes["agent_eval.agent.name"] == "shop"  # beside the summary: one span's tags find it
+        assert root.attributes["agent_eval.agent.label"] == "shop"  # as the metrics (and the dashboard) name it
     labelled = [r for r in records if r.attributes.get("agent_eval.failure.mode") == "wrong_arguments"]
     assert len(labelled) == 3 and all(r.name == "chat m" for r in labelled)
     assert all(r.attributes["agent_eval.agent.name"] == "shop" for r in labelled)  # and beside each failure

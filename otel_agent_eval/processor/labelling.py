@@ -10,7 +10,9 @@
 * On the run's root span: ``agent_eval.trace.outcome``, ``.failure_score``, ``.failures``,
   ``.terminal_failures``, ``.suspicions``.
 * On each of those spans, ``agent_eval.agent.name``: the run's agent (when it has a name), so that a trace
-  store that matches a search's tags on one span (Jaeger) finds a mode's failures of one agent.
+  store that matches a search's tags on one span (Jaeger) finds a mode's failures of one agent; and, written
+  by the processor, ``agent_eval.agent.label``: the agent as its metrics name it (``other``, ``redacted``,
+  ``unknown`` included), what a dashboard's links search by.
 * A failure with no span of its own (the run ended without an action) goes on the root span.
 * When evaluation itself failed, the spans go on unlabelled, with ``agent_eval.evaluation.error`` on them.
 """
@@ -55,8 +57,9 @@ def _severity(finding: Finding) -> tuple[bool, float]:
     return (finding.outcome == "terminal", finding.confidence)
 
 
-def label_spans(spans_by_id: dict[str, Span], evaluation: Evaluation) -> int:
-    """Write one run's evaluation onto its spans (found by hex span id); returns how many spans were labelled."""
+def label_spans(spans_by_id: dict[str, Span], evaluation: Evaluation, agent_label: str | None = None) -> int:
+    """Write one run's evaluation onto its spans (found by hex span id); returns how many spans were labelled.
+    ``agent_label``: the run's agent as the metrics name it, written beside its name."""
     run = evaluation.run
     root = spans_by_id.get(run.root_span_id or "")
     now = time.time_ns()
@@ -68,6 +71,8 @@ def label_spans(spans_by_id: dict[str, Span], evaluation: Evaluation) -> int:
         if target is not None and target in spans_by_id:
             located.setdefault(target, []).append(finding)
     agent: dict[str, Any] = {sc.AGENT_EVAL_AGENT_NAME: run.agent_name} if run.agent_name else {}
+    if agent_label is not None:
+        agent[sc.AGENT_EVAL_AGENT_LABEL] = agent_label
     for span_id, findings in located.items():
         span = spans_by_id[span_id]
         worst = max(findings, key=_severity)

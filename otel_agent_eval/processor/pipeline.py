@@ -293,7 +293,7 @@ class Pipeline:
             evaluations = outcome
             if evaluations:
                 for evaluation in evaluations:
-                    label_spans(spans, evaluation)
+                    label_spans(spans, evaluation, self.metrics.agent(evaluation.run.agent_name))
                     self._count_guard_recoveries(spans, evaluation)
         except Exception as exc:  # a slow or crashing evaluation must not cost a span: forward unlabelled
             logger.warning("trace %s forwarded unevaluated: %s", pending.trace_id.hex(), type(exc).__name__)
