@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otlp_receiver import OtlpReceiver
-from test_processor import config, send_runs, wait_for
+from test_processor import config, metric_total, received_records, send_runs, wait_for
 
 from otel_agent_eval.processor import Processor
 from otel_agent_eval.processor.export import OutboxExporter, classify, sender_for
@@ -114,3 +114,10 @@ def test_the_pipeline_outlives_a_store_error_and_delivers_later(
         wait_for(lambda: downstream.span_count() == sent + more, timeout=60)
         wait_for(lambda: done.left == [0] and store.inbox_size() == 0 and store.outbox_size() == 0, timeout=30)
         assert exporter.thread is not None and exporter.thread.is_alive()
+        records = received_records(downstream)
+    # Handed on again after the errors, not evaluated or labelled again: each failure one event, each run counted once.
+    labelled = [r for r in records if r.attributes.get("agent_eval.failure.mode")]
+    assert len(labelled) == 3 and all(
+        sum(e.name == "gen_ai.evaluation.result" for e in r.events) == 1 for r in labelled
+    )
+    assert metric_total(processor, "agent_eval_traces_total") == 3

@@ -32,6 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -120,6 +121,9 @@ class PendingTrace:
     early_at: float = 0.0
     early_findings: set[tuple[str, str, int]] = field(default_factory=set)
     """(evaluator, mode, step) of the failures already reported while the trace was open."""
+    labelled: list[Any] | None = None
+    """Once its spans are labelled, its evaluations: a trace handed on again (after a store error) is neither
+    evaluated nor labelled twice (labels would repeat their events, and the metrics count twice)."""
 
 
 class TraceAssembler:

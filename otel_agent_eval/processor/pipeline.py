@@ -225,6 +225,10 @@ class Pipeline:
         (counted from when it started, not from when anyone began to wait). A hung evaluation costs its own
         trace only: its worker is replaced and the traces behind it go on being evaluated; if no worker is
         left (too many stuck at once), the traces still waiting go on unevaluated rather than wait for good."""
+        again = [p for p in pendings if p.labelled is not None]  # handed on before, a store error: as labelled
+        for pending in again:
+            self._hand_on_safely(pending, pending.labelled or [])
+        pendings = [p for p in pendings if p.labelled is None]
         if not self.evaluate:
             for pending in pendings:
                 self._hand_on_safely(pending, [])
@@ -285,21 +289,9 @@ class Pipeline:
             self._retry.append(pending)
 
     def _hand_on(self, pending: PendingTrace, outcome: list[Evaluation] | BaseException) -> None:
-        spans: dict[str, Span] = {entry.span.span_id.hex(): entry.span for entry in pending.spans}
-        evaluations: list[Evaluation] = []
-        try:
-            if isinstance(outcome, BaseException):
-                raise outcome
-            evaluations = outcome
-            if evaluations:
-                for evaluation in evaluations:
-                    label_spans(spans, evaluation, self.metrics.agent(evaluation.run.agent_name))
-                    self._count_guard_recoveries(spans, evaluation)
-        except Exception as exc:  # a slow or crashing evaluation must not cost a span: forward unlabelled
-            logger.warning("trace %s forwarded unevaluated: %s", pending.trace_id.hex(), type(exc).__name__)
-            self.metrics.evaluation_errors.add(1)
-            mark_unevaluated(list(spans.values()), exc)
-            evaluations = []
+        if pending.labelled is None:
+            pending.labelled = self._label(pending, outcome)
+        evaluations: list[Evaluation] = pending.labelled
         payload = encode_request(pending.spans)
         if self.downstream:
             handoff = Handoff(payload, len(pending.spans), pending.trace_id, frozenset(pending.inbox_ids))
@@ -328,6 +320,22 @@ class Pipeline:
         if evaluations:
             name = next((e.run.agent_name for e in evaluations if e.run.agent_name), None)
             _log_evaluated(pending.trace_id.hex(), evaluations, self.metrics.agent(name))
+
+    def _label(self, pending: PendingTrace, outcome: list[Evaluation] | BaseException) -> list[Evaluation]:
+        """Write the evaluations onto the trace's spans (or mark them unevaluated); the evaluations written."""
+        spans: dict[str, Span] = {entry.span.span_id.hex(): entry.span for entry in pending.spans}
+        try:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            for evaluation in outcome:
+                label_spans(spans, evaluation, self.metrics.agent(evaluation.run.agent_name))
+                self._count_guard_recoveries(spans, evaluation)
+            return outcome
+        except Exception as exc:  # a slow or crashing evaluation must not cost a span: forward unlabelled
+            logger.warning("trace %s forwarded unevaluated: %s", pending.trace_id.hex(), type(exc).__name__)
+            self.metrics.evaluation_errors.add(1)
+            mark_unevaluated(list(spans.values()), exc)
+            return []
 
     def _count_guard_recoveries(self, spans: dict[str, Span], evaluation: Evaluation) -> None:
         """Recovered failures at a step the in-loop guard had sent back: the failures the hook turned into
