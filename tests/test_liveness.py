@@ -121,3 +121,17 @@ def test_the_pipeline_outlives_a_store_error_and_delivers_later(
         sum(e.name == "gen_ai.evaluation.result" for e in r.events) == 1 for r in labelled
     )
     assert metric_total(processor, "agent_eval_traces_total") == 3
+
+
+def test_a_store_error_keeping_a_trace_keeps_it_once(
+    tmp_path: Path, running: Callable[..., Processor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a downstream: kept and out of the inbox in one transaction, so a failure and a retry keep it once."""
+    processor = running(config(tmp_path))
+    store = processor.store
+    monkeypatch.setattr(store, "_inbox_done", _failing(store._inbox_done, 1))
+    send_runs(processor.grpc.endpoint, runs=1)  # type: ignore[union-attr]
+    wait_for(lambda: len(store.recent_traces()) == 1 and store.inbox_size() == 0, timeout=30)
+    [kept] = store.recent_traces()
+    assert len(kept.results) == 1 and kept.failures == 1  # one evaluation, its failure once
+    assert metric_total(processor, "agent_eval_traces_total") == 1

@@ -314,9 +314,9 @@ class Pipeline:
                 next((e.run.agent_name for e in evaluations if e.run.agent_name), None),
                 [e.to_dict() for e in evaluations],
                 payload,
+                from_inbox=(pending.trace_id, pending.inbox_ids),  # one transaction: a retry never saves it twice
             )
             self.metrics.spans_exported.add(len(pending.spans))
-            self.store.inbox_done(pending.trace_id, pending.inbox_ids)
         if evaluations:
             name = next((e.run.agent_name for e in evaluations if e.run.agent_name), None)
             _log_evaluated(pending.trace_id.hex(), evaluations, self.metrics.agent(name))

@@ -300,20 +300,29 @@ class Store:
 
     # --- the embedded trace store ----------------------------------------------------------------------------
 
-    def save_trace(self, trace_id: str, agent: str | None, results: list[dict[str, Any]], spans: bytes) -> None:
+    def save_trace(
+        self,
+        trace_id: str,
+        agent: str | None,
+        results: list[dict[str, Any]],
+        spans: bytes,
+        *,
+        from_inbox: tuple[bytes, set[int]] | None = None,
+    ) -> None:
         """Keep an evaluated trace. Spans of a trace that arrive after it was evaluated come as a second part:
-        it is added to the first (spans and results), never replacing it."""
-        with self._lock:
+        it is added to the first (spans and results), never replacing it. ``from_inbox`` (the trace id and its
+        inbox requests): it leaves the inbox in the same transaction, so that a failure leaves it in exactly one
+        place, and trying again never adds it twice."""
+        with self._lock, self._transaction():
             row = self._db.execute("SELECT agent, result, spans FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
-        if row is not None:
-            agent = agent or row[0]
-            results = json.loads(row[1]) + results
-            spans = bytes(row[2]) + spans  # concatenated protobuf messages merge their repeated fields
-        outcome = _worst((r.get("outcome") for r in results), ("terminal", "recovered", "success"))
-        score = max((float(r.get("failure_score") or 0.0) for r in results), default=None)
-        failures = [f for r in results for f in r.get("failures", ()) if f.get("category") != "evaluator"]
-        modes = sorted({f"{f['outcome']}:{f['category']}.{f['mode']}" for f in failures})
-        with self._lock:
+            if row is not None:
+                agent = agent or row[0]
+                results = json.loads(row[1]) + results
+                spans = bytes(row[2]) + spans  # concatenated protobuf messages merge their repeated fields
+            outcome = _worst((r.get("outcome") for r in results), ("terminal", "recovered", "success"))
+            score = max((float(r.get("failure_score") or 0.0) for r in results), default=None)
+            failures = [f for r in results for f in r.get("failures", ()) if f.get("category") != "evaluator"]
+            modes = sorted({f"{f['outcome']}:{f['category']}.{f['mode']}" for f in failures})
             self._saved += 1
             if self.max_traces is not None and self._saved % _PRUNE_EVERY == 1:
                 self._prune(self.max_traces)
@@ -332,6 +341,8 @@ class Store:
                     spans,
                 ),
             )
+            if from_inbox is not None:
+                self._inbox_done(*from_inbox)
 
     def _prune(self, keep: int) -> None:  # with the lock
         """The oldest evaluated traces beyond ``keep`` leave the store (by time, through its index)."""
