@@ -132,13 +132,9 @@ class Store:
                 )
             return inbox_id
 
-    def inbox_done(self, trace_id: bytes, inbox_ids: set[int]) -> None:
+    def _inbox_done(self, trace_id: bytes, inbox_ids: set[int]) -> None:  # with the lock, in a transaction
         """The spans of ``trace_id`` that came in these requests were handed on; a request all of whose traces
         are done leaves the inbox (later requests with more spans of the same trace stay until theirs are)."""
-        with self._lock, self._transaction():
-            self._inbox_done(trace_id, inbox_ids)
-
-    def _inbox_done(self, trace_id: bytes, inbox_ids: set[int]) -> None:  # with the lock, in a transaction
         for inbox_id in inbox_ids:
             cur = self._db.execute("DELETE FROM inbox_traces WHERE inbox_id = ? AND trace_id = ?", (inbox_id, trace_id))
             if cur.rowcount:
@@ -147,7 +143,8 @@ class Store:
                 self._db.execute("DELETE FROM inbox WHERE id = ? AND open_traces <= 0", (inbox_id,))
 
     def inbox_done_many(self, done: list[tuple[bytes, set[int]]]) -> None:
-        """:meth:`inbox_done` for several traces, in one transaction (one commit for a delivered batch)."""
+        """Delivered traces leave the inbox, in one transaction (one commit for a batch): a request all of whose
+        traces are done leaves it (later requests with more spans of the same trace stay until theirs are)."""
         with self._lock, self._transaction():
             for trace_id, inbox_ids in done:
                 self._inbox_done(trace_id, inbox_ids)
@@ -184,12 +181,6 @@ class Store:
             self._db.execute(
                 "INSERT INTO outbox (queued, spans, payload) VALUES (?, ?, ?)", (time.time(), spans, payload)
             )
-
-    def outbox_peek(self, limit: int) -> list[tuple[int, bytes, int]]:
-        """The oldest queued requests: (row id, serialized request, its span count)."""
-        with self._lock:
-            rows = self._db.execute("SELECT id, payload, spans FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
-        return [(int(i), bytes(p), int(n)) for i, p, n in rows]
 
     def outbox_done(self, ids: list[int]) -> None:
         with self._lock:
