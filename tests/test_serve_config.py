@@ -159,13 +159,22 @@ def test_a_config_file_gives_the_whole_config(tmp_path: Path) -> None:
         ("assembly:\n  quiet_priod: 1\n", "unknown setting(s) assembly.quiet_priod"),
         ("exporter:\n  downstream: ftp://x:1\n", "ftp://x:1"),
         ("exporter:\n  export_min_backoff: 9\n  export_max_backoff: 1\n", "--export-min-backoff"),
+        ("evaluation:\n  workers: {a: 1}\n", "evaluation.workers: expected one value"),
+        ("assembly:\n  quiet_period: [1]\n", "assembly.quiet_period: expected one value"),
+        ("evaluation:\n  pack: [a, b]\n", "evaluation.pack: expected one value"),
+        ("exporter:\n  downstream_headers: {a: {b: 1}}\n", "exporter.downstream_headers: expected a mapping"),
+        ("exporter:\n  downstream_headers: [a]\n", "exporter.downstream_headers: expected a mapping"),
+        ("evaluation:\n  workers: abc\n", "--workers"),
+        ("evaluation:\n  pack: nosuch\n", "no policy pack named 'nosuch'"),  # checked as serve would check it
+        ("evaluation:\n  calibration: /nonexistent.json\n", "/nonexistent.json"),
     ],
 )
-def test_a_value_out_of_range_in_the_file_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+def test_a_bad_value_in_the_file_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    """Out of its range, of the wrong shape, or naming what serve cannot read: exit 2 naming it."""
     cfg = tmp_path / "serve.yaml"
     cfg.write_text(text)
     result = CliRunner().invoke(main, ["serve", "--config", str(cfg), "--print-config"])
-    assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert result.exit_code == 2 and message in result.stderr, (result.exit_code, result.output)
 
 
 def test_validate_names_the_component_and_the_flag() -> None:
@@ -190,19 +199,19 @@ def test_every_declared_setting_is_a_flag_an_env_var_and_a_key(monkeypatch: pyte
     assert {f.name: params[f.name] for f in numbers} == {f.name: f.default + 1 for f in numbers}
 
 
-def test_the_docs_table_is_current() -> None:
+def _generated(table: str) -> str:
+    """The ``table`` (settings, metrics) docs/processor.md holds between its markers."""
     text = (ROOT / "docs" / "processor.md").read_text()
-    start = text.index("<!-- settings table: generated from the declarations -->\n")
-    end = text.index("<!-- end of settings table -->")
-    current = text[start:end].split("\n", 1)[1]
-    assert current == markdown_table(ServeConfig.COMPONENTS), "regenerate the table in docs/processor.md"
+    start = text.index(f"<!-- {table} table: generated from the declarations -->\n")
+    return text[start : text.index(f"<!-- end of {table} table -->")].split("\n", 1)[1]
+
+
+def test_the_docs_table_is_current() -> None:
+    assert _generated("settings") == markdown_table(ServeConfig.COMPONENTS), "regenerate the table in docs/processor.md"
 
 
 def test_the_docs_metrics_table_is_the_declaration() -> None:
-    text = (ROOT / "docs" / "processor.md").read_text()
-    start = text.index("<!-- metrics table: generated from the declarations -->\n")
-    end = text.index("<!-- end of metrics table -->")
-    assert text[start:end].split("\n", 1)[1] == metrics_table(), "regenerate the metrics table in docs/processor.md"
+    assert _generated("metrics") == metrics_table(), "regenerate the metrics table in docs/processor.md"
 
 
 def test_every_declared_metric_is_exposed() -> None:
@@ -220,26 +229,6 @@ def test_every_declared_metric_is_exposed() -> None:
         metrics.shutdown()
     for metric in METRICS.values():
         assert f"\n{metric.prometheus}" in exposed or exposed.startswith(metric.prometheus), metric.prometheus
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("evaluation:\n  workers: {a: 1}\n", "evaluation.workers: expected one value"),
-        ("assembly:\n  quiet_period: [1]\n", "assembly.quiet_period: expected one value"),
-        ("evaluation:\n  pack: [a, b]\n", "evaluation.pack: expected one value"),
-        ("exporter:\n  downstream_headers: {a: {b: 1}}\n", "exporter.downstream_headers: expected a mapping"),
-        ("exporter:\n  downstream_headers: [a]\n", "exporter.downstream_headers: expected a mapping"),
-        ("evaluation:\n  workers: abc\n", "--workers"),
-        ("evaluation:\n  pack: nosuch\n", "no policy pack named 'nosuch'"),  # checked as serve would check it
-        ("evaluation:\n  calibration: /nonexistent.json\n", "/nonexistent.json"),
-    ],
-)
-def test_a_value_of_the_wrong_shape_in_the_file_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
-    cfg = tmp_path / "serve.yaml"
-    cfg.write_text(text)
-    result = CliRunner().invoke(main, ["serve", "--config", str(cfg), "--print-config"])
-    assert result.exit_code == 2 and message in result.stderr, (result.exit_code, result.output)
 
 
 def test_a_list_in_the_environment_is_comma_separated_so_a_header_keeps_its_spaces() -> None:
