@@ -355,8 +355,9 @@ def processor_panels() -> list[timeseries.Panel]:
         panel(
             PANEL_QUEUE,
             "Export queue depth",
-            "Requests waiting in the on-disk outbox for the downstream, per replica. Grows while the downstream "
-            "is down or slow; drains when it is back.",
+            "Requests waiting on disk, per replica: received and not yet taken by the downstream (the inbox), and "
+            "labelled but refused or not taken at once (the outbox). Grows while the downstream is down or slow, "
+            "or evaluation falls behind; drains when it is back.",
             [Query(f"sum by (instance) (agent_eval_queue_depth{{{JOBS}}})", "{{instance}}")],
             unit="short",
             width=8,
