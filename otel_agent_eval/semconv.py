@@ -137,3 +137,11 @@ OI_INPUT_VALUE: Final = "input.value"
 OI_OUTPUT_VALUE: Final = "output.value"
 OI_SESSION_ID: Final = "session.id"
 OI_AGENT_NAME: Final = "agent.name"
+
+# --- What makes a span worth reading ---------------------------------------------------------------------
+# A span with none of these attribute keys (and no key under a prefix below) is read as no agent step and no
+# agent by every dialect the readers know (``ingest.dialects.read_span``): evaluation keeps only its shape.
+DIALECT_MARKERS: Final = frozenset(
+    {AGENT_EVAL_STEP_KIND, GEN_AI_OPERATION_NAME, OPENINFERENCE_SPAN_KIND, TRACELOOP_SPAN_KIND, LLM_REQUEST_TYPE}
+)
+DIALECT_MARKER_PREFIXES: Final = (LEGACY_PROMPT_PREFIX,)

@@ -30,7 +30,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_agent_eval.ingest.span_record import STATUS_ERROR, STATUS_OK, STATUS_UNSET, SpanRecord, key_value
+from otel_agent_eval.ingest.span_record import (
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_UNSET,
+    SpanRecord,
+    key_value,
+    records_from_request,
+)
 from otel_agent_eval.ingest.spans import runs_from_records, runs_from_request, runs_from_spans
 from otel_agent_eval.instrument import agent_run
 from otel_agent_eval.model import AgentRun, AssistantMessage, Step, ToolCall, ToolDefinition, ToolExecution, UserMessage
@@ -914,6 +921,24 @@ def test_non_agent_spans_are_ignored(fixture: Any, root: int | None) -> None:
     # fixture's steps sit right under its own HTTP span) the innermost span around the steps.
     assert run.root_span_id == sid(root if root is not None else IDS["root"])
     assert not {sid(n) for n in (100, 101, 102)} & {s.span_id for s in run.steps}
+    # Lean records, as the processor reads them: the same run, the HTTP and database spans kept as shapes.
+    request = ExportTraceServiceRequest.FromString(to_request(noise + mixed).SerializeToString())
+    lean = list(records_from_request(request, lean=True))
+    assert only_run(runs_from_records(lean)) == only_run(runs_from_request(request))
+    by_id = {r.span_id: r for r in lean}
+    assert all(by_id[sid(n)].attributes == {} for n in (100, 101, 102))
+    assert by_id[sid(100)].name == noise[0].name and by_id[sid(100)].parent_span_id is None
+
+
+def test_a_lean_record_keeps_the_agent_name_that_names_a_run() -> None:
+    """Steps under no agent span take the agent's name from the first span that carries one, marked or not."""
+    spans = [s for s in traceloop_trace() if s.name != "weather_agent.agent"]
+    spans = [replace(s, parent_span_id=sid(100)) if s.parent_span_id is None else s for s in spans]
+    http = [replace(http_and_db_spans()[0], attributes={"gen_ai.agent.name": "weather-desk", "http.route": "/"})]
+    request = ExportTraceServiceRequest.FromString(to_request(http + spans).SerializeToString())
+    lean = list(records_from_request(request, lean=True))
+    assert next(r for r in lean if r.span_id == sid(100)).attributes == {"gen_ai.agent.name": "weather-desk"}
+    assert only_run(runs_from_records(lean)) == only_run(runs_from_request(request))
 
 
 def test_root_without_agent_span_is_the_common_ancestor_of_the_steps() -> None:

@@ -41,7 +41,7 @@ def read_runs(
         if isinstance(request, InputError):  # one line that cannot be read; the rest of the file still counts
             yield request
             continue
-        records.extend(records_from_request(request))
+        records.extend(records_from_request(request, lean=True))
     for position, run in enumerate(runs_from_records(records)):
         if run.source is None:
             run = replace(run, source=RunSource(file=file, index=position, id=run.trace_id))

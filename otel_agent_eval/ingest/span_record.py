@@ -14,6 +14,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
+from .. import semconv as sc
+
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
 
@@ -45,7 +47,25 @@ class SpanRecord:
         return self.status_code == STATUS_ERROR
 
     @classmethod
-    def from_proto(cls, span: ProtoSpan, resource: Mapping[str, Any] | None = None) -> SpanRecord:
+    def from_proto(
+        cls, span: ProtoSpan, resource: Mapping[str, Any] | None = None, *, lean: bool = False
+    ) -> SpanRecord:
+        """The record of an OTLP span. ``lean``: for reading agent runs only (``ingest.spans``): a span that no
+        dialect reads as a step or an agent (none of ``semconv.DIALECT_MARKERS`` among its keys) keeps its
+        shape (ids, name, times, status) and ``gen_ai.agent.name``, not its other attributes and events: the
+        HTTP and database spans around an agent are not kept whole while their trace is evaluated."""
+        attributes = attributes_from_proto(span.attributes)
+        if lean and not (attributes.keys() & sc.DIALECT_MARKERS or _has_marker_prefix(attributes)):
+            name = attributes.get(sc.GEN_AI_AGENT_NAME)  # names a run without an agent span (ingest.spans)
+            attributes = {} if name is None else {sc.GEN_AI_AGENT_NAME: name}
+            events: tuple[SpanEvent, ...] = ()
+        else:
+            events = (
+                tuple(SpanEvent(e.name, attributes_from_proto(e.attributes), e.time_unix_nano) for e in span.events)
+                if span.events
+                else ()
+            )
+        code = span.status.code
         return cls(
             trace_id=span.trace_id.hex(),
             span_id=span.span_id.hex(),
@@ -53,13 +73,10 @@ class SpanRecord:
             name=span.name,
             start_time_ns=span.start_time_unix_nano,
             end_time_ns=span.end_time_unix_nano,
-            attributes=attributes_from_proto(span.attributes),
-            status_code={
-                ProtoStatus.STATUS_CODE_OK: STATUS_OK,
-                ProtoStatus.STATUS_CODE_ERROR: STATUS_ERROR,
-            }.get(span.status.code, STATUS_UNSET),
+            attributes=attributes,
+            status_code=STATUS_OK if code == _PROTO_OK else STATUS_ERROR if code == _PROTO_ERROR else STATUS_UNSET,
             status_message=span.status.message or None,
-            events=tuple(SpanEvent(e.name, attributes_from_proto(e.attributes), e.time_unix_nano) for e in span.events),
+            events=events,
             resource=resource or {},
         )
 
@@ -84,17 +101,31 @@ class SpanRecord:
         )
 
 
-def records_from_request(request: ExportTraceServiceRequest) -> Iterator[SpanRecord]:
-    """Every span in an OTLP export request."""
+_PROTO_OK, _PROTO_ERROR = ProtoStatus.STATUS_CODE_OK, ProtoStatus.STATUS_CODE_ERROR
+
+
+def _has_marker_prefix(attributes: Mapping[str, Any]) -> bool:
+    prefixes = sc.DIALECT_MARKER_PREFIXES
+    return any(key.startswith(prefixes) for key in attributes)
+
+
+def records_from_request(request: ExportTraceServiceRequest, *, lean: bool = False) -> Iterator[SpanRecord]:
+    """Every span in an OTLP export request (``lean``: see :meth:`SpanRecord.from_proto`)."""
     for rs in request.resource_spans:
         resource = attributes_from_proto(rs.resource.attributes)
         for ss in rs.scope_spans:
             for span in ss.spans:
-                yield SpanRecord.from_proto(span, resource)
+                yield SpanRecord.from_proto(span, resource, lean=lean)
 
 
 def attributes_from_proto(kvs: Any) -> dict[str, Any]:
-    return {kv.key: any_value(kv.value) for kv in kvs}
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        # Most attributes are strings: read inline, without a call per attribute.
+        out[kv.key] = value.string_value if kind == "string_value" else _value_of(value, kind)
+    return out
 
 
 def any_value(value: AnyValue) -> Any:
@@ -108,6 +139,10 @@ def any_value(value: AnyValue) -> Any:
     kind = value.WhichOneof("value")
     if kind == "string_value":  # most attributes: tested first
         return value.string_value
+    return _value_of(value, kind)
+
+
+def _value_of(value: AnyValue, kind: str | None) -> Any:
     if kind is None:
         return None
     if kind == "array_value":

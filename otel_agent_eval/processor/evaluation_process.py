@@ -76,7 +76,7 @@ def _worker_main(conn: Connection, config: EvaluationConfig, parent: int) -> Non
         payload, complete = job
         try:
             request = ExportTraceServiceRequest.FromString(payload)
-            runs = runs_from_records(list(records_from_request(request)))
+            runs = runs_from_records(list(records_from_request(request, lean=True)))
             answer = pickle.dumps(("ok", [_compact(engine.evaluate(run, complete=complete)) for run in runs]))
         except Exception as exc:  # the type only: an exception's message can quote what the agent said
             answer = pickle.dumps(("error", type(exc).__name__))  # (a finding that cannot be pickled too)

@@ -399,5 +399,5 @@ def _records(entries: list[SpanEntry]) -> list[SpanRecord]:
         resource = resources.get(id(entry.resource))
         if resource is None:
             resource = resources[id(entry.resource)] = attributes_from_proto(entry.resource.attributes)
-        records.append(SpanRecord.from_proto(entry.span, resource))
+        records.append(SpanRecord.from_proto(entry.span, resource, lean=True))
     return records
