@@ -763,11 +763,11 @@ def breakdown(templates: list[Template], passes: int) -> tuple[dict[str, float],
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from otel_agent_eval.evaluate import Engine, PackLibrary
-    from otel_agent_eval.ingest.span_record import SpanRecord
     from otel_agent_eval.ingest.spans import runs_from_records
     from otel_agent_eval.processor.assembly import ResourceSpansBatch, TraceAssembler, encode_request
     from otel_agent_eval.processor.labelling import label_spans
     from otel_agent_eval.processor.store import Store
+    from otel_agent_eval.processor.trace_reading import TraceReading
 
     clock = time.process_time_ns
     engine = Engine(packs=PackLibrary.with_builtins(()))
@@ -794,11 +794,12 @@ def breakdown(templates: list[Template], passes: int) -> tuple[dict[str, float],
                 pendings = assembler.ready()
                 t.append(clock())
                 records, runs, evaluations = [], [], []
-                for pending in pendings:
-                    records.append([SpanRecord.from_proto(e.span, _resource(e.resource)) for e in pending.spans])
+                readings = [TraceReading() for _ in pendings]  # as Pipeline._evaluate reads a trace
+                for pending, reading in zip(pendings, readings, strict=True):
+                    records.append(reading.records(pending.spans))
                 t.append(clock())
-                for trace_records in records:
-                    runs.append(runs_from_records(trace_records))
+                for trace_records, reading in zip(records, readings, strict=True):
+                    runs.append(runs_from_records(trace_records, read=reading.read))
                 t.append(clock())
                 for trace_runs in runs:
                     evaluations.append([engine.evaluate(run) for run in trace_runs])
@@ -823,18 +824,12 @@ def breakdown(templates: list[Template], passes: int) -> tuple[dict[str, float],
     return {name: ns / 1000 / spans_total for name, ns in parts.items()}, spans_total
 
 
-def _resource(resource: Any) -> dict[str, Any]:
-    from otel_agent_eval.ingest.span_record import attributes_from_proto
-
-    return attributes_from_proto(resource.attributes)  # as Pipeline._evaluate reads it
-
-
 BREAKDOWN_STEPS = (
     "receive: parse the request (FromString)",
     "receive: flatten spans (ResourceSpansBatch.of)",
     "receive: inbox_add (SQLite)",
     "assembly: add + ready",
-    "evaluate: spans to SpanRecord (from_proto)",
+    "evaluate: spans to records (TraceReading.records)",
     "evaluate: records to runs (runs_from_records)",
     "evaluate: Engine.evaluate (built-in detectors)",
     "evaluate: label_spans",

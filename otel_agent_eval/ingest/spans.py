@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -51,23 +51,29 @@ def runs_from_request(request: ExportTraceServiceRequest) -> list[AgentRun]:
     return runs_from_records(list(records_from_request(request)))
 
 
-def runs_from_records(records: Iterable[SpanRecord]) -> list[AgentRun]:
+Reader = Callable[[SpanRecord], SpanReading]
+"""How a span is read (:func:`~otel_agent_eval.ingest.dialects.read_span`, or one that remembers its readings,
+for a trace read again as it grows)."""
+
+
+def runs_from_records(records: Iterable[SpanRecord], *, read: Reader = read_span) -> list[AgentRun]:
     """One run per agent in each trace that holds agent steps, in order of first appearance."""
     by_trace: dict[str, list[SpanRecord]] = defaultdict(list)
     for record in records:
         by_trace[record.trace_id].append(record)
-    return [run for spans in by_trace.values() for run in trace_to_runs(spans)]
+    return [run for spans in by_trace.values() for run in trace_to_runs(spans, read=read)]
 
 
-def trace_to_runs(spans: Sequence[SpanRecord]) -> list[AgentRun]:
-    """The agent runs in one trace's spans: none when they hold no agent step.
+def trace_to_runs(spans: Sequence[SpanRecord], *, read: Reader = read_span) -> list[AgentRun]:
+    """The agent runs in one trace's spans: none when they hold no agent step. ``read`` must not change the
+    readings it returns once made (they are only read here).
 
     Each step belongs to its nearest enclosing agent span: a sub-agent invoked inside a tool of the main run is
     a run of its own, and the main run's steps do not include the sub-agent's. Steps under no agent span make
     one run together.
     """
     ordered = sorted(spans, key=lambda s: (s.start_time_ns, s.end_time_ns))
-    readings = [(s, read_span(s)) for s in ordered]
+    readings = [(s, read(s)) for s in ordered]
     trace = _Trace(ordered, readings)
     groups: dict[str | None, list[tuple[SpanRecord, SpanReading]]] = {}
     for s, r in readings:

@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -40,6 +40,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from ..semconv import AGENT_EVAL_RUN_FOLLOWED
 from .settings import Component, setting
+
+if TYPE_CHECKING:
+    from .trace_reading import TraceReading
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,9 @@ class PendingTrace:
     early_at: float = 0.0
     early_findings: set[tuple[str, str, int]] = field(default_factory=set)
     """(evaluator, mode, step) of the failures already reported while the trace was open."""
+    reading: TraceReading | None = None
+    """Its spans as decoded so far (made by the first look at it): looks and the final evaluation decode each
+    span once."""
     labelled: list[Any] | None = None
     """Once its spans are labelled, its evaluations: a trace handed on again (after a store error) is neither
     evaluated nor labelled twice (labels would repeat their events, and the metrics count twice)."""

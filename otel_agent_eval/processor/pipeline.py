@@ -21,8 +21,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from .. import semconv as sc
 from ..evaluate import Engine
 from ..evaluate.findings import Evaluation
-from ..ingest.span_record import SpanRecord, attributes_from_proto
-from ..ingest.spans import runs_from_records
 from .assembly import PendingTrace, ResourceSpansBatch, SpanEntry, TraceAssembler, encode_request
 from .evaluation_process import ProcessEvaluators
 from .export import Handoff
@@ -30,6 +28,7 @@ from .labelling import label_spans, mark_unevaluated
 from .metrics import ProcessorMetrics
 from .settings import Component, setting
 from .store import Store
+from .trace_reading import TraceReading
 from .validation import validate_request
 from .workers import EvaluationConfig, EvaluationPool, Task
 
@@ -176,7 +175,7 @@ class Pipeline:
             # that complete traces need.
             due = self.assembler.open_for_early_evaluation(self.early_interval) if not ready else []
             for pending, spans in due:
-                early.append((pending, self._pool.submit(self._evaluate_open, spans)))
+                early.append((pending, self._pool.submit(self._evaluate_open, pending, spans)))
         return early
 
     def _collect_early(
@@ -359,20 +358,20 @@ class Pipeline:
             if finding.outcome == "recovered" and (finding.span_id or "") in revised:
                 self.metrics.guard_recoveries.add(1, {"mode": finding.mode, "agent": agent})
 
-    def _evaluate_open(self, spans: list[SpanEntry]) -> list[Evaluation]:
+    def _evaluate_open(self, pending: PendingTrace, spans: list[SpanEntry]) -> list[Evaluation]:
         """The runs of a trace that is still open, as far as they went (``complete=False``: rules about how a
-        run ends stay quiet)."""
+        run ends stay quiet). Only the spans new since the last look are decoded."""
         if self._evaluators is not None:
             return self._evaluators.evaluate(spans, complete=False, timeout=self.evaluation_timeout)
-        records = _records(spans)
-        return [self.engine.evaluate(run, complete=False) for run in runs_from_records(records)]
+        reading = _reading(pending)
+        return [self.engine.evaluate(run, complete=False) for run in reading.runs(spans)]
 
     def _evaluate(self, pending: PendingTrace) -> list[Evaluation]:
         started = time.perf_counter()
         if self._evaluators is not None:
             evaluations = self._evaluators.evaluate(pending.spans, complete=True, timeout=self.evaluation_timeout)
         else:
-            evaluations = [self.engine.evaluate(run) for run in runs_from_records(_records(pending.spans))]
+            evaluations = [self.engine.evaluate(run) for run in _reading(pending).runs(pending.spans)]
         seconds = time.perf_counter() - started
         for evaluation in evaluations:
             self.metrics.record(evaluation, seconds / max(len(evaluations), 1))
@@ -391,13 +390,7 @@ def _log_evaluated(trace_id: str, evaluations: list[Evaluation], agent: str) -> 
     )
 
 
-def _records(entries: list[SpanEntry]) -> list[SpanRecord]:
-    """The spans as records; a request's spans share their resource, so its attributes are decoded once."""
-    resources: dict[int, dict[str, object]] = {}
-    records = []
-    for entry in entries:
-        resource = resources.get(id(entry.resource))
-        if resource is None:
-            resource = resources[id(entry.resource)] = attributes_from_proto(entry.resource.attributes)
-        records.append(SpanRecord.from_proto(entry.span, resource, lean=True))
-    return records
+def _reading(pending: PendingTrace) -> TraceReading:
+    if pending.reading is None:  # the pipeline thread and the evaluation workers: made once, under the GIL
+        pending.reading = TraceReading()
+    return pending.reading
