@@ -39,10 +39,9 @@ from processor import build_templates
 from speed import clear_text_caches
 
 from otel_agent_eval.evaluate.findings import Evaluation
-from otel_agent_eval.ingest.spans import runs_from_records
 from otel_agent_eval.processor.assembly import ResourceSpansBatch, SpanEntry
 from otel_agent_eval.processor.evaluation_process import ProcessEvaluators
-from otel_agent_eval.processor.pipeline import _records
+from otel_agent_eval.processor.trace_reading import TraceReading
 from otel_agent_eval.processor.workers import EvaluationConfig, engine_for
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -99,7 +98,7 @@ def measure(traces: list[list[SpanEntry]], processes: int) -> dict[str, float]:
         clear_text_caches()  # as cold as a fresh worker: the rounds repeat the same traces
 
         def evaluate(entries: list[SpanEntry]) -> list[Evaluation]:
-            return [engine.evaluate(run) for run in runs_from_records(_records(entries))]
+            return [engine.evaluate(run) for run in TraceReading().runs(entries)]  # as Pipeline._evaluate
 
         threads = 2
     own = time.process_time()
