@@ -47,6 +47,12 @@ class QueueConfig(Component):
         "HTTP 503): memory stays bounded under overload and nothing is dropped.",
         minimum=1,
     )
+    fsync: bool = setting(
+        False,
+        "Sync the inbox to disk at every commit (SQLite synchronous=FULL): an acknowledged request survives a "
+        "power loss or an OS crash, not only a crash of serve. Receivers' requests are group-committed, so one "
+        "sync serves every request that arrived during the one before.",
+    )
     max_stored_traces: int = setting(
         100_000,
         "Evaluated traces kept in the embedded store for `traces`, `show` and `report --store` (their results; "

@@ -137,7 +137,11 @@ class Processor:
         tls = check_config(config)
         prepare_data_dir(config.queue.data_dir)  # 0700, its files 0600
         self._lock = DataDirLock(config.queue.data_dir)  # one processor per data directory
-        self.store = Store(config.queue.data_dir / "agent-eval.sqlite", max_traces=config.queue.max_stored_traces)
+        self.store = Store(
+            config.queue.data_dir / "agent-eval.sqlite",
+            max_traces=config.queue.max_stored_traces,
+            fsync=config.queue.fsync,
+        )
         self.registry = CollectorRegistry()  # one per processor: several can run in one process (tests)
         readers: list[MetricReader] = [PrometheusMetricReader(registry=self.registry)]
         if config.telemetry.metrics_otlp_endpoint:
