@@ -4,11 +4,13 @@ skip to candidate positions, and per-run lookups answered from an index instead 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_agent_eval.evaluate import text
+from otel_agent_eval.evaluate.facts import Corpus
 
 # Texts over the characters the patterns turn on (signs, separators, "#", word and non-word characters, a
 # non-ASCII digit and letter, a newline), so that short random strings hit every boundary case.
@@ -26,3 +28,26 @@ def _spans(pattern: re.Pattern[str], value: str) -> list[tuple[int, int]]:
 @given(_texts)
 def test_number_pattern_matches_as_written(value: str) -> None:
     assert _spans(text._NUMBER, value) == _spans(_NUMBER_AS_WRITTEN, value)
+
+
+# --- the corpus remembers where each value first occurs -------------------------------------------------------
+
+_sources = st.lists(
+    st.tuples(st.integers(min_value=-1, max_value=6), st.text(alphabet="abAB1-\n", max_size=8)), max_size=6
+).map(lambda items: sorted(items, key=lambda item: item[0]))
+
+
+_asks = st.lists(st.tuples(st.text(alphabet="abAB1-", min_size=1, max_size=3), st.integers(-2, 8)), max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_sources, _asks)
+def test_corpus_answers_as_a_bounded_search(sources: list[tuple[int, str]], asks: list[tuple[str, int]]) -> None:
+    corpus = Corpus(sources)
+    for value, index in asks:  # repeated values, in any order of steps: the remembered position serves all
+        before = [i for i, _ in enumerate(sources) if sources[i][0] < index]
+        end = corpus._ends[before[-1]] if before else 0
+        assert corpus.known_before(value, index) == (end > 0 and corpus.text.find(value.lower(), 0, end) >= 0)
+        at = corpus.text.find(value.lower())
+        seen = None if at < 0 else corpus._indices[bisect_left(corpus._ends, at + 1)]
+        assert corpus.first_seen(value) == seen

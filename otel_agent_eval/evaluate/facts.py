@@ -56,7 +56,8 @@ class Corpus:
     """Everything the agent was told, in order, searchable for "was this known before step i?".
 
     Sources are lower-cased and concatenated in step order; the first occurrence of a value tells the
-    earliest step it was known at (one C-speed ``str.find`` per question).
+    earliest step it was known at (one C-speed ``str.find`` per value: it is remembered, since the same
+    identifiers are asked about at every step that names them).
     """
 
     def __init__(self, sources: list[tuple[int, str]]) -> None:
@@ -71,18 +72,30 @@ class Corpus:
             self._ends.append(length)
             self._indices.append(index)
         self.text = "".join(parts)
+        self._first: dict[str, int] = {}  # lower-cased value -> where it first occurs (-1: nowhere)
+
+    def _find(self, needle: str) -> int:
+        at = self._first.get(needle)
+        if at is None:
+            at = self._first[needle] = self.text.find(needle)
+        return at
 
     def first_seen(self, value: str) -> int | None:
         """The index of the earliest step whose source mentions ``value`` (case-insensitive)."""
-        at = self.text.find(value.lower())
+        at = self._find(value.lower())
         if at < 0:
             return None
         return self._indices[bisect_left(self._ends, at + 1)]
 
     def known_before(self, value: str, index: int) -> bool:
-        """Whether a source before step ``index`` mentions ``value`` (the search stops where they end)."""
+        """Whether a source before step ``index`` mentions ``value``: its first occurrence ends before the
+        first source of step ``index`` or later starts (any other occurrence ends later still)."""
         end = self._ends[bisect_left(self._indices, index) - 1] if self._indices and self._indices[0] < index else 0
-        return end > 0 and self.text.find(value.lower(), 0, end) >= 0
+        if end <= 0:
+            return False
+        needle = value.lower()
+        at = self._find(needle)
+        return at >= 0 and at + len(needle) <= end
 
 
 _ID_KEYS = re.compile(r"(^|_)id$")
