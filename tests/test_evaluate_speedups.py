@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_agent_eval.evaluate import text
+from otel_agent_eval.evaluate.detectors import tool_outputs
+from otel_agent_eval.evaluate.detectors.arguments import _leaves
 from otel_agent_eval.evaluate.facts import Corpus
 
 # Texts over the characters the patterns turn on (signs, separators, "#", word and non-word characters, a
@@ -51,3 +55,40 @@ def test_corpus_answers_as_a_bounded_search(sources: list[tuple[int, str]], asks
         at = corpus.text.find(value.lower())
         seen = None if at < 0 else corpus._indices[bisect_left(corpus._ends, at + 1)]
         assert corpus.first_seen(value) == seen
+
+
+# --- walking decoded values --------------------------------------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+def _leaves_as_written(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _leaves_as_written(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaves_as_written(v, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+def _objects_as_written(value: Any) -> Iterator[Mapping[str, Any]]:
+    if isinstance(value, Mapping):
+        yield value
+        for v in value.values():
+            yield from _objects_as_written(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _objects_as_written(v)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_json)
+def test_walks_match_the_recursive_generators(value: Any) -> None:
+    assert _leaves(value) == list(_leaves_as_written(value))
+    assert [id(o) for o in tool_outputs._objects(value)] == [id(o) for o in _objects_as_written(value)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jsonschema
@@ -119,15 +119,30 @@ _MONTHS = (
 _SKIP_KEYS = re.compile(r"(reason|note|comment|message|summary|description|query|text|content|thought)", re.I)
 
 
-def _leaves(value: Any, path: str = "") -> Iterable[tuple[str, Any]]:
-    if isinstance(value, Mapping):
+_SCALARS = (str, int, float, bool, type(None))
+"""The types of JSON's scalar values: neither mappings nor lists, known without asking ``Mapping``'s
+``isinstance`` (an ABC check, the costly part of walking a value)."""
+
+
+def _leaves(value: Any, path: str = "") -> list[tuple[str, Any]]:
+    """Every scalar in ``value`` with its path (``items[0].id``), in order. Built into one list, without a
+    generator per level: arguments and tool results are walked by several detectors."""
+    out: list[tuple[str, Any]] = []
+    _collect_leaves(value, path, out)
+    return out
+
+
+def _collect_leaves(value: Any, path: str, out: list[tuple[str, Any]]) -> None:
+    if type(value) in _SCALARS:
+        out.append((path, value))
+    elif isinstance(value, Mapping):
         for k, v in value.items():
-            yield from _leaves(v, f"{path}.{k}" if path else str(k))
+            _collect_leaves(v, f"{path}.{k}" if path else str(k), out)
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield from _leaves(v, f"{path}[{i}]")
+            _collect_leaves(v, f"{path}[{i}]", out)
     else:
-        yield path, value
+        out.append((path, value))
 
 
 def date_spellings(value: str) -> list[str]:

@@ -11,7 +11,7 @@ from ...model import AgentRun, ToolExecution
 from ..engine import RunContext
 from ..facts import NOT_JSON, decoded_json, is_identifier_key
 from ..findings import Finding
-from .arguments import _leaves
+from .arguments import _SCALARS, _leaves
 
 # How a tool result says that a thing cannot be had: plain English availability words on the object (a
 # boolean flag, or a status), the same for every domain.
@@ -21,14 +21,23 @@ _STATUS = re.compile(r"^(status|state|availability)$", re.IGNORECASE)
 _MAY_SAY_UNAVAILABLE = re.compile(r"false|unavailable|not available|sold.out|out.of.stock")
 
 
-def _objects(value: Any) -> Iterator[Mapping[str, Any]]:
+def _objects(value: Any) -> list[Mapping[str, Any]]:
+    """Every object in a decoded value, outer before inner, in order (one list, no generator per level)."""
+    out: list[Mapping[str, Any]] = []
+    _collect_objects(value, out)
+    return out
+
+
+def _collect_objects(value: Any, out: list[Mapping[str, Any]]) -> None:
+    if type(value) in _SCALARS:  # most values: known not to be containers without an ABC check
+        return
     if isinstance(value, Mapping):
-        yield value
+        out.append(value)
         for v in value.values():
-            yield from _objects(v)
+            _collect_objects(v, out)
     elif isinstance(value, list):
         for v in value:
-            yield from _objects(v)
+            _collect_objects(v, out)
 
 
 def _unavailable(obj: Mapping[str, Any]) -> str | None:
@@ -62,17 +71,23 @@ def _target(arguments: Mapping[str, Any]) -> str | None:
     return next((v for k, v in arguments.items() if isinstance(v, str) and is_identifier_key(k)), None)
 
 
-def _held(results: Mapping[int, Any], target: str, before: int) -> set[str]:
+def _held(results: Mapping[int, Any], target: str, before: int, walked: dict[int, list[Mapping[str, Any]]]) -> set[str]:
     """Every value in the latest result object about ``target`` before step ``before``: what the target
-    already holds (the things a call gives up, as opposed to the things it acquires)."""
-    held: set[str] = set()
+    already holds (the things a call gives up, as opposed to the things it acquires). ``walked``: each
+    result's objects (:func:`_objects`) by step, filled as needed and kept for the run's next calls."""
+    latest: Mapping[str, Any] | None = None
     for index, value in results.items():
         if index >= before:
             break
-        for obj in _objects(value):
-            if any(v == target and is_identifier_key(k) for k, v in obj.items()):
-                held = {str(v) for _, v in _leaves(obj) if isinstance(v, str)}
-    return held
+        objects = walked.get(index)
+        if objects is None:
+            objects = walked[index] = _objects(value)
+        for obj in objects:
+            # ``in`` over the values first (in C): most objects do not hold the target at all.
+            if target in obj.values() and any(v == target and is_identifier_key(k) for k, v in obj.items()):
+                latest = obj
+    # Only the latest object counts: its leaves are read once, not for every earlier one about the target.
+    return {str(v) for _, v in _leaves(latest) if isinstance(v, str)} if latest is not None else set()
 
 
 class MisreadOutputDetector:
@@ -96,12 +111,13 @@ class MisreadOutputDetector:
         ]
         if not unavailable:
             return
+        walked: dict[int, list[Mapping[str, Any]]] = {}  # each result walked once, for every call
         for call in acting:
             assert call.call.arguments is not None
             target = _target(call.call.arguments)
             # What the call acquires: every value it names that its target does not already hold (an item
             # being exchanged away may well be unavailable by now). Read from the results, not from words.
-            held = _held(facts.results_json, target, call.step) if target is not None else set()
+            held = _held(facts.results_json, target, call.step, walked) if target is not None else set()
             values = {
                 v
                 for _, v in _leaves(call.call.arguments)
