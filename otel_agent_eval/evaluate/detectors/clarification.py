@@ -54,11 +54,15 @@ class ClarificationDetector:
                     given[key] = (user.index, call.step, value.lower())
         if not given:
             return
+        # The words naming each detail, read once per argument name rather than for every sentence.
+        names = {key: [w for w in name_words(key) if len(w) >= 2] for key in given}
         for step in run.steps:
             if (
                 not isinstance(step, AssistantMessage)
                 or not step.content
                 or not context.concerns(step.index)
+                # No detail left was used by a call before this step: nothing here can ask for one again.
+                or not any(names[key] and call_step < step.index for key, (_, call_step, _) in given.items())
                 or not _ASK.search(step.content)
             ):
                 continue
@@ -67,7 +71,7 @@ class ClarificationDetector:
                     continue
                 words = set(_WORD.findall(lowered(sentence)))
                 for key, (user_step, call_step, value) in list(given.items()):
-                    needed = [w for w in name_words(key) if len(w) >= 2]
+                    needed = names[key]
                     if call_step >= step.index or not needed or not words.issuperset(needed):
                         continue
                     if value in lowered(sentence):
