@@ -328,6 +328,8 @@ class Pipeline:
 
     def _label(self, pending: PendingTrace, outcome: list[Evaluation] | BaseException) -> list[Evaluation]:
         """Write the evaluations onto the trace's spans (or mark them unevaluated); the evaluations written."""
+        if isinstance(outcome, list) and not outcome:
+            return []  # nothing to write (not evaluated, or no run in the trace): no look at the spans
         spans: dict[str, Span] = {entry.span.span_id.hex(): entry.span for entry in pending.spans}
         try:
             if isinstance(outcome, BaseException):
