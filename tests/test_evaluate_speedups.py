@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_agent_eval.evaluate import text
-from otel_agent_eval.evaluate.detectors import tool_outputs
+from otel_agent_eval.evaluate.detectors import information, tool_outputs
 from otel_agent_eval.evaluate.detectors.arguments import _leaves
 from otel_agent_eval.evaluate.facts import Corpus
 
@@ -92,3 +92,19 @@ def _objects_as_written(value: Any) -> Iterator[Mapping[str, Any]]:
 def test_walks_match_the_recursive_generators(value: Any) -> None:
     assert _leaves(value) == list(_leaves_as_written(value))
     assert [id(o) for o in tool_outputs._objects(value)] == [id(o) for o in _objects_as_written(value)]
+
+
+# --- patterns tried only where a match can begin --------------------------------------------------------------
+
+_amount_texts = st.lists(
+    st.sampled_from(["$", "€", "£", "1", "20", ".", ",", " ", "usd", "USD", "dollars", "eur", "ſ", "a", "_", "٣"]),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_amount_texts)
+def test_amounts_found_at_their_starts_are_finditer_s(value: str) -> None:
+    found = text.finditer_at(information._AMOUNT, information._AMOUNT_START, value)
+    expected = information._AMOUNT.finditer(value)
+    assert [(m.span(), m.groups()) for m in found] == [(m.span(), m.groups()) for m in expected]

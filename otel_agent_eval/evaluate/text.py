@@ -50,6 +50,28 @@ def sentences(text: str) -> Iterator[str]:
             yield sentence
 
 
+def finditer_at(pattern: re.Pattern[str], starts: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    """The matches of ``pattern.finditer(text)``, found by trying ``pattern`` only where ``starts`` matches.
+
+    A pattern that opens with a word boundary or an alternation makes the regex engine try it at every
+    position of the text; ``starts``, one character that opens with a character class, is skipped to in C.
+    ``starts`` must match at every position a match of ``pattern`` can begin at, and ``pattern`` must not
+    match the empty string; where ``starts`` matches and ``pattern`` does not, nothing is lost but time.
+
+    >>> [m.group() for m in finditer_at(re.compile(r"\\b\\d+"), re.compile(r"\\d"), "a1 22 b333")]
+    ['22']
+    """
+    end = 0
+    for candidate in starts.finditer(text):
+        at = candidate.start()
+        if at < end:  # inside the previous match: finditer goes on from its end
+            continue
+        match = pattern.match(text, at)  # look-behinds and \b still see the text before ``at``
+        if match is not None:
+            end = match.end()
+            yield match
+
+
 def plain_statements(text: str, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
     """Matches of a lower-case ``pattern`` in the sentences of ``text`` that are not hedged (conditional,
     negated or questions). The text is lower-cased first, so the matches are lower-case too."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ...model import AgentRun, AssistantMessage, ToolExecution, UserMessage
 from ..engine import RunContext
 from ..facts import Call
 from ..findings import Finding
-from ..text import numbers_in, plain_statements
+from ..text import finditer_at, numbers_in, plain_statements
 from .arguments import _leaves
 
 # Money: "$1,234.50", "1234.50 USD", "USD 12". Plain integers are left alone (counts, years, list numbers).
@@ -17,6 +17,9 @@ _AMOUNT = re.compile(
     r"(?:[$€£]\s?(\d[\d,]*(?:\.\d+)?))|(?:\b(\d[\d,]*\.\d{2})\b)|(?:\b(\d[\d,]*(?:\.\d+)?)\s?(?:usd|dollars|eur|euros)\b)",
     re.IGNORECASE,
 )
+# Where an amount can begin: a currency sign, or a digit not preceded by a word character (the ``\b`` of
+# the other two forms). One character opening with a class: the regex engine skips to it in C.
+_AMOUNT_START = re.compile(r"[$€£\d](?<!\w\d)")
 _DIGIT = re.compile(r"\d")
 # Identifiers the agent quotes: mixed letters and digits (order #W123, HAT001, credit_card_12), e-mails.
 _IDENT = re.compile(
@@ -146,7 +149,7 @@ class WrongInformationDetector:
             text = step.content
             unsupported = []
             has_digit = _DIGIT.search(text) is not None
-            for match in _AMOUNT.finditer(text) if has_digit else ():
+            for match in finditer_at(_AMOUNT, _AMOUNT_START, text) if has_digit else ():
                 if numbers is None:
                     numbers = _Numbers(run)
                 raw = next(g for g in match.groups() if g)
@@ -185,15 +188,21 @@ class WrongInformationDetector:
                 )
             for claim in plain_statements(text, _DONE):
                 verb = next(g for g in claim.groups() if g)
-                found = self._check_claim(context, step, claim.string, verb, corrected_after(step.index))
+                found = self._check_claim(context, step, claim.string, verb, corrected_after)
                 if found is not None:
                     yield found
                     break
 
     def _check_claim(
-        self, context: RunContext, step: AssistantMessage, sentence: str, verb: str, corrected: bool
+        self,
+        context: RunContext,
+        step: AssistantMessage,
+        sentence: str,
+        verb: str,
+        corrected_after: Callable[[int], bool],
     ) -> Finding | None:
-        """A sentence saying ``verb`` was done, against the calls of the tools that carry ``verb``.
+        """A sentence saying ``verb`` was done, against the calls of the tools that carry ``verb``
+        (``corrected_after`` is asked only for a finding: most claims are of a write that went through).
 
         Structural when the tool results contradict it (every such call failed); textual when no such call
         was made at all, or none on the thing the sentence names.
@@ -218,7 +227,7 @@ class WrongInformationDetector:
                 "Do not tell the user an action succeeded when its tool call failed; say what actually happened.",
                 f"{sentence.strip()[:160]!r}, but {last.name} at step {last.step} failed: {error[:120]}",
                 confidence=0.7,
-                recovered=corrected,
+                recovered=corrected_after(step.index),
                 targets=[f"step:{c.step}" for c in relevant] + sorted(named),
             )
         elsewhere = [c for c in calls if c.succeeded]
@@ -236,7 +245,7 @@ class WrongInformationDetector:
             "actually happened.",
             evidence,
             confidence=0.6,
-            recovered=corrected,
+            recovered=corrected_after(step.index),
             textual=True,
             targets=sorted(named),
         )
