@@ -44,8 +44,10 @@ def stem(word: str) -> str:
     return w
 
 
+@lru_cache(maxsize=8192)
 def same_verb(a: str, b: str) -> bool:
-    """Whether two words are the same verb, as far as their stems show.
+    """Whether two words are the same verb, as far as their stems show (cached: every word of every user
+    message is met with the verbs of every tool, and the same words and tools come back run after run).
 
     >>> same_verb("exchanged", "exchange"), same_verb("reservation", "reserve"), same_verb("modified", "modify")
     (True, False, True)
