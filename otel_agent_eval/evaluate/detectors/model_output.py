@@ -18,12 +18,20 @@ class ModelOutputDetector:
 
     def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
         steps = run.steps
+        # The position of the last assistant turn with text or a tool call: a failed turn before it was
+        # followed by a usable one (one pass over the run, not one per turn).
+        last_ok = max(
+            (
+                i
+                for i, s in enumerate(steps)
+                if isinstance(s, AssistantMessage) and (s.tool_calls or (s.content or "").strip())
+            ),
+            default=-1,
+        )
         for i, step in enumerate(steps):
             if not isinstance(step, AssistantMessage) or not context.concerns(step.index):
                 continue
-            later_ok = any(
-                isinstance(s, AssistantMessage) and (s.tool_calls or (s.content or "").strip()) for s in steps[i + 1 :]
-            )
+            later_ok = last_ok > i
             if not step.tool_calls and not (step.content or "").strip():
                 yield context.finding(
                     self.name,
