@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_agent_eval.evaluate import text
-from otel_agent_eval.evaluate.detectors import information, tool_outputs
+from otel_agent_eval.evaluate.detectors import completion, information, tool_outputs
 from otel_agent_eval.evaluate.detectors.arguments import _leaves
 from otel_agent_eval.evaluate.facts import Corpus
 
@@ -108,3 +108,23 @@ def test_amounts_found_at_their_starts_are_finditer_s(value: str) -> None:
     found = text.finditer_at(information._AMOUNT, information._AMOUNT_START, value)
     expected = information._AMOUNT.finditer(value)
     assert [(m.span(), m.groups()) for m in found] == [(m.span(), m.groups()) for m in expected]
+
+
+_PROMISE_AS_WRITTEN = re.compile(
+    r"\b(?:i will|i'll|let me|i am going to|i'm going to)\s+(?:now\s+)?(?:go ahead and\s+)?"
+    r"(?:proceed (?:to|with)\s+)?([a-z]{3,})\b",
+)
+_promise_texts = st.lists(
+    st.sampled_from(
+        ["i", "l", "let", " me", "'ll", " will", " am going to", "'m going to", " ", "\n", "now", "go ahead and",
+         "proceed to", " with", "cancel", "ab", "_", "1", "é", "x", ".", "ı", "İ"]
+    ),
+    max_size=10,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_promise_texts)
+def test_promise_pattern_matches_as_written(value: str) -> None:
+    found = [(m.span(), m.group(1)) for m in completion._PROMISE.finditer(value)]
+    assert found == [(m.span(), m.group(1)) for m in _PROMISE_AS_WRITTEN.finditer(value)]

@@ -13,8 +13,11 @@ from ..text import plain_statements
 
 # "I will / let me / I'm going to <verb>": the verb is any word; which tool carries it is read from the
 # run's own tools (evaluate/actions.py), so "let me check" promises nothing a write must keep.
+# Matched against lower-cased text. As written, ``\b(?:i will|i'll|let me|i am going to|i'm going to)\s+...``
+# makes the regex engine try every position; opening with the first letter ("i" or "l") lets it skip to
+# those in C. The look-behinds then stand for the ``\b`` before that letter and pick the phrases it opens.
 _PROMISE = re.compile(
-    r"\b(?:i will|i'll|let me|i am going to|i'm going to)\s+(?:now\s+)?(?:go ahead and\s+)?"
+    r"[il](?<!\w[il])(?:(?<=i)(?: will|'ll| am going to|'m going to)|(?<=l)et me)\s+(?:now\s+)?(?:go ahead and\s+)?"
     r"(?:proceed (?:to|with)\s+)?([a-z]{3,})\b",
 )
 _WORDS = re.compile(r"[a-z]{4,}")
