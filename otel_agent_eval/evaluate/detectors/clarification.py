@@ -56,13 +56,23 @@ class ClarificationDetector:
             return
         # The words naming each detail, read once per argument name rather than for every sentence.
         names = {key: [w for w in name_words(key) if len(w) >= 2] for key in given}
+
+        def may_ask_again(index: int, content: str) -> bool:
+            """Whether some detail left, used by a call before step ``index``, has every word of its name
+            among the message's words. Each sentence's words are among the message's, so otherwise no
+            sentence of it can ask for one again, and its regex searches are skipped."""
+            due = [names[key] for key, (_, call_step, _) in given.items() if names[key] and call_step < index]
+            if not due:
+                return False
+            words = set(_WORD.findall(content.lower()))
+            return any(words.issuperset(needed) for needed in due)
+
         for step in run.steps:
             if (
                 not isinstance(step, AssistantMessage)
                 or not step.content
                 or not context.concerns(step.index)
-                # No detail left was used by a call before this step: nothing here can ask for one again.
-                or not any(names[key] and call_step < step.index for key, (_, call_step, _) in given.items())
+                or not may_ask_again(step.index, step.content)
                 or not _ASK.search(step.content)
             ):
                 continue
