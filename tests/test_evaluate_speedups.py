@@ -6,15 +6,18 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otel_agent_eval.evaluate import text
+from otel_agent_eval.evaluate import PackLibrary, actions, text
 from otel_agent_eval.evaluate.detectors import completion, information, tool_outputs
 from otel_agent_eval.evaluate.detectors.arguments import _leaves
-from otel_agent_eval.evaluate.facts import Corpus
+from otel_agent_eval.evaluate.facts import Corpus, RunFacts
+from otel_agent_eval.model import AgentRun, ToolDefinition, UserMessage
 
 # Texts over the characters the patterns turn on (signs, separators, "#", word and non-word characters, a
 # non-ASCII digit and letter, a newline), so that short random strings hit every boundary case.
@@ -128,3 +131,32 @@ _promise_texts = st.lists(
 def test_promise_pattern_matches_as_written(value: str) -> None:
     found = [(m.span(), m.group(1)) for m in completion._PROMISE.finditer(value)]
     assert found == [(m.span(), m.group(1)) for m in _PROMISE_AS_WRITTEN.finditer(value)]
+
+
+# --- what is remembered across runs ---------------------------------------------------------------------------
+
+
+def test_tool_verbs_remember_each_verb_and_hand_out_their_own_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    tools = actions.ToolVerbs.of(["cancel_pending_order", "get_order_details", "exchangeItems"], {})
+    first = tools.carrying("cancelled")
+    assert first == {"cancel_pending_order"}
+    first.add("mutated")  # a caller's set is its own: the remembered answer stays
+    assert tools.carrying("cancelled") == {"cancel_pending_order"}
+    monkeypatch.setattr(actions, "_CARRYING_KEPT", 2)
+    for verb in ("exchanged", "found", "cancelling", "exchange"):
+        tools.carrying(verb)
+        assert len(tools._carrying) <= 2  # bounded
+    assert tools.carrying("exchanged") == {"exchangeItems"} and tools.carrying("found") == set()
+
+
+def test_runs_with_the_same_tools_share_their_verbs() -> None:
+    run = AgentRun(
+        steps=(UserMessage(index=0, content="please cancel it"),),
+        tool_definitions=(ToolDefinition(name="cancel_order", description="Cancel an order"),),
+    )
+    policy = PackLibrary.with_builtins(()).policy_for(None).for_tools(run.tool_definitions)
+    a, b = RunFacts(run, policy), RunFacts(replace(run), policy)
+    assert a.tool_verbs is b.tool_verbs
+    other = replace(run, tool_definitions=(ToolDefinition(name="cancel_order", description="Void an order"),))
+    assert RunFacts(other, policy).tool_verbs.verbs == {"cancel_order": ("cancel", "void")}
+    assert a.tool_verbs.verbs == {"cancel_order": ("cancel",)}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 _SPLIT = re.compile(r"[_\-\s./:]+|(?<=[a-z0-9])(?=[A-Z])")
@@ -69,7 +69,14 @@ def same_verb(a: str, b: str) -> bool:
 
 def name_words(name: str) -> list[str]:
     """The words of a tool name: ``get_order_details`` / ``getOrderDetails`` -> get, order, details."""
-    return [w.lower() for w in _SPLIT.split(name) if w and _WORD.fullmatch(w.lower())]
+    return list(_name_words(name))
+
+
+@lru_cache(maxsize=4096)
+def _name_words(name: str) -> tuple[str, ...]:
+    """:func:`name_words`, cached (a tuple, so that no caller can change the cached value): the same tool
+    and argument names come with every run of an agent."""
+    return tuple(w.lower() for w in _SPLIT.split(name) if w and _WORD.fullmatch(w.lower()))
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,9 @@ class ToolVerbs:
     description."""
 
     verbs: Mapping[str, tuple[str, ...]]
+    _carrying: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """:meth:`carrying` remembered per verb (at most :data:`_CARRYING_KEPT`): one ``ToolVerbs`` serves every
+    run with the same tools (see ``facts._tool_verbs``), and their users' words come back run after run."""
 
     @classmethod
     def of(cls, names: Iterable[str], descriptions: Mapping[str, str | None]) -> ToolVerbs:
@@ -96,4 +106,14 @@ class ToolVerbs:
         """The tools whose action ``verb`` names."""
         if len(verb) < 3:
             return set()
-        return {name for name, verbs in self.verbs.items() if any(same_verb(verb, v) for v in verbs)}
+        found = self._carrying.get(verb)
+        if found is None:
+            if len(self._carrying) >= _CARRYING_KEPT:
+                self._carrying.clear()
+            found = self._carrying[verb] = frozenset(
+                name for name, verbs in self.verbs.items() if any(same_verb(verb, v) for v in verbs)
+            )
+        return set(found)  # a set of its own for the caller, as before
+
+
+_CARRYING_KEPT = 4096

@@ -150,7 +150,7 @@ class RunFacts:
         """The verbs naming each tool's action, from the run's tool definitions and the tools it called."""
         descriptions = {t.name: t.description for t in self.run.tool_definitions}
         names = dict.fromkeys([*descriptions, *(c.name for c in self.calls)])
-        return ToolVerbs.of(names, descriptions)
+        return _tool_verbs(tuple(names), tuple(descriptions.items()))
 
     def writes_carrying(self, verb: str) -> frozenset[str]:
         """The state-changing tools whose action ``verb`` names (``"cancelled"`` -> ``{"cancel_order"}``),
@@ -233,6 +233,13 @@ class RunFacts:
                 if obj.get(id_field) == target:
                     found = (step_index, obj)
         return found
+
+
+@lru_cache(maxsize=256)
+def _tool_verbs(names: tuple[str, ...], descriptions: tuple[tuple[str, str | None], ...]) -> ToolVerbs:
+    """:meth:`ToolVerbs.of`, cached by the tools' names and descriptions: every run of an agent brings the
+    same tools. (A ``ToolVerbs`` is frozen and only read, so runs may share one.)"""
+    return ToolVerbs.of(names, dict(descriptions))
 
 
 NOT_JSON = object()
