@@ -160,3 +160,19 @@ def test_runs_with_the_same_tools_share_their_verbs() -> None:
     other = replace(run, tool_definitions=(ToolDefinition(name="cancel_order", description="Void an order"),))
     assert RunFacts(other, policy).tool_verbs.verbs == {"cancel_order": ("cancel", "void")}
     assert a.tool_verbs.verbs == {"cancel_order": ("cancel",)}
+
+
+_claim_texts = st.lists(
+    st.sampled_from(
+        ["has", "have", "had", "i", "we", "'ve", "is", "are", "now", "also", "just", "been", "successfully",
+         "cancelled", "done", "x1", "."]
+    ),
+    max_size=8,
+).map(" ".join)  # fmt: skip
+
+
+@settings(max_examples=5000, deadline=None)
+@given(_claim_texts)
+def test_every_claim_holds_one_of_the_words_it_needs(value: str) -> None:
+    match = information._DONE.search(value)
+    assert match is None or any(n in match.group() for n in information._DONE_NEEDS)

@@ -37,6 +37,10 @@ _DONE = re.compile(
     r"\b(?:is|are) now ([a-z]{3,}ed)\b|"
     r"\bsuccessfully ([a-z]{3,}ed)\b|\b([a-z]{3,}ed) successfully\b"
 )
+# Every form of _DONE holds one of these ("been", "have" or "'ve", "now", "successfully"): a message or a
+# sentence with none of them states nothing done and is not searched (its last form can begin at any word).
+# Keep them in step with _DONE: tests/test_evaluate_speedups.py checks them against its forms.
+_DONE_NEEDS = ("been ", "ve ", "now ", "successfully")
 _CORRECTION = re.compile(
     r"\b(correction|i made a mistake|i apologi[sz]e for the (error|confusion|mistake)|my mistake|"
     r"let me correct|i misspoke)\b",
@@ -186,7 +190,7 @@ class WrongInformationDetector:
                     recovered=corrected_after(step.index),
                     textual=True,
                 )
-            for claim in plain_statements(text, _DONE):
+            for claim in plain_statements(text, _DONE, needs=_DONE_NEEDS):
                 verb = next(g for g in claim.groups() if g)
                 found = self._check_claim(context, step, claim.string, verb, corrected_after)
                 if found is not None:
