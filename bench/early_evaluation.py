@@ -11,8 +11,9 @@ Run from the repository root::
 counts the failures it finds (``agent_eval_early_failures_total``), then evaluates it whole when it is
 complete. Here every recorded run's spans (as ``RunSpanWriter`` writes them, in the order they end) arrive
 ``--every`` spans at a time, with a look after each arrival and the final evaluation at the end, through the
-processor's own ``Pipeline._evaluate_open`` and ``Pipeline._evaluate``. The baseline, "whole trace at each
-look", is what a look did before: every span of the trace so far decoded again and every step judged again.
+processor's own ``Pipeline._evaluate_open`` and ``Pipeline._evaluate``: each span decoded once, each look
+judging the steps new since the last look and those that look judged as new. The baseline, "whole trace at
+each look", is what a look did before: every span of the trace so far decoded again, every step judged again.
 Reported: CPU µs per span for the looks and for the final evaluation, the early failures found (distinct
 (evaluator, mode, step), counted once, as the processor counts them), and whether the final evaluations are
 the same (they must be: only the looks differ).
@@ -114,7 +115,7 @@ def main() -> None:
         store = Store(Path(tmp) / "agent-eval.sqlite")
         engine = Engine(packs=PackLibrary.with_builtins(()))
         pipeline = Pipeline(store, engine, TraceAssembler(), ProcessorMetrics(), downstream=False)
-        variants = {"whole": "whole trace at each look (before)", "now": "each span decoded once (now)"}
+        variants = {"whole": "whole trace at each look (before)", "now": "new spans decoded, new steps judged (now)"}
         results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
         rng = random.Random(1)
         for _ in range(args.rounds):

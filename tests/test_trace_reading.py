@@ -70,18 +70,24 @@ def test_each_span_is_read_once(traces: list[list[SpanEntry]], monkeypatch: pyte
     assert sorted(calls) == sorted(entry.span.span_id.hex() for entry in entries)
 
 
-def test_new_steps_are_those_no_look_has_judged(traces: list[list[SpanEntry]]) -> None:
+def test_each_look_judges_the_new_steps_and_those_the_last_look_found_new(traces: list[list[SpanEntry]]) -> None:
     entries = traces[1]
     reading = TraceReading()
-    judged: list[int] = []
+    judged: dict[int, int] = {}
+    previous: frozenset[int] = frozenset()
     for end in [*range(3, len(entries), 5), len(entries)]:
-        for run in reading.runs(entries[:end]):
-            new = reading.new_steps(run)
-            assert not new & set(judged)  # a step is judged by one look only
-            judged.extend(new)
-            assert reading.new_steps(run) == frozenset()  # the same prefix again: nothing new
+        [run] = reading.runs(entries[:end])
+        before = {s.index for s in run.steps} - set(judged)  # steps no look has judged yet
+        steps = reading.steps_to_judge(run)
+        assert steps == before | previous  # the new ones, and those the last look judged as new
+        for index in steps:
+            judged[index] = judged.get(index, 0) + 1
+        previous = frozenset(before)
+        assert reading.steps_to_judge(run) == previous  # looked at again unchanged: only the last look's new
+        previous = frozenset()  # ...and now nothing is new since, so the next look only adds the next steps
     [run] = reading.runs(entries)
-    assert sorted(judged) == [step.index for step in run.steps]
+    assert sorted(judged) == [step.index for step in run.steps]  # every step judged
+    assert max(judged.values()) <= 2  # by two looks at most, however long the trace
 
 
 def test_a_trace_without_agent_steps_has_no_runs() -> None:

@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "otel_agent_eval.evaluators"
 
+Focus = int | Iterable[int] | None
+"""The steps whose findings are wanted: one step, several, or (``None``) all."""
+
 
 @dataclass
 class RunContext:
@@ -51,25 +54,26 @@ class RunContext:
     run: AgentRun
     policy: ResolvedPolicy
     complete: bool = True
-    focus: int | None = None
-    """Only findings at this step are wanted (an in-loop check of a proposed step): detectors may skip the
-    per-step work for other steps. ``None``: every step."""
+    focus: frozenset[int] | None = None
+    """Only findings at these steps are wanted (an in-loop check of a proposed step; an early look at the
+    steps new since the last one): detectors may skip the per-step work for other steps, and the engine
+    drops findings at other steps. ``None``: every step."""
 
     def concerns(self, step: int) -> bool:
         """Whether findings at ``step`` are wanted."""
-        return self.focus is None or step == self.focus
+        return self.focus is None or step in self.focus
 
     @cached_property
-    def focus_step(self) -> Step | None:
-        """The step at ``focus`` (``None`` without a focus): detectors that judge only some kinds of step can
-        return at once when it is not one of them."""
+    def focus_steps(self) -> tuple[Step, ...] | None:
+        """The steps in ``focus`` (``None`` without a focus): detectors that judge only some kinds of step can
+        return at once when none of them is one."""
         if self.focus is None:
             return None
-        return next((s for s in reversed(self.run.steps) if s.index == self.focus), None)
+        return tuple(s for s in self.run.steps if s.index in self.focus)
 
     def focus_is(self, kind: type[Step]) -> bool:
         """Whether findings at a step of ``kind`` may be wanted (always, without a focus)."""
-        return self.focus is None or isinstance(self.focus_step, kind)
+        return self.focus_steps is None or any(isinstance(s, kind) for s in self.focus_steps)
 
     @cached_property
     def facts(self) -> RunFacts:
@@ -178,11 +182,13 @@ class Engine:
         self.score = score if score is not None or calibration is None else calibration.score
         """How findings become ``failure_score`` (a calibration's combiner; ``None``: the noisy-or)."""
 
-    def context(self, run: AgentRun, *, complete: bool = True, focus: int | None = None) -> RunContext:
+    def context(self, run: AgentRun, *, complete: bool = True, focus: Focus = None) -> RunContext:
         policy = self.packs.policy_for(run.system_instructions).for_tools(run.tool_definitions)
-        return RunContext(run=run, policy=policy, complete=complete, focus=focus)
+        steps = frozenset([focus]) if isinstance(focus, int) else None if focus is None else frozenset(focus)
+        return RunContext(run=run, policy=policy, complete=complete, focus=steps)
 
-    def findings(self, run: AgentRun, *, complete: bool = True, focus: int | None = None) -> list[Finding]:
+    def findings(self, run: AgentRun, *, complete: bool = True, focus: Focus = None) -> list[Finding]:
+        """The findings on ``run`` (``focus``: only those at this step, or these steps)."""
         context = self.context(run, complete=complete, focus=focus)
         out: list[Finding] = []
         for evaluator in self.evaluators:
@@ -201,11 +207,14 @@ class Engine:
                         confidence=1.0,
                     )
                 )
+        if context.focus is not None:
+            out = [f for f in out if f.step in context.focus]
         return self.calibration.apply(out) if self.calibration is not None else out
 
-    def evaluate(self, run: AgentRun, *, complete: bool = True) -> Evaluation:
-        """Evaluate a run (or, with ``complete=False``, the prefix of one that is still going)."""
-        return Evaluation.of(run, self.findings(run, complete=complete), score=self.score)
+    def evaluate(self, run: AgentRun, *, complete: bool = True, focus: Focus = None) -> Evaluation:
+        """Evaluate a run (or, with ``complete=False``, the prefix of one that is still going; with ``focus``,
+        only its findings at these steps: the verdict of an early look at the steps new since the last)."""
+        return Evaluation.of(run, self.findings(run, complete=complete, focus=focus), score=self.score)
 
     def check(self, history: AgentRun, proposed: Step) -> list[Finding]:
         """The findings about ``proposed``, the step the agent is about to take after ``history``."""
@@ -216,4 +225,4 @@ class Engine:
         )
         step = replace(proposed, index=index)
         run = replace(history, steps=(*history.steps, step))
-        return [f for f in self.findings(run, complete=False, focus=index) if f.step == index]
+        return self.findings(run, complete=False, focus=index)

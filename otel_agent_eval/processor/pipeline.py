@@ -368,11 +368,18 @@ class Pipeline:
 
     def _evaluate_open(self, pending: PendingTrace, spans: list[SpanEntry]) -> list[Evaluation]:
         """The runs of a trace that is still open, as far as they went (``complete=False``: rules about how a
-        run ends stay quiet). Only the spans new since the last look are decoded."""
+        run ends stay quiet). Only the spans new since the last look are decoded, and only the steps new since
+        then and those it judged as new are judged (``focus``; see :meth:`TraceReading.steps_to_judge`): a
+        step's findings are those a look at the whole trace would make at it."""
         if self._evaluators is not None:
             return self._evaluators.evaluate(spans, complete=False, timeout=self.evaluation_timeout)
         reading = _reading(pending)
-        return [self.engine.evaluate(run, complete=False) for run in reading.runs(spans)]
+        looks = []
+        for run in reading.runs(spans):
+            steps = reading.steps_to_judge(run)
+            if steps:
+                looks.append(self.engine.evaluate(run, complete=False, focus=steps))
+        return looks
 
     def _evaluate(self, pending: PendingTrace) -> list[Evaluation]:
         started = time.perf_counter()

@@ -5,8 +5,9 @@ when it is complete. Without memory, each look would decode every span of the tr
 attributes to Python values, JSON messages to chat messages): a trace of n spans looked at k times would cost
 n*k span decodings. A :class:`TraceReading` keeps the records and readings of the spans already seen, so each
 look and the final evaluation only decode the spans that arrived since the last one; it also remembers the
-last step of each run already judged, so that an early look judges only the steps new since the one before
-(``Engine.findings(..., focus=...)``).
+last steps each run's looks judged, so that a look judges only the steps new since the one before it and
+the steps that one judged as new (``Engine.evaluate(..., focus=...)``): an open trace is never judged whole
+again, each step is judged by two looks at most.
 
 >>> from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 >>> from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
@@ -44,8 +45,8 @@ class TraceReading:
         self._readings: dict[int, SpanReading] = {}
         self._resources: dict[int, dict[str, object]] = {}
         self._lock = threading.Lock()
-        self.judged: dict[str, int] = {}
-        """Per run (its root span id): the last step index an early look has judged."""
+        self.judged: dict[str, tuple[int, int]] = {}
+        """Per run (its root span id): the last step index the last early look judged, and the one before."""
 
     @property
     def decoded(self) -> int:
@@ -74,11 +75,14 @@ class TraceReading:
         """The runs of the trace as far as ``entries`` go."""
         return runs_from_records(self.records(entries), read=self.read)
 
-    def new_steps(self, run: AgentRun) -> frozenset[int]:
-        """The steps of ``run`` no early look has judged yet; they count as judged from now on."""
+    def steps_to_judge(self, run: AgentRun) -> frozenset[int]:
+        """The steps of ``run`` an early look judges now: those new since the last look, and those the last
+        look judged as new (a finding may rest on the step after it: a tool error the agent did not fix, a
+        repeat that a later call confirms). Each step is judged by at most two looks, whatever the length of
+        the trace; findings at older steps are left to the final evaluation."""
         key = run.root_span_id or ""
-        last = self.judged.get(key, -1)
-        new = frozenset(step.index for step in run.steps if step.index > last)
+        last, before = self.judged.get(key, (-1, -1))
+        steps = frozenset(step.index for step in run.steps if step.index > before)
         if run.steps:
-            self.judged[key] = max(last, max(step.index for step in run.steps))
-        return new
+            self.judged[key] = (max(last, max(step.index for step in run.steps)), last)
+        return steps

@@ -30,9 +30,9 @@ class ClarificationDetector:
     name = "clarification"
 
     def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
-        focused = context.focus_step
-        if context.focus is not None and not (
-            isinstance(focused, AssistantMessage) and focused.content and _ASK.search(focused.content)
+        focused = context.focus_steps
+        if focused is not None and not any(
+            isinstance(s, AssistantMessage) and s.content and _ASK.search(s.content) for s in focused
         ):
             return
         facts = context.facts
@@ -67,11 +67,15 @@ class ClarificationDetector:
             words = set(_WORD.findall(content.lower()))
             return any(words.issuperset(needed) for needed in due)
 
+        last = max(context.focus) if context.focus is not None else None
         for step in run.steps:
+            if last is not None and step.index > last:
+                break  # nothing later changes what is reported at the focused steps
+            # Steps outside the focus are read too: a detail asked for again there is reported there, once,
+            # and not again at a focused step (as a look at the whole run reports it).
             if (
                 not isinstance(step, AssistantMessage)
                 or not step.content
-                or not context.concerns(step.index)
                 or not may_ask_again(step.index, step.content)
                 or not _ASK.search(step.content)
             ):
@@ -86,6 +90,9 @@ class ClarificationDetector:
                         continue
                     if value in lowered(sentence):
                         continue  # reading the value back to check it is not asking for it
+                    given.pop(key)
+                    if not context.concerns(step.index):
+                        continue
                     yield context.finding(
                         self.name,
                         "clarification_failure",
@@ -98,4 +105,3 @@ class ClarificationDetector:
                         recovered=True,
                         textual=True,
                     )
-                    given.pop(key)

@@ -21,14 +21,14 @@ class LoopDetector:
     def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
         if not context.focus_is(AssistantMessage):
             return
-        focused = context.focus_step
+        focused = context.focus_steps
         calls = (
             context.facts.calls
-            if focused is None or (isinstance(focused, AssistantMessage) and focused.tool_calls)
+            if focused is None or any(isinstance(s, AssistantMessage) and s.tool_calls for s in focused)
             else []
         )
-        # With a focus, only repeats of the focused step's calls can be reported at it.
-        wanted = [c for c in calls if c.step == context.focus] if focused is not None else None
+        # With a focus, only repeats of the focused steps' calls can be reported at them.
+        wanted = [c for c in calls if context.concerns(c.step)] if focused is not None else None
         reported: set[tuple[str, str]] = set()
         for call in calls:
             if wanted is not None and not any(w.position > call.position and w.same_request(call) for w in wanted):
@@ -68,9 +68,9 @@ class LoopDetector:
         return not any(isinstance(s, UserMessage) and first.step < s.index < later.step for s in run.steps)
 
     def _repeated_questions(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
-        focused = context.focus_step
-        if focused is not None and not (
-            isinstance(focused, AssistantMessage) and focused.content and "?" in focused.content
+        focused = context.focus_steps
+        if focused is not None and not any(
+            isinstance(s, AssistantMessage) and s.content and "?" in s.content for s in focused
         ):
             return
         seen: dict[str, int] = {}
