@@ -87,7 +87,7 @@ AGENT_EVAL_FAILURE_MODE: Final = "agent_eval.failure.mode"
 AGENT_EVAL_FAILURE_CATEGORY: Final = "agent_eval.failure.category"
 AGENT_EVAL_FAILURE_OUTCOME: Final = "agent_eval.failure.outcome"
 AGENT_EVAL_FAILURE_CRITIQUE: Final = "agent_eval.failure.critique"
-AGENT_EVAL_FAILURE_EVIDENCE_KIND: Final = "agent_eval.failure.evidence_kind"  # structural | textual
+AGENT_EVAL_FAILURE_EVIDENCE_KIND: Final = "agent_eval.failure.evidence_kind"  # structural | textual | judge
 AGENT_EVAL_FAILURE_EVALUATOR: Final = "agent_eval.failure.evaluator"
 AGENT_EVAL_FAILURE_DECIDES: Final = "agent_eval.failure.decides"  # on an event: it decided the outcome
 # On every labelled span (each failure's span and the root's summary): the run's agent. A trace store that

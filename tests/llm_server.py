@@ -80,6 +80,7 @@ class Wire:
     body: bytes = b""
     events: list[bytes] | None = None
     cut_after: int | None = None
+    delay: float = 0.0  # seconds before the answer goes out (a slow model, a timeout to provoke)
 
 
 class Reply(abc.ABC):
@@ -679,6 +680,27 @@ def broken_stream(reply: StreamingReply, after: int) -> BrokenStream:
     return BrokenStream(reply, after)
 
 
+@dataclass(frozen=True)
+class Delayed(Reply):
+    """A reply sent ``seconds`` late (see :func:`delayed`)."""
+
+    reply: Reply
+    seconds: float
+
+    def answers(self) -> str | None:
+        return self.reply.answers()
+
+    def render(self, request: RecordedRequest) -> Wire:
+        wire = self.reply.render(request)
+        wire.delay = self.seconds
+        return wire
+
+
+def delayed(reply: Reply, seconds: float) -> Delayed:
+    """``reply``, sent ``seconds`` after the request came (the request is recorded at once)."""
+    return Delayed(reply, seconds)
+
+
 # ------------------------------------------------------------------------------------------------ server
 
 
@@ -739,6 +761,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(self.llm._answer(request))
 
     def _send(self, wire: Wire) -> None:
+        if wire.delay:
+            time.sleep(wire.delay)
         self.send_response(wire.status)
         for name, value in wire.headers.items():
             self.send_header(name, value)

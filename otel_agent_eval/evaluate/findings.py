@@ -29,11 +29,13 @@ from .taxonomy import TAXONOMY
 
 FailureOutcome = Literal["terminal", "recovered"]
 RunOutcome = Literal["success", "recovered", "terminal"]
-EvidenceKind = Literal["structural", "textual"]
+EvidenceKind = Literal["structural", "textual", "judge"]
 """What a finding rests on. *Structural*: tool results, schemas, the order of steps, call arguments (a tool
 error never fixed, a call that breaks its schema, a precondition a tool result contradicts, a write with no
 user turn to confirm it, a claim of a change whose call failed). *Textual*: natural language read by a
-heuristic (an amount in a sentence, a promise, a question asked twice)."""
+heuristic (an amount in a sentence, a promise, a question asked twice). *Judge*: an evaluation model read
+the run (:class:`~otel_agent_eval.evaluate.judge.LLMJudge`, when one is configured)."""
+EVIDENCE_KINDS: tuple[EvidenceKind, ...] = ("structural", "textual", "judge")
 
 RECOVERED_WEIGHT = 0.25
 """How much a recovered failure counts towards the failure score, relative to a terminal one."""
@@ -99,7 +101,7 @@ class Finding:
             evaluator=str(obj.get("evaluator", "")),
             confidence=float(obj.get("confidence", 1.0)),
             span_id=obj.get("span_id"),
-            evidence_kind="textual" if obj.get("evidence_kind") == "textual" else "structural",
+            evidence_kind=next((k for k in EVIDENCE_KINDS if k == obj.get("evidence_kind")), "structural"),
         )
 
 
@@ -111,7 +113,7 @@ def corroborated(finding: Finding, others: Iterable[Finding]) -> bool:
     for other in others:
         if (
             other is finding
-            or other.evidence_kind != "structural"
+            or other.evidence_kind == "textual"
             or other.evaluator == finding.evaluator
             or other.outcome != "terminal"
             or other.confidence < DECISIVE_CONFIDENCE
@@ -131,16 +133,17 @@ def origin(finding: Finding) -> int:
 
 
 def decides(finding: Finding, others: Iterable[Finding]) -> bool:
-    """Whether a finding decides a run's outcome: confident enough, and structural or corroborated.
+    """Whether a finding decides a run's outcome: confident enough, and structural, a judge's, or corroborated.
 
     A textual finding alone is a suspicion, however confident its detector: the trace alone must let a
-    reviewer accept the verdict.
+    reviewer accept the verdict. A judge's finding (an evaluation model the user configured) decides as a
+    structural one does: its critique and evidence say what in the trace it rests on.
     """
     if not finding.counts:
         return True
     if finding.confidence < DECISIVE_CONFIDENCE:
         return False
-    return finding.evidence_kind == "structural" or corroborated(finding, others)
+    return finding.evidence_kind != "textual" or corroborated(finding, others)
 
 
 ScoreFunction = Callable[[AgentRun, Sequence[Finding], Sequence[Finding]], float]
@@ -158,6 +161,21 @@ def noisy_or_score(run: AgentRun, findings: Sequence[Finding], deciding: Sequenc
         weight = 1.0 if f.outcome == "terminal" else RECOVERED_WEIGHT
         survive *= 1.0 - min(max(f.confidence, 0.0), 1.0) * weight
     return 1.0 - survive
+
+
+def combined_score(
+    run: AgentRun, findings: Sequence[Finding], deciding: Sequence[Finding], score: ScoreFunction
+) -> float:
+    """The failure score of detectors' and a judge's findings together: ``score`` (the calibration's combiner,
+    fitted on the detectors) over the detectors' findings, then a noisy-or with the judge's, each at its
+    confidence (recovered ones at :data:`RECOVERED_WEIGHT`): ``1 - (1 - s) * prod(1 - c * w)``. Without judge
+    findings, ``score`` alone."""
+    judged = [f for f in findings if f.evidence_kind == "judge" and f.counts]
+    if not judged:
+        return score(run, findings, deciding)
+    detected = [f for f in findings if f.evidence_kind != "judge"]
+    value = score(run, detected, [f for f in deciding if f.evidence_kind != "judge"])
+    return 1.0 - (1.0 - value) * (1.0 - noisy_or_score(run, judged, judged))
 
 
 @dataclass(frozen=True)
@@ -181,7 +199,7 @@ class Evaluation:
         recovered = [f for f in deciding if f.outcome == "recovered"]
         app_failed = run.outcome is not None and not run.outcome.success
         outcome: RunOutcome = "terminal" if decisive or app_failed else ("recovered" if recovered else "success")
-        value = 1.0 if app_failed else (score or noisy_or_score)(run, ordered, deciding)
+        value = 1.0 if app_failed else combined_score(run, ordered, deciding, score or noisy_or_score)
         root = min((origin(f) for f in decisive), default=None)
         return cls(
             run=run,

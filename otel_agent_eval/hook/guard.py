@@ -94,7 +94,7 @@ class Guard:
             if f.counts  # the evaluator's own errors say nothing of the step
             and f.outcome == "terminal"
             and f.confidence >= self.min_confidence
-            and (f.evidence_kind == "structural" or corroborated(f, findings))
+            and (f.evidence_kind != "textual" or corroborated(f, findings))
         ]
         verdict = Verdict("revise" if blocking else "allow", tuple(blocking), time.perf_counter() - started)
         _record(verdict)

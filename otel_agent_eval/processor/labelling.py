@@ -1,7 +1,7 @@
 """Evaluation results written onto the spans they are about.
 
 * On each span where a failure is located: ``agent_eval.failure.mode``, ``.category``, ``.outcome``,
-  ``.critique`` and ``.evidence_kind`` (``structural`` or ``textual``) of its most severe failure
+  ``.critique`` and ``.evidence_kind`` (``structural``, ``textual`` or ``judge``) of its most severe failure
   (terminal before recovered, then the most confident), and one ``gen_ai.evaluation.result`` event per
   failure (``gen_ai.evaluation.name`` = the mode, ``gen_ai.evaluation.score.label`` = ``fail``,
   ``gen_ai.evaluation.score.value`` = the confidence, ``gen_ai.evaluation.explanation`` = the critique,
