@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -30,10 +30,17 @@ from .instrument.recorded import RunSpanWriter
 from .model import AgentRun, ToolDefinition
 from .otlp_json import request_to_json
 from .output import BadInput, result_record, write_atomically
-from .processor.command import serve, show, traces
+from .processor.command import component_options, serve, show, traces
 from .processor.deadletter_cli import deadletter
+from .processor.judging import JudgeConfig
 from .report.command import report
 from .tree import render_trace
+
+if TYPE_CHECKING:
+    from .evaluate import Engine
+    from .evaluate.judge import Cascade
+
+judge_options = component_options(JudgeConfig)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -240,6 +247,7 @@ def _check_endpoint(endpoint: str) -> None:
 @pack_options
 @calibration_option
 @strict_option
+@judge_options
 def evaluate(
     inputs: tuple[str, ...],
     output: str | None,
@@ -251,10 +259,13 @@ def evaluate(
     pack: str,
     calibration_file: str | None,
     strict: bool,
+    **judge_settings: Any,
 ) -> None:
     """Evaluate agent runs and write one result per run: outcome, failure score and failures.
 
-    INPUTS are recorded runs (τ-bench, τ², OpenAI messages) or OTLP JSON trace files.
+    INPUTS are recorded runs (τ-bench, τ², OpenAI messages) or OTLP JSON trace files. With --judge, an
+    evaluation model (any OpenAI-compatible endpoint; its key in AGENT_EVAL_JUDGE_API_KEY) judges the runs
+    the detectors leave in doubt, or a sample, or all.
     """
     from .evaluate import Engine, PackLibrary
     from .evaluate.reference import ReferenceEvaluator
@@ -271,6 +282,7 @@ def evaluate(
     engine = (
         Engine([ReferenceEvaluator()], packs=library) if reference else Engine(packs=library, calibration=calibration)
     )
+    cascade = _cascade(judge_settings, engine)
     loader = RunLoader(fmt, tools_file, strict)
     runs = list(loader.runs(inputs))
     if reference:
@@ -285,10 +297,22 @@ def evaluate(
         show = sys.stderr.isatty() and len(runs) > 20
         with click.progressbar(runs, label="evaluating", file=sys.stderr) if show else _plain(runs) as items:
             for run in items:
-                yield json.dumps(result_record(engine.evaluate(run)), ensure_ascii=False)
+                evaluation = cascade.evaluate(run) if cascade is not None else engine.evaluate(run)
+                yield json.dumps(result_record(evaluation), ensure_ascii=False)
 
     written = write_atomically(output, lines())
     loader.summary("evaluated", written, output)
+
+
+def _cascade(settings: dict[str, Any], engine: Engine) -> Cascade | None:
+    """The judge's cascade from ``--judge*`` options (``None``: off); a bad setting exits 2, naming it."""
+    from .processor.judging import cascade_for
+    from .processor.security import StartupError
+
+    try:
+        return cascade_for(JudgeConfig(**settings), engine)
+    except StartupError as exc:
+        raise BadInput(str(exc)) from None
 
 
 @contextmanager

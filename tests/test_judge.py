@@ -268,3 +268,54 @@ def test_the_answer_server_error_body_never_reaches_the_finding(server: LLMServe
     server.script(json_reply({"choices": []}))
     [error] = judged(judge_for(server))
     assert error.mode == "evaluator_error" and "not a chat completion" in error.evidence
+
+
+def test_evaluate_and_report_with_judge_all(server: LLMServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`evaluate --judge all` on an OTLP trace file: the judge's findings on the right steps and spans, in the
+    results; `report` says which findings came from the judge."""
+    from click.testing import CliRunner
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from otel_agent_eval.cli import main
+    from otel_agent_eval.instrument.recorded import RunSpanWriter
+    from otel_agent_eval.otlp_json import request_to_json
+
+    writer = RunSpanWriter()
+    spans = writer.spans(run_of())
+    writer.shutdown()
+    trace = tmp_path / "trace.json"
+    trace.write_text(request_to_json(encode_spans(spans)))
+    step_span = next(s for s in spans if (s.attributes or {}).get("agent_eval.step.index") == 1)
+    # workflow, user_interaction, tool: one call each
+    server.script(answer(finding(1)), answer(finding(3, "wrong_information")), answer())
+    monkeypatch.setenv("AGENT_EVAL_JUDGE_API_KEY", KEY)
+    results = tmp_path / "results.jsonl"
+    judge = ["--judge", "all", "--judge-base-url", server.openai_base_url, "--judge-model", "selene"]
+    invoked = CliRunner().invoke(main, ["evaluate", str(trace), "-o", str(results), *judge])
+    assert invoked.exit_code == 0, invoked.output
+    [result] = [json.loads(line) for line in results.read_text().splitlines()]
+    judged = {(f["mode"], f["step"]) for f in result["failures"] if f["evidence_kind"] == "judge"}
+    assert judged == {("wrong_action", 1), ("wrong_information", 3)}
+    assert result["outcome"] == "terminal" and result["root_cause_step"] == 1
+    at_step_1 = next(f for f in result["failures"] if f["step"] == 1)
+    assert (
+        at_step_1["span_id"] == format(step_span.context.span_id, "016x") and at_step_1["evaluator"] == "judge:selene"
+    )
+    assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in server.requests) and len(server.requests) == 3
+    report = CliRunner().invoke(main, ["report", str(results)])
+    assert report.exit_code == 0, report.output
+    assert "From the judge" in report.output and "judge:selene" in report.output
+    assert KEY not in invoked.output + report.output
+
+
+def test_evaluate_judge_needs_an_endpoint(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from otel_agent_eval.cli import main
+
+    (tmp_path / "x.json").write_text("[]")
+    out = ["-o", str(tmp_path / "r.jsonl")]
+    invoked = CliRunner().invoke(main, ["evaluate", str(tmp_path / "x.json"), *out, "--judge", "all"])
+    assert invoked.exit_code == 2 and "needs --judge-base-url and --judge-model" in invoked.output
+    invoked = CliRunner().invoke(main, ["evaluate", str(tmp_path / "x.json"), *out, "--judge", "most"])
+    assert invoked.exit_code == 2 and "one of off, suspicious, sampled, all" in invoked.output

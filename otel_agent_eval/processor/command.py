@@ -30,8 +30,8 @@ from ..tree import render_trace, step_numbers
 from .export import display
 from .security import StartupError
 from .server import Processor, ServeConfig, check_config
+from .settings import Component, base_type, is_optional
 from .settings import Field as SettingField
-from .settings import base_type, is_optional
 from .store import Store
 from .workers import engine_for
 
@@ -133,12 +133,15 @@ def _click_type(f: SettingField) -> click.ParamType[Any, Any] | None:
     return None  # text
 
 
-def _option(f: SettingField) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _option(f: SettingField, *, envvar: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The click option of a declared setting: its flag, type and range, default and help, all from the one
-    declaration (the environment variable comes from the option's name: ``AGENT_EVAL_QUIET_PERIOD``)."""
+    declaration (the environment variable comes from the option's name, ``AGENT_EVAL_QUIET_PERIOD``: under
+    ``serve`` from its prefix, elsewhere given as ``envvar``)."""
     if f.type is bool:
         name = f.flag[2:]
-        return click.option(f"--{name}/--no-{name}", f.name, default=f.default, show_envvar=True, help=f.spec.help)
+        return click.option(
+            f"--{name}/--no-{name}", f.name, default=f.default, envvar=envvar, show_envvar=True, help=f.spec.help
+        )
     multiple = typing.get_origin(f.type) in (tuple, dict)
     default: Any = f.default
     if multiple:
@@ -151,6 +154,7 @@ def _option(f: SettingField) -> Callable[[Callable[..., Any]], Callable[..., Any
         multiple=multiple,
         metavar=f.spec.metavar,
         show_default=not multiple and f.default is not None,
+        envvar=envvar,
         show_envvar=True,
         help=f.spec.help,
     )
@@ -160,6 +164,18 @@ def _settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for f in reversed(ServeConfig.settings()):  # decorators apply bottom-up: --help lists them in order
         command = _option(f)(command)
     return command
+
+
+def component_options(component: type[Component]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options of one component's settings, for another command than ``serve`` (``evaluate --judge``):
+    the same flags, environment variables, ranges and help."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for f in reversed(component.fields()):
+            command = _option(f, envvar=f.envvar)(command)
+        return command
+
+    return decorate
 
 
 def build_config(settings: dict[str, Any]) -> ServeConfig:

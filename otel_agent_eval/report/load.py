@@ -42,6 +42,8 @@ class FailureRecord:
     evidence: str
     evaluator: str
     confidence: float | None
+    evidence_kind: str = "structural"
+    """``structural``, ``textual`` or ``judge`` (an evaluation model's finding)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -178,6 +180,7 @@ def _failure(fields: _Fields) -> FailureRecord:
         evidence=fields.string("evidence", required=False) or "",
         evaluator=fields.string("evaluator", required=False) or "",
         confidence=fields.number("confidence", required=False, lo=0.0, hi=1.0),
+        evidence_kind=fields.string("evidence_kind", required=False) or "structural",
     )
 
 

@@ -95,6 +95,21 @@ class CritiqueCount:
 
 
 @dataclass(frozen=True)
+class JudgeCount:
+    """What one evaluation model (``judge:<model>``) found: its failures and its own errors, apart."""
+
+    evaluator: str
+    failures: int
+    runs: int
+    terminal: int
+    #: its failures by ``category.mode``, most first
+    modes: tuple[tuple[str, int], ...]
+    #: runs where it could not answer (its ``evaluator_error`` findings)
+    errors: int
+    traces: tuple[TraceRef, ...] = ()
+
+
+@dataclass(frozen=True)
 class FileCount:
     """Outcomes of the runs read from one source file (``source.file``)."""
 
@@ -169,6 +184,8 @@ class Summary:
     suspected_successes: int = 0
     #: failures over time, for runs that say when they were evaluated (the processor's store); else None
     timeline: Timeline | None = None
+    #: what evaluation models found (findings whose evidence kind is ``judge``), by judge, most first
+    judges: tuple[JudgeCount, ...] = ()
 
     def root_cause_median(self) -> float | None:
         steps = [step for step, n in self.root_cause_steps.items() for _ in range(n)]
@@ -347,6 +364,38 @@ def _suspicions(runs: Sequence[RunResult], traces: _Traces) -> list[SuspicionCou
     return rows
 
 
+def _judges(runs: Sequence[RunResult], traces: _Traces) -> list[JudgeCount]:
+    found: dict[str, Counter[str]] = defaultdict(Counter)
+    where: dict[str, set[int]] = defaultdict(set)
+    terminal: dict[str, set[int]] = defaultdict(set)
+    errors: dict[str, set[int]] = defaultdict(set)
+    for number, run in enumerate(runs):
+        for finding in (*run.failures, *run.suspicions):
+            if finding.evidence_kind != "judge" and not finding.evaluator.startswith("judge:"):
+                continue
+            if finding.category == "evaluator":
+                errors[finding.evaluator].add(number)
+                continue
+            found[finding.evaluator][f"{finding.category}.{finding.mode}"] += 1
+            where[finding.evaluator].add(number)
+            if finding.outcome == "terminal":
+                terminal[finding.evaluator].add(number)
+    rows = [
+        JudgeCount(
+            evaluator=name,
+            failures=sum(found[name].values()),
+            runs=len(where[name]),
+            terminal=len(terminal[name]),
+            modes=tuple(found[name].most_common()),
+            errors=len(errors[name]),
+            traces=traces.of(where[name], terminal[name]),
+        )
+        for name in sorted({*found, *errors})
+    ]
+    rows.sort(key=lambda r: (-r.failures, r.evaluator))
+    return rows
+
+
 def _files(runs: Sequence[RunResult]) -> list[FileCount]:
     per_file: dict[str, tuple[dict[RunOutcome, int], list[int]]] = {}
     for run in runs:
@@ -397,4 +446,5 @@ def summarize(
         suspected_runs=len(suspected),
         suspected_successes=sum(run.outcome == "success" for run in suspected),
         timeline=build_timeline(runs),
+        judges=tuple(_judges(runs, traces)),
     )

@@ -393,6 +393,36 @@ def timeline_lines(timeline: Timeline | None, color: bool) -> list[str]:
     return [_title(title, color), *lines]
 
 
+def judges_lines(summary: Summary, color: bool, links: TraceLinks) -> list[str]:
+    """What each evaluation model found (its findings are among the failures above, marked here)."""
+    if not summary.judges:
+        return []
+    rows: list[Row] = [
+        [
+            j.evaluator,
+            str(j.failures),
+            str(j.runs),
+            str(j.terminal),
+            str(j.errors),
+            ", ".join(f"{mode} {n}" for mode, n in j.modes[:4]) or "-",
+        ]
+        for j in summary.judges
+    ]
+    lines = [
+        _title("From the judge: findings of evaluation models (among the failures and suspicions above)", color),
+        *table(
+            ["judge", "findings", "runs", "terminal runs", "runs unanswered", "modes"],
+            rows,
+            align="lrrrrl",
+            color=color,
+        ),
+    ]
+    items = [
+        (f"{j.evaluator} ({j.runs} run{'s' if j.runs != 1 else ''})", j.traces) for j in summary.judges if j.traces
+    ]
+    return [*lines, "", *_traces_lines("Traces the judge found failures in", items, links)] if items else lines
+
+
 def render_text(
     summary: Summary, *, color: bool = False, width: int = CRITIQUE_WIDTH, links: TraceLinks | None = None
 ) -> str:
@@ -410,6 +440,7 @@ def render_text(
         critiques_lines(summary, color, width),
         critique_traces_lines(summary, links, width),
         suspicions_lines(summary, color, links, width),
+        judges_lines(summary, color, links),
         files_lines(summary, color),
         root_cause_lines(summary, color, links),
     ]

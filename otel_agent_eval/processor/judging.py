@@ -1,0 +1,107 @@
+"""The judge stage's configuration: whether and how an evaluation model joins the detectors (``--judge``).
+
+Declared once, like every component: ``serve`` makes its flags, environment variables and ``judge:`` section
+of the config file from it, and so do ``evaluate`` and ``report``. The endpoint's API key is read from
+``AGENT_EVAL_JUDGE_API_KEY`` only (a flag would show it in the process list), and never printed or logged.
+
+>>> JudgeConfig().judge
+'off'
+>>> JudgeConfig(judge="all").validate()
+Traceback (most recent call last):
+...
+otel_agent_eval.processor.security.StartupError: judge.judge 'all' (--judge): needs --judge-base-url and --judge-model
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..evaluate import Engine
+from ..evaluate.judge import JUDGE_MODES, Cascade, CascadeConfig, ChatClient, JudgeEvent, LLMJudge
+from ..evaluate.judge.client import check_base_url
+from .security import StartupError
+from .settings import Component, setting
+
+API_KEY_ENV = "AGENT_EVAL_JUDGE_API_KEY"
+
+
+@dataclass(frozen=True)
+class JudgeConfig(Component):
+    """An evaluation model behind an OpenAI-compatible endpoint, after the detectors, within a budget."""
+
+    section = "judge"
+    judge: str = setting(
+        "off",
+        "Which runs an evaluation model judges after the detectors: off, suspicious (a calibrated failure score "
+        "between --judge-band-low and --judge-band-high), sampled (--judge-sample-rate of runs, by trace id), "
+        "all.",
+    )
+    judge_base_url: str | None = setting(
+        None, "The judge's OpenAI-compatible endpoint (vLLM, Ollama, OpenAI...), e.g. http://localhost:8000/v1."
+    )
+    judge_model: str | None = setting(None, "The judge's model name, as the endpoint knows it.")
+    judge_band_low: float = setting(0.2, "--judge suspicious: the lowest failure score judged.", minimum=0, maximum=1)
+    judge_band_high: float = setting(0.8, "--judge suspicious: the highest failure score judged.", minimum=0, maximum=1)
+    judge_sample_rate: float = setting(0.1, "--judge sampled: the share of runs judged.", minimum=0, maximum=1)
+    judge_calls_per_minute: float = setting(
+        60.0, "Judge calls per minute at most (each run takes one per mode family).", minimum=0, min_open=True
+    )
+    judge_tokens_per_minute: float = setting(
+        200_000.0, "Judge tokens (prompt and answer) per minute at most.", minimum=0, min_open=True
+    )
+    judge_timeout: float = setting(
+        60.0, "Seconds the judge may take on one run, all its calls and retries included.", minimum=0, min_open=True
+    )
+    judge_concurrency: int = setting(4, "Judge calls in flight at most.", minimum=1)
+    judge_max_prompt_tokens: int = setting(
+        6000, "Tokens of a prompt at most (the run is cut to fit: longest tool results first).", minimum=500
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.judge not in JUDGE_MODES:
+            raise StartupError(f"judge.judge {self.judge!r} (--judge): one of {', '.join(JUDGE_MODES)}")
+        if self.judge != "off" and not (self.judge_base_url and self.judge_model):
+            raise StartupError(f"judge.judge {self.judge!r} (--judge): needs --judge-base-url and --judge-model")
+        if self.judge_base_url:
+            try:
+                check_base_url(self.judge_base_url)
+            except ValueError as exc:
+                raise StartupError(f"judge.judge_base_url (--judge-base-url): {exc}") from None
+        if self.judge_band_low > self.judge_band_high:
+            raise StartupError(
+                f"judge.judge_band_low {self.judge_band_low} (--judge-band-low): above --judge-band-high"
+            )
+
+
+def cascade_for(
+    config: JudgeConfig, engine: Engine, on_event: Callable[[JudgeEvent], None] = lambda event: None
+) -> Cascade | None:
+    """The cascade these settings describe (``None`` with ``--judge off``); the key from the environment."""
+    config.validate()
+    if config.judge == "off":
+        return None
+    assert config.judge_base_url is not None and config.judge_model is not None
+    client = ChatClient(
+        config.judge_base_url,
+        config.judge_model,
+        api_key=os.environ.get(API_KEY_ENV) or None,
+        timeout=min(30.0, config.judge_timeout),
+    )
+    judge = LLMJudge(
+        client,
+        budget_tokens=config.judge_max_prompt_tokens,
+        concurrency=config.judge_concurrency,
+        run_timeout=config.judge_timeout,
+        on_event=on_event,
+    )
+    cascade_config = CascadeConfig(
+        mode=config.judge,  # type: ignore[arg-type]  # checked by validate()
+        band=(config.judge_band_low, config.judge_band_high),
+        sample_rate=config.judge_sample_rate,
+        calls_per_minute=config.judge_calls_per_minute,
+        tokens_per_minute=config.judge_tokens_per_minute,
+    )
+    return Cascade(engine, judge, cascade_config, on_event=on_event)
