@@ -50,6 +50,7 @@ OP_GENERATE_CONTENT: Final = "generate_content"
 OP_INVOKE_AGENT: Final = "invoke_agent"
 OP_CREATE_AGENT: Final = "create_agent"
 OP_EXECUTE_TOOL: Final = "execute_tool"
+OP_EVALUATION: Final = "evaluation"  # our follow-up span of a judge's findings (the open proposal for evaluation spans)
 MODEL_OPERATIONS: Final = frozenset({OP_CHAT, OP_TEXT_COMPLETION, OP_GENERATE_CONTENT})
 SERVICE_NAME: Final = "service.name"  # a resource attribute: the agent of a run without an agent span
 

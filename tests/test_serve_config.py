@@ -193,10 +193,15 @@ def test_every_declared_setting_is_a_flag_an_env_var_and_a_key(monkeypatch: pyte
         assert f.name in options and f.flag in options[f.name].opts[0], (f.flag, options.get(f.name))
         assert f"{f.section}.{f.name}" in keys
     numbers = [f for f in ServeConfig.settings() if f.type in (int, float)]
+
+    def other(f: Any) -> Any:  # another value than the default, in its range
+        top = f.spec.maximum
+        return f.default + 1 if top is None else (f.default + top) / 2
+
     for f in numbers:  # each from its own environment variable, AGENT_EVAL_<NAME>
-        monkeypatch.setenv(f"AGENT_EVAL_{f.name.upper()}", str(f.default + 1))
+        monkeypatch.setenv(f"AGENT_EVAL_{f.name.upper()}", str(other(f)))
     params = serve.make_context("serve", []).params
-    assert {f.name: params[f.name] for f in numbers} == {f.name: f.default + 1 for f in numbers}
+    assert {f.name: params[f.name] for f in numbers} == {f.name: other(f) for f in numbers}
 
 
 def _generated(table: str) -> str:
@@ -223,6 +228,7 @@ def test_every_declared_metric_is_exposed() -> None:
     try:
         metrics.agent("shop")  # an agent's series start at 0
         metrics.duration.record(0.1)
+        metrics.judge_duration.record(1.5)  # a histogram shows once it has a value
         metrics.deadletters.add(1, {"reason": "INVALID_ARGUMENT"})  # a reason is known at its first dead letter
         exposed = generate_latest(registry).decode()
     finally:

@@ -131,6 +131,8 @@ class PendingTrace:
     reading: TraceReading | None = None
     """Its spans as decoded so far (made by the first look at it): looks and the final evaluation decode each
     span once."""
+    judge_submitted: bool = False
+    """Its runs were offered to the judge (once, however often it is handed on)."""
     labelled: list[Any] | None = None
     """Once its spans are labelled, its evaluations: a trace handed on again (after a store error) is neither
     evaluated nor labelled twice (labels would repeat their events, and the metrics count twice)."""

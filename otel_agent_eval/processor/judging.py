@@ -17,10 +17,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+
+from .. import semconv as sc
 from ..evaluate import Engine
+from ..evaluate.findings import Evaluation, Finding
 from ..evaluate.judge import JUDGE_MODES, Cascade, CascadeConfig, ChatClient, JudgeEvent, LLMJudge
 from ..evaluate.judge.client import check_base_url
+from ..ingest.span_record import key_value
+from .labelling import event_attributes
 from .security import StartupError
 from .settings import Component, setting
 
@@ -105,3 +113,84 @@ def cascade_for(
         tokens_per_minute=config.judge_tokens_per_minute,
     )
     return Cascade(engine, judge, cascade_config, on_event=on_event)
+
+
+JUDGE_SCOPE = "otel_agent_eval.judge"
+
+
+def judged_findings(before: Evaluation, after: Evaluation) -> list[Finding]:
+    """The findings the judge added to the detectors' (its own errors included)."""
+    return [f for f in after.findings if f not in before.findings]
+
+
+def follow_up_request(
+    before: Evaluation,
+    after: Evaluation,
+    *,
+    judge: str,
+    started_ns: int,
+    ended_ns: int,
+    agent_label: str,
+    span_id: bytes | None = None,
+) -> ExportTraceServiceRequest | None:
+    """The judge's findings on a run as one more span of its trace: an ``evaluation`` span under the run's root,
+    linked to the spans it judged, with one ``gen_ai.evaluation.result`` event per finding (the same event the
+    detectors' labels carry) and the run's verdict with them. ``None`` when the judge added nothing.
+
+    Why a span, not attributes on the judged spans: those were handed on with the detectors' labels before the
+    judge answered (a trace store does not take changes to a span it holds). The GenAI conventions' evaluation
+    event SHOULD be parented to the span it evaluates, which this span's links name instead; the open proposal
+    for evaluation spans names the operation ``evaluation``, as here.
+    """
+    added = judged_findings(before, after)
+    run = after.run
+    if not added or run.trace_id is None or len(run.trace_id) != 32:
+        return None
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.append(key_value(sc.SERVICE_NAME, "otel-agent-eval"))
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name = JUDGE_SCOPE
+    span = scope_spans.spans.add(
+        trace_id=bytes.fromhex(run.trace_id),
+        span_id=span_id or os.urandom(8),
+        name=f"{sc.OP_EVALUATION} {judge}",
+        kind=ProtoSpan.SPAN_KIND_INTERNAL,
+        start_time_unix_nano=started_ns,
+        end_time_unix_nano=max(ended_ns, started_ns),
+    )
+    if run.root_span_id and len(run.root_span_id) == 16:
+        span.parent_span_id = bytes.fromhex(run.root_span_id)
+    deciding = [f for f in after.failures if f.counts]
+    attributes: dict[str, Any] = {
+        sc.GEN_AI_OPERATION_NAME: sc.OP_EVALUATION,
+        sc.GEN_AI_EVALUATION_NAME: judge,
+        sc.AGENT_EVAL_FAILURE_EVALUATOR: judge,
+        sc.AGENT_EVAL_TRACE_OUTCOME: after.outcome,
+        sc.AGENT_EVAL_TRACE_FAILURE_SCORE: after.failure_score,
+        sc.AGENT_EVAL_TRACE_FAILURES: len(deciding),
+        sc.AGENT_EVAL_AGENT_LABEL: agent_label,
+    }
+    if run.agent_name:
+        attributes[sc.AGENT_EVAL_AGENT_NAME] = run.agent_name
+    worst = max((f for f in added if f.counts), key=lambda f: (f.outcome == "terminal", f.confidence), default=None)
+    if worst is not None:
+        attributes.update(
+            {
+                sc.AGENT_EVAL_FAILURE_MODE: worst.mode,
+                sc.AGENT_EVAL_FAILURE_CATEGORY: worst.category,
+                sc.AGENT_EVAL_FAILURE_OUTCOME: worst.outcome,
+                sc.AGENT_EVAL_FAILURE_CRITIQUE: worst.critique,
+                sc.AGENT_EVAL_FAILURE_EVIDENCE_KIND: worst.evidence_kind,
+            }
+        )
+    span.attributes.extend(key_value(k, v) for k, v in attributes.items())
+    linked: set[str] = set()
+    for finding in added:
+        event = span.events.add(name=sc.EVENT_GEN_AI_EVALUATION_RESULT, time_unix_nano=max(ended_ns, started_ns))
+        event.attributes.extend(event_attributes(finding))
+        if finding.span_id and len(finding.span_id) == 16 and finding.span_id not in linked:
+            linked.add(finding.span_id)
+            link = span.links.add(trace_id=span.trace_id, span_id=bytes.fromhex(finding.span_id))
+            link.attributes.append(key_value(sc.AGENT_EVAL_STEP_INDEX, finding.step))
+    return request

@@ -39,7 +39,8 @@ def set_attributes(span: Span, attributes: dict[str, Any]) -> None:
     span.attributes.extend(key_value(k, v) for k, v in attributes.items())
 
 
-def _event_attributes(finding: Finding) -> list[KeyValue]:
+def event_attributes(finding: Finding) -> list[KeyValue]:
+    """The attributes of a finding's ``gen_ai.evaluation.result`` event."""
     return [
         key_value(sc.GEN_AI_EVALUATION_NAME, finding.mode),
         key_value(sc.GEN_AI_EVALUATION_SCORE_LABEL, "fail"),
@@ -89,7 +90,7 @@ def label_spans(spans_by_id: dict[str, Span], evaluation: Evaluation, agent_labe
         )
         for finding in findings:
             span.events.add(
-                time_unix_nano=now, name=sc.EVENT_GEN_AI_EVALUATION_RESULT, attributes=_event_attributes(finding)
+                time_unix_nano=now, name=sc.EVENT_GEN_AI_EVALUATION_RESULT, attributes=event_attributes(finding)
             )
     if root is not None:
         failures = [f for f in evaluation.failures if f.counts]

@@ -16,6 +16,7 @@ mode, an outcome; never a trace id, a user or message text.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +28,9 @@ from opentelemetry.sdk.resources import Resource
 
 from .. import __version__
 from ..evaluate.findings import Evaluation
+from ..evaluate.judge import JudgeEvent
+from ..evaluate.judge.client import FailureReason
+from ..evaluate.judge.prompts import FAMILIES
 from ..evaluate.taxonomy import TAXONOMY
 from .agent_labels import DEFAULT_MAX_AGENTS, AgentLabels
 from .security import check_endpoint
@@ -79,6 +83,16 @@ class Metric:
         return name + "_total" if self.instrument == "counter" else name
 
 
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0)
+"""Histogram boundaries of durations in seconds: the semantic conventions' advice (the SDK's default ones,
+0 to 10,000, are meant for milliseconds: every evaluation would fall in the first bucket, and a quantile read
+from the buckets would say 2.5 s for any), with 30 and 60 s for a judge's calls."""
+
+JUDGE_REASONS = ("all", "suspicious", "sampled")
+"""Why the cascade sent a run to the judge (``agent_eval_judge_runs_total{reason}``)."""
+JUDGE_FAILURES = (*typing.get_args(FailureReason), "bad_answer")
+"""Why a judge call gave no usable answer (``agent_eval_judge_errors_total{reason}``)."""
+
 RELEASE_REASONS = ("span_limit", "trace_limit", "max_wait", "shutdown")
 """Why a trace was evaluated before it was complete (``agent_eval_traces_released_early_total{reason}``)."""
 
@@ -118,6 +132,38 @@ METRICS: dict[str, Metric] = {
             "counter",
             "Recovered failures at steps the in-loop guard sent back: failures the hook turned around.",
             ("mode", "agent"),
+        ),
+        Metric(
+            "agent_eval.judge.runs",
+            "counter",
+            "Runs the cascade sent to the judge, by why: all, suspicious (score in the band), sampled.",
+            ("reason",),
+        ),
+        Metric(
+            "agent_eval.judge.calls",
+            "counter",
+            "Calls to the judge's endpoint that answered, by mode family.",
+            ("family",),
+        ),
+        Metric(
+            "agent_eval.judge.tokens",
+            "counter",
+            "Tokens of the judge's calls, by kind (prompt, completion).",
+            ("kind",),
+        ),
+        Metric("agent_eval.judge.duration", "histogram", "Time of one judge call that answered.", unit="s"),
+        Metric(
+            "agent_eval.judge.errors",
+            "counter",
+            "Judge calls with no usable answer, by reason (timeout, connection, rate_limited, server_error, refused, "
+            "bad_response, bad_answer): the detectors' verdict stands.",
+            ("reason",),
+        ),
+        Metric("agent_eval.judge.cache_hits", "counter", "Judge questions answered from the cache (no call)."),
+        Metric(
+            "agent_eval.judge.budget_refusals",
+            "counter",
+            "Runs not judged because the budget of calls or tokens per minute was spent.",
         ),
         Metric(
             "agent_eval.deadletters",
@@ -166,7 +212,12 @@ class ProcessorMetrics:
         self.traces = counter("agent_eval.traces")
         self.failures = counter("agent_eval.failures")
         duration = METRICS["agent_eval.evaluation.duration"]
-        self.duration = meter.create_histogram(duration.name, unit=duration.unit, description=duration.help)
+        self.duration = meter.create_histogram(
+            duration.name,
+            unit=duration.unit,
+            description=duration.help,
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
         self.spans_received = counter("agent_eval.spans.received")
         self.spans_exported = counter("agent_eval.spans.exported")
         self.export_failures = counter("agent_eval.export.failures")
@@ -178,6 +229,28 @@ class ProcessorMetrics:
         self.guard_recoveries = counter("agent_eval.guard.recoveries")
         self.refused = counter("agent_eval.spans.refused")
         self.evaluation_errors = counter("agent_eval.evaluation.errors")
+        self.judge_runs = counter("agent_eval.judge.runs")
+        self.judge_calls = counter("agent_eval.judge.calls")
+        self.judge_tokens = counter("agent_eval.judge.tokens")
+        judge_duration = METRICS["agent_eval.judge.duration"]
+        self.judge_duration = meter.create_histogram(
+            judge_duration.name,
+            unit=judge_duration.unit,
+            description=judge_duration.help,
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.judge_errors = counter("agent_eval.judge.errors")
+        # At 0 from the start, each label value, as the other counters (an alert on judge errors sees the first).
+        for reason in JUDGE_REASONS:
+            self.judge_runs.add(0, {"reason": reason})
+        for family in FAMILIES:
+            self.judge_calls.add(0, {"family": family})
+        for kind in ("prompt", "completion"):
+            self.judge_tokens.add(0, {"kind": kind})
+        for failure in JUDGE_FAILURES:
+            self.judge_errors.add(0, {"reason": failure})
+        self.judge_cache_hits = counter("agent_eval.judge.cache_hits")
+        self.judge_budget_refusals = counter("agent_eval.judge.budget_refusals")
         self._queue_depth = queue_depth
         self._agents: set[str] = set()
         depth = METRICS["agent_eval.queue.depth"]
@@ -218,6 +291,20 @@ class ProcessorMetrics:
                     1, {"mode": finding.mode, "category": finding.category, "outcome": finding.outcome, "agent": agent}
                 )
         self.duration.record(seconds)
+
+    def judge_event(self, event: JudgeEvent) -> None:
+        """What the judge did (:class:`~otel_agent_eval.evaluate.judge.JudgeEvent`), counted."""
+        if event.kind == "call":
+            self.judge_calls.add(1, {"family": event.family})
+            self.judge_tokens.add(event.prompt_tokens, {"kind": "prompt"})
+            self.judge_tokens.add(event.completion_tokens, {"kind": "completion"})
+            self.judge_duration.record(event.seconds)
+        elif event.kind == "error":
+            self.judge_errors.add(1, {"reason": event.reason})
+        elif event.kind == "cache_hit":
+            self.judge_cache_hits.add(1)
+        elif event.kind == "budget_refused":
+            self.judge_budget_refusals.add(1)
 
     def shutdown(self) -> None:
         self.provider.shutdown()

@@ -21,9 +21,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from .. import semconv as sc
 from ..evaluate import Engine
 from ..evaluate.findings import Evaluation
+from ..evaluate.judge import Cascade
 from .assembly import PendingTrace, ResourceSpansBatch, SpanEntry, TraceAssembler, encode_request
 from .evaluation_process import ProcessEvaluators
 from .export import Handoff
+from .judging import follow_up_request, judged_findings
 from .labelling import label_spans, mark_unevaluated
 from .metrics import ProcessorMetrics
 from .settings import Component, setting
@@ -88,6 +90,8 @@ class Pipeline:
         early_interval: float = 0.0,
         processes: int = 0,
         evaluation_config: EvaluationConfig | None = None,
+        cascade: Cascade | None = None,
+        judge_concurrency: int = 4,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -112,6 +116,14 @@ class Pipeline:
         self._evaluators: ProcessEvaluators | None = None
         self._pool = EvaluationPool(processes or workers)
         self._retry: list[PendingTrace] = []  # traces that could not be handed on (a store error): next tick
+        # The judge, after the detectors: its calls wait on a remote model (seconds), so they run on threads of
+        # their own, and the trace is handed on with the detectors' labels before the judge answers.
+        self.cascade = cascade if cascade is not None and cascade.judge is not None else None
+        self._judge_pool = EvaluationPool(judge_concurrency, name="agent-eval-judge") if self.cascade else None
+        self._judging: list[Task[None]] = []
+        self.judge_drain_seconds = (
+            cascade.judge.run_timeout or 10.0 if cascade is not None and cascade.judge is not None else 0.0
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -221,6 +233,13 @@ class Pipeline:
         retry, self._retry = self._retry, []
         self.process_all(retry + self.assembler.ready() + self.assembler.drain())
         self._pool.shutdown()
+        if self._judge_pool is not None:
+            # Judgements in flight get the judge's time limit to finish; past it they are dropped (the traces
+            # went on with the detectors' labels already).
+            deadline = time.monotonic() + self.judge_drain_seconds
+            for task in self._judging:
+                task.wait(max(0.0, deadline - time.monotonic()))
+            self._judge_pool.shutdown()
         if self._evaluators is not None:
             self._evaluators.shutdown()
 
@@ -325,6 +344,67 @@ class Pipeline:
         if evaluations:
             name = next((e.run.agent_name for e in evaluations if e.run.agent_name), None)
             _log_evaluated(pending.trace_id.hex(), evaluations, self.metrics.agent(name))
+            self._judge_later(pending, evaluations)
+
+    # --- the judge, after the detectors ---------------------------------------------------------------------
+
+    def _judge_later(self, pending: PendingTrace, evaluations: list[Evaluation]) -> None:
+        """Send the runs the cascade chooses to the judge; its findings follow as a span of their own."""
+        cascade, pool = self.cascade, self._judge_pool
+        if cascade is None or pool is None or pending.judge_submitted:
+            return
+        chosen = [e for e in evaluations if cascade.wants(e)]
+        pending.judge_submitted = True  # handed on again after a store error: not judged twice
+        if chosen:
+            self._judging = [t for t in self._judging if not t.done()]
+            self._judging.append(pool.submit(self._judge, pending.trace_id, chosen))
+
+    def _judge(self, trace_id: bytes, evaluations: list[Evaluation]) -> None:
+        cascade = self.cascade
+        assert cascade is not None and cascade.judge is not None
+        revised: list[tuple[dict[str, object], dict[str, object]]] = []
+        for before in evaluations:
+            reason = cascade.choose(before.failure_score, before.run.trace_id) or "all"
+            self.metrics.judge_runs.add(1, {"reason": reason})
+            started = time.time_ns()
+            try:
+                after = cascade.judged(before)
+            except Exception:  # a judge that breaks costs its findings only: the detectors' verdict stands
+                logger.exception("trace %s: the judge failed", trace_id.hex())
+                continue
+            agent = self.metrics.agent(after.run.agent_name)
+            request = follow_up_request(
+                before, after, judge=cascade.judge.name, started_ns=started, ended_ns=time.time_ns(), agent_label=agent
+            )
+            if request is None:  # nothing added (or the budget refused it)
+                continue
+            for finding in judged_findings(before, after):
+                if finding.counts and finding in after.failures:
+                    self.metrics.failures.add(
+                        1,
+                        {
+                            "mode": finding.mode,
+                            "category": finding.category,
+                            "outcome": finding.outcome,
+                            "agent": agent,
+                        },
+                    )
+            payload = request.SerializeToString()
+            try:
+                if self.downstream:
+                    self.store.outbox_add(payload, 1)
+                    self.notify()
+                else:
+                    self.store.save_trace(trace_id.hex(), after.run.agent_name, [], payload)
+            except Exception:
+                logger.exception("trace %s: the judge's findings could not be kept", trace_id.hex())
+                continue
+            revised.append((before.to_dict(), after.to_dict()))
+        if revised:
+            try:
+                self.store.revise_results(trace_id.hex(), revised)
+            except Exception:
+                logger.exception("trace %s: the judge's results could not be kept in the store", trace_id.hex())
 
     def _label(self, pending: PendingTrace, outcome: list[Evaluation] | BaseException) -> list[Evaluation]:
         """Write the evaluations onto the trace's spans (or mark them unevaluated); the evaluations written."""
@@ -387,6 +467,8 @@ class Pipeline:
             evaluations = self._evaluators.evaluate(pending.spans, complete=True, timeout=self.evaluation_timeout)
         else:
             evaluations = [self.engine.evaluate(run) for run in _reading(pending).runs(pending.spans)]
+        # The last use of the decoded spans: a trace waiting to be handed on does not hold them.
+        pending.reading = None
         seconds = time.perf_counter() - started
         for evaluation in evaluations:
             self.metrics.record(evaluation, seconds / max(len(evaluations), 1))

@@ -14,6 +14,7 @@ from .agent_labels import AgentLabels
 from .assembly import AssemblyConfig, TraceAssembler
 from .export import ExporterConfig, OutboxExporter, display, sender_for
 from .http_wire import tls_context
+from .judging import JudgeConfig, cascade_for
 from .metrics import ProcessorMetrics, TelemetryConfig
 from .pipeline import Pipeline, QueueConfig
 from .receivers import GrpcReceiver, HttpReceiver, ReceiversConfig
@@ -49,6 +50,7 @@ class ServeConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     exporter: ExporterConfig = field(default_factory=ExporterConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
     COMPONENTS: ClassVar[tuple[type[Component], ...]] = (
         ReceiversConfig,
@@ -57,6 +59,7 @@ class ServeConfig:
         EvaluationConfig,
         ExporterConfig,
         TelemetryConfig,
+        JudgeConfig,
     )
 
     @classmethod
@@ -180,6 +183,8 @@ class Processor:
             offer=lambda handoff: self.exporter.offer(handoff) if self.exporter is not None else False,
             max_spans_in_flight=config.queue.max_spans_in_flight,
             early_interval=config.evaluation.early_evaluation_interval,
+            cascade=cascade_for(config.judge, self.engine, on_event=self.metrics.judge_event),
+            judge_concurrency=config.judge.judge_concurrency,
         )
         self.exporter = (
             OutboxExporter(

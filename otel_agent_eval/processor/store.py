@@ -353,10 +353,7 @@ class Store:
                 agent = agent or row[0]
                 results = json.loads(row[1]) + results
                 spans = bytes(row[2]) + spans  # concatenated protobuf messages merge their repeated fields
-            outcome = _worst((r.get("outcome") for r in results), ("terminal", "recovered", "success"))
-            score = max((float(r.get("failure_score") or 0.0) for r in results), default=None)
-            failures = [f for r in results for f in r.get("failures", ()) if f.get("category") != "evaluator"]
-            modes = sorted({f"{f['outcome']}:{f['category']}.{f['mode']}" for f in failures})
+            outcome, score, failures, modes = _summary(results)
             self._saved += 1
             if self.max_traces is not None and self._saved % _PRUNE_EVERY == 1:
                 self._prune(self.max_traces)
@@ -369,7 +366,7 @@ class Store:
                     agent,
                     outcome,
                     score,
-                    len(failures),
+                    failures,
                     json.dumps(modes),
                     json.dumps(results),
                     spans,
@@ -377,6 +374,25 @@ class Store:
             )
             if from_inbox is not None:
                 self._inbox_done(*from_inbox)
+
+    def revise_results(self, trace_id: str, revised: list[tuple[dict[str, Any], dict[str, Any]]]) -> bool:
+        """Replace results of a kept trace, ``(as kept, revised)`` pairs (a judge's findings added to the
+        detectors'), and its summary columns with them; ``False`` when the trace is no longer kept (pruned).
+        Results added since (a later part of the trace) stay as they are."""
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT result FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
+            if row is None:
+                return False
+            results = json.loads(row[0])
+            for old, new in revised:
+                results = [new if r == old else r for r in results]
+            outcome, score, failures, modes = _summary(results)
+            self._db.execute(
+                "UPDATE traces SET outcome = ?, failure_score = ?, failures = ?, modes = ?, result = ? "
+                "WHERE trace_id = ?",
+                (outcome, score, failures, json.dumps(modes), json.dumps(results), trace_id),
+            )
+            return True
 
     def _prune(self, keep: int) -> None:  # with the lock
         """The oldest evaluated traces beyond ``keep`` leave the store (by time, through its index)."""
@@ -420,6 +436,15 @@ def _ids_clause(ids: list[int] | None) -> tuple[str, tuple[int, ...]]:
     if ids is None:
         return "", ()
     return f" WHERE id IN ({','.join('?' * len(ids))})", tuple(ids)
+
+
+def _summary(results: list[dict[str, Any]]) -> tuple[str | None, float | None, int, list[str]]:
+    """A kept trace's columns from its results: the worst outcome, the highest score, the failures (not the
+    evaluator's own errors) and their ``outcome:category.mode``."""
+    outcome = _worst((r.get("outcome") for r in results), ("terminal", "recovered", "success"))
+    score = max((float(r.get("failure_score") or 0.0) for r in results), default=None)
+    failures = [f for r in results for f in r.get("failures", ()) if f.get("category") != "evaluator"]
+    return outcome, score, len(failures), sorted({f"{f['outcome']}:{f['category']}.{f['mode']}" for f in failures})
 
 
 def _worst(values: Any, order: tuple[str, ...]) -> str | None:

@@ -105,6 +105,11 @@ class Task(Generic[T]):
     def done(self) -> bool:
         return self._done
 
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the task to finish; whether it did."""
+        with self._finished:
+            return self._finished.wait_for(lambda: self._done, timeout)
+
     def result(self) -> T:
         """The result (or the exception raised) of a task that is done."""
         if not self._done:
