@@ -319,3 +319,19 @@ def test_evaluate_judge_needs_an_endpoint(tmp_path: Any) -> None:
     assert invoked.exit_code == 2 and "needs --judge-base-url and --judge-model" in invoked.output
     invoked = CliRunner().invoke(main, ["evaluate", str(tmp_path / "x.json"), *out, "--judge", "most"])
     assert invoked.exit_code == 2 and "one of off, suspicious, sampled, all" in invoked.output
+
+
+def test_the_judge_quality_benchmark_runs_against_an_endpoint(server: LLMServer, capsys: Any) -> None:
+    """bench/judge_quality.py, one run a file, against the local server: the table comes out, calls counted."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import judge_quality
+
+    server.script(*[answer() for _ in range(9)])  # 3 files x 1 run x 3 families; the cascade's are cached
+    code = judge_quality.main(["--judge-base-url", server.openai_base_url, "--judge-model", "selene", "--limit", "1"])
+    out = capsys.readouterr().out
+    assert code == 0 and "| judge alone | 3 |" in out and "| cascade | 3 |" in out
+    assert "cache hits: 9" in out and len(server.requests) == 9
