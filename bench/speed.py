@@ -139,10 +139,13 @@ class gc_off:
 
 def clear_text_caches() -> None:
     """Empty the evaluator's caches keyed by text (what a run seen for the first time finds)."""
-    from otel_agent_eval.evaluate import facts, text
+    from otel_agent_eval.evaluate import actions, facts, text
     from otel_agent_eval.evaluate.detectors import tool_outputs
 
-    for cache in (facts.decoded_json, text.lowered, text.refuses, text.numbers_in, tool_outputs._unavailable_in):
+    # Every cache across runs, those keyed by the tools too (an agent never seen brings tools never seen).
+    caches = (facts.decoded_json, facts._tool_verbs, text.lowered, text.refuses, text.numbers_in)
+    caches += (tool_outputs._unavailable_in, actions.stem, actions.same_verb, actions._name_words)
+    for cache in caches:
         cache.cache_clear()
 
 
