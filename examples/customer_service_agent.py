@@ -10,6 +10,10 @@ the model corrects the call.
 
 Set OPENAI_BASE_URL (and OPENAI_API_KEY, OPENAI_MODEL) to use any OpenAI-compatible chat-completions endpoint
 instead of the scripted model, and OTEL_EXPORTER_OTLP_ENDPOINT to send the trace to `otel-agent-eval serve`.
+Give the guard an evaluation model too, after its detectors, with a latency budget (fail-open past it):
+
+    AGENT_EVAL_JUDGE_API_KEY=... python examples/customer_service_agent.py \
+        --judge-base-url http://localhost:8000/v1 --judge-model my-judge --judge-budget 2
 """
 
 from __future__ import annotations
@@ -116,6 +120,9 @@ def remote_model(messages: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-guard", action="store_true", help="run without the in-loop guard")
+    parser.add_argument("--judge-base-url", default=os.environ.get("AGENT_EVAL_JUDGE_BASE_URL"))
+    parser.add_argument("--judge-model", default=os.environ.get("AGENT_EVAL_JUDGE_MODEL"))
+    parser.add_argument("--judge-budget", type=float, default=2.0, help="seconds the judge may take on a step")
     args = parser.parse_args()
     model = remote_model if os.environ.get("OPENAI_BASE_URL") else scripted_model
 
@@ -126,7 +133,14 @@ def main() -> None:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    guard = None if args.no_guard else OpenAILoopGuard(Guard(tools=TOOLS, policy=POLICY))
+    judge = None
+    if args.judge_base_url and args.judge_model:
+        from otel_agent_eval.evaluate.judge import ChatClient, LLMJudge
+
+        key = os.environ.get("AGENT_EVAL_JUDGE_API_KEY")
+        judge = LLMJudge(ChatClient(args.judge_base_url, args.judge_model, api_key=key, retries=0))
+    checker = Guard(tools=TOOLS, policy=POLICY, judge=judge, judge_budget=args.judge_budget)
+    guard = None if args.no_guard else OpenAILoopGuard(checker)
 
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": POLICY},

@@ -335,3 +335,62 @@ def test_the_judge_quality_benchmark_runs_against_an_endpoint(server: LLMServer,
     out = capsys.readouterr().out
     assert code == 0 and "| judge alone | 3 |" in out and "| cascade | 3 |" in out
     assert "cache hits: 9" in out and len(server.requests) == 9
+
+
+def test_the_guard_sends_back_what_the_judge_finds_at_the_proposed_step(server: LLMServer) -> None:
+    from otel_agent_eval import Guard
+
+    run = run_of()
+    history, proposed = replace_steps(run, 1), run.steps[1]
+    server.script(answer(finding(1)))
+    guard = Guard(tools=TOOLS, judge=judge_for(server))
+    verdict = guard.check(history, proposed)
+    assert verdict.action == "revise" and verdict.critique == finding(1)["critique"]
+    assert [f.evidence_kind for f in verdict.findings] == ["judge"]
+    server.script(answer(finding(0, "missing_action")))  # about another step: not the proposed one's fault
+    assert Guard(tools=TOOLS, judge=judge_for(server)).check(history, proposed).action == "allow"  # a fresh cache
+
+
+def test_the_guards_judge_has_a_latency_budget_and_fails_open(server: LLMServer) -> None:
+    import time
+
+    from otel_agent_eval import Guard
+
+    run = run_of()
+    history, proposed = replace_steps(run, 1), run.steps[1]
+    server.script(delayed(answer(finding(1)), 3.0))
+    guard = Guard(tools=TOOLS, judge=judge_for(server, retries=0), judge_budget=0.3)
+    started = time.monotonic()
+    verdict = guard.check(history, proposed)
+    assert verdict.action == "allow" and time.monotonic() - started < 2.5  # not the 3 s the judge takes
+    server.script(delayed(answer(finding(1)), 3.0))
+    closed = Guard(tools=TOOLS, judge=judge_for(server, retries=0), judge_budget=0.3, judge_fail_closed=True)
+    verdict = closed.check(history, proposed)
+    assert verdict.action == "revise" and "could not be checked" in verdict.critique
+
+
+def replace_steps(run: AgentRun, end: int) -> AgentRun:
+    from dataclasses import replace
+
+    return replace(run, steps=run.steps[:end])
+
+
+def test_the_example_agent_runs_with_a_judge_in_its_guard(server: LLMServer) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    server.script(*[answer() for _ in range(60)])  # the judge finds nothing: the detectors' guard still works
+    env = {**os.environ, "AGENT_EVAL_JUDGE_API_KEY": KEY}
+    env.pop("OPENAI_BASE_URL", None)
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    command = [sys.executable, "examples/customer_service_agent.py", "--judge-base-url", server.openai_base_url]
+    done = subprocess.run(
+        [*command, "--judge-model", "my-judge"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "outcome: recovered" in done.stdout
+    assert server.requests and all(r.body["model"] == "my-judge" for r in server.requests)
+    assert KEY not in done.stdout + done.stderr

@@ -218,11 +218,13 @@ class Engine:
 
     def check(self, history: AgentRun, proposed: Step) -> list[Finding]:
         """The findings about ``proposed``, the step the agent is about to take after ``history``."""
-        index = (
-            proposed.index
-            if proposed.index > (history.steps[-1].index if history.steps else -1)
-            else (history.steps[-1].index + 1 if history.steps else 0)
-        )
-        step = replace(proposed, index=index)
-        run = replace(history, steps=(*history.steps, step))
+        run, index = with_proposed(history, proposed)
         return self.findings(run, complete=False, focus=index)
+
+
+def with_proposed(history: AgentRun, proposed: Step) -> tuple[AgentRun, int]:
+    """The run as it would be with ``proposed`` taken after ``history``, and the index of that step (after the
+    history's last, whatever index the step came with)."""
+    last = history.steps[-1].index if history.steps else -1
+    index = proposed.index if proposed.index > last else last + 1
+    return replace(history, steps=(*history.steps, replace(proposed, index=index))), index

@@ -33,7 +33,9 @@ from opentelemetry import trace
 
 from .. import semconv as sc
 from ..evaluate import Engine, Finding, PackLibrary
+from ..evaluate.engine import with_proposed
 from ..evaluate.findings import corroborated
+from ..evaluate.judge import LLMJudge
 from ..ingest.messages import messages_to_steps, parse_openai_message, read_as_said
 from ..model import AgentRun, AssistantMessage, Step, ToolDefinition
 
@@ -72,6 +74,12 @@ class Guard:
     policy: str | None = None
     engine: Engine | None = None
     min_confidence: float = 0.5
+    judge: LLMJudge | None = None
+    """An evaluation model asked about each proposed step after the detectors (see :mod:`..evaluate.judge`)."""
+    judge_budget: float = 2.0
+    """Seconds the judge may take on one check, all its calls included; past it the step is allowed."""
+    judge_fail_closed: bool = False
+    """A judge that cannot answer in time sends the step back (``revise``, no critique) instead of allowing it."""
     _tools: tuple[ToolDefinition, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
@@ -87,6 +95,10 @@ class Guard:
         step = proposed if not isinstance(proposed, Mapping) else self._step(proposed, len(run.steps))
         assert self.engine is not None
         findings = tuple(self.engine.check(run, step))
+        unanswered: Finding | None = None
+        if self.judge is not None:
+            judged, unanswered = self._judged(run, step)
+            findings += judged
         # The processor's rule: words alone suspect, they do not send a step back.
         blocking = [
             f
@@ -96,9 +108,28 @@ class Guard:
             and f.confidence >= self.min_confidence
             and (f.evidence_kind != "textual" or corroborated(f, findings))
         ]
+        if unanswered is not None and self.judge_fail_closed:
+            blocking.append(unanswered)
         verdict = Verdict("revise" if blocking else "allow", tuple(blocking), time.perf_counter() - started)
         _record(verdict)
         return verdict
+
+    def _judged(self, history: AgentRun, proposed: Step) -> tuple[tuple[Finding, ...], Finding | None]:
+        """The judge's findings about the proposed step, within ``judge_budget`` seconds, and, when it could
+        not answer, a finding saying so (the step is then allowed, logged; sent back with
+        ``judge_fail_closed``)."""
+        assert self.judge is not None and self.engine is not None
+        run, index = with_proposed(history, proposed)
+        deadline = time.monotonic() + self.judge_budget
+        found = list(self.judge.judge(run, self.engine.context(run, complete=False), deadline=deadline))
+        errors = [f for f in found if not f.counts]
+        unanswered = None
+        if errors:
+            logger.warning("the guard's judge gave no answer on a step: %s", errors[0].evidence[:200])
+            unanswered = replace(
+                errors[0], step=index, critique="The step could not be checked in time; propose it again."
+            )
+        return tuple(f for f in found if f.counts and f.step == index), unanswered
 
     def _run(self, history: AgentRun | Sequence[Mapping[str, Any]]) -> AgentRun:
         if isinstance(history, AgentRun):

@@ -100,9 +100,13 @@ class LLMJudge:
 
     def evaluate(self, run: AgentRun, context: RunContext) -> Iterator[Finding]:
         """The judge's findings on ``run``, every family asked within ``run_timeout`` seconds in all."""
+        deadline = None if self.run_timeout is None else time.monotonic() + self.run_timeout
+        return self.judge(run, context, deadline=deadline)
+
+    def judge(self, run: AgentRun, context: RunContext, *, deadline: float | None) -> Iterator[Finding]:
+        """The judge's findings on ``run``, no call or wait past ``deadline`` (a ``time.monotonic()`` time)."""
         if not run.steps:
             return
-        deadline = None if self.run_timeout is None else time.monotonic() + self.run_timeout
         for family in self.families:
             yield from self.judge_family(run, context, PROMPTS[family], deadline=deadline)
 
