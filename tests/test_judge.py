@@ -302,9 +302,12 @@ def test_evaluate_and_report_with_judge_all(server: LLMServer, tmp_path: Any, mo
         at_step_1["span_id"] == format(step_span.context.span_id, "016x") and at_step_1["evaluator"] == "judge:selene"
     )
     assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in server.requests) and len(server.requests) == 3
-    report = CliRunner().invoke(main, ["report", str(results)])
+    page = tmp_path / "report.html"
+    report = CliRunner().invoke(main, ["report", str(results), "--html", str(page)])
     assert report.exit_code == 0, report.output
     assert "From the judge" in report.output and "judge:selene" in report.output
+    html = page.read_text()
+    assert '<section id="judges">' in html and "<code>judge:selene</code>" in html
     assert KEY not in invoked.output + report.output
 
 
