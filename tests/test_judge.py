@@ -397,3 +397,29 @@ def test_the_example_agent_runs_with_a_judge_in_its_guard(server: LLMServer) -> 
     assert "outcome: recovered" in done.stdout
     assert server.requests and all(r.body["model"] == "my-judge" for r in server.requests)
     assert KEY not in done.stdout + done.stderr
+
+
+def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else(server: LLMServer) -> None:
+    with LLMServer() as elsewhere:
+        elsewhere.script(answer(finding(1)))
+        server.script(http_error(302, "moved", headers={"location": elsewhere.openai_base_url + "/chat/completions"}))
+        [error] = judged(judge_for(server))
+        assert error.mode == "evaluator_error" and "302" in error.evidence
+        assert elsewhere.requests == []  # the key was not sent to the host the redirect named
+
+
+def test_a_key_a_header_cannot_carry_is_refused_without_being_quoted() -> None:
+    with pytest.raises(ValueError) as refused:
+        ChatClient("http://127.0.0.1:9/v1", "m", api_key=f"{KEY}\r\nx: y")
+    assert KEY not in str(refused.value)
+    assert repr(ChatClient("http://127.0.0.1:9/v1", "m", api_key=f" {KEY}\n")).endswith("api_key=set)")
+
+
+def test_nan_and_oversized_answers_are_not_taken(server: LLMServer) -> None:
+    nan = json.dumps({"findings": [finding(1)]}).replace("0.9", "NaN")
+    server.script(openai_chat(nan, model="selene"), openai_chat(nan, model="selene"))
+    [error] = judged(judge_for(server))
+    assert error.mode == "evaluator_error" and "NaN is not a number JSON allows" in error.evidence
+    server.script(openai_chat("x" * (1 << 20), model="selene"))
+    [error] = judged(judge_for(server))
+    assert error.mode == "evaluator_error" and "bytes" in error.evidence

@@ -69,6 +69,16 @@ def answer_schema(modes: Iterable[str]) -> dict[str, Any]:
     }
 
 
+class _Constant(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity: Python's JSON reads them, JSON does not have them (a NaN confidence passes every
+    range check and then makes the failure score NaN)."""
+    raise _Constant(name)
+
+
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
@@ -81,11 +91,13 @@ def parse_answer(text: str, schema: Mapping[str, Any], *, steps: Set[int]) -> li
     """The findings of an answer, or :class:`BadAnswer` naming the first thing wrong with it."""
     fenced = _FENCE.match(text)  # a model that wraps its JSON in a Markdown fence despite being told not to
     try:
-        data = json.loads(fenced.group(1) if fenced else text)
+        data = json.loads(fenced.group(1) if fenced else text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise BadAnswer(f"not JSON ({exc.msg} at character {exc.pos})") from None
     except RecursionError:  # nested past Python's limit: no answer is shaped like that
         raise BadAnswer("not JSON (nested too deep)") from None
+    except _Constant as exc:
+        raise BadAnswer(f"{exc} is not a number JSON allows") from None
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
     if error is not None:
         message = error.message if len(error.message) <= 200 else error.message[:200] + "…"
@@ -99,7 +111,7 @@ def parse_answer(text: str, schema: Mapping[str, Any], *, steps: Set[int]) -> li
                 step=int(item["step"]),
                 mode=str(item["mode"]),
                 outcome="recovered" if item["outcome"] == "recovered" else "terminal",
-                critique=str(item["critique"]).strip(),
+                critique=str(item["critique"]).strip() or "(no critique given)",
                 evidence=str(item.get("evidence", "")).strip(),
                 confidence=float(item["confidence"]),
             )

@@ -18,6 +18,7 @@ connection
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import random
 import time
@@ -29,6 +30,19 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 FailureReason = Literal["timeout", "connection", "rate_limited", "server_error", "refused", "bad_response"]
+
+MAX_ANSWER_BYTES = 1 << 20
+"""An answer larger than this is not read further (a server need not respect ``max_tokens``)."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is refused, not followed: following it would send the API key to whatever host it names."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 class JudgeUnavailable(Exception):
@@ -86,7 +100,11 @@ class ChatClient:
     ) -> None:
         self.base_url = check_base_url(base_url)
         self.model = model
-        self._api_key = api_key
+        key = (api_key or "").strip()
+        if any(ord(c) < 0x21 or ord(c) == 0x7F for c in key):
+            # Said without the key: an HTTP header cannot carry it, and http.client's error would quote it.
+            raise ValueError("judge API key: holds spaces or control characters")
+        self._api_key = key or None
         self.timeout = timeout
         self.retries = retries
         self.max_retry_wait = max_retry_wait
@@ -155,27 +173,36 @@ class ChatClient:
         )
         started = time.perf_counter()
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                raw = response.read()
+            with _OPENER.open(request, timeout=timeout) as response:
+                raw = response.read(MAX_ANSWER_BYTES + 1)
         except urllib.error.HTTPError as exc:
             status = exc.code
+            try:
+                said = exc.read(4096).decode("utf-8", "replace").lower()
+            except Exception:  # the error's body is only read to tell a refused schema from other refusals
+                said = ""
             exc.close()
             if status == 429:
                 raise _Retry("rate_limited", "the judge answered 429", _retry_after(exc.headers)) from None
             if status >= 500:
                 raise _Retry("server_error", f"the judge answered {status}", _retry_after(exc.headers)) from None
-            if status == 400 and schema is not None and not self._json_schema_refused:
+            refused_schema = "response_format" in said or "json_schema" in said or "schema" in said
+            if status == 400 and schema is not None and not self._json_schema_refused and refused_schema:
                 # A server that knows only response_format json_object (or none) refuses the schema: ask again.
                 self._json_schema_refused = True
                 return self._post(messages, schema, max_tokens, timeout, attempt)
+            if 300 <= status < 400:
+                raise JudgeUnavailable("refused", f"the judge answered {status} (a redirect, not followed)") from None
             raise JudgeUnavailable("refused", f"the judge answered {status}") from None
         except TimeoutError:
             raise _Retry("timeout", f"no answer from the judge in {timeout:.1f}s") from None
-        except (urllib.error.URLError, ConnectionError, OSError) as exc:
+        except (urllib.error.URLError, ConnectionError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, TimeoutError):
                 raise _Retry("timeout", f"no answer from the judge in {timeout:.1f}s") from None
             raise _Retry("connection", f"cannot reach the judge: {type(reason).__name__}") from None
+        if len(raw) > MAX_ANSWER_BYTES:
+            raise JudgeUnavailable("bad_response", f"the judge's answer is over {MAX_ANSWER_BYTES} bytes")
         seconds = time.perf_counter() - started
         return _reply(raw, seconds, attempt, body)
 
@@ -213,7 +240,7 @@ def _reply(raw: bytes, seconds: float, attempts: int, body: Mapping[str, Any]) -
         data = json.loads(raw)
         message = data["choices"][0]["message"]
         content = message.get("content")
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
         raise JudgeUnavailable("bad_response", "the judge's answer is not a chat completion") from None
     if not isinstance(content, str):
         raise JudgeUnavailable("bad_response", "the judge's answer has no text content")
@@ -222,11 +249,18 @@ def _reply(raw: bytes, seconds: float, attempts: int, body: Mapping[str, Any]) -
     completion = usage.get("completion_tokens") if isinstance(usage, dict) else None
     return ChatReply(
         content=content,
-        prompt_tokens=prompt if isinstance(prompt, int) else estimate_tokens(json.dumps(body["messages"])),
-        completion_tokens=completion if isinstance(completion, int) else estimate_tokens(content),
+        prompt_tokens=_count(prompt) or estimate_tokens(json.dumps(body["messages"])),
+        completion_tokens=_count(completion) or estimate_tokens(content),
         seconds=seconds,
         attempts=attempts,
     )
+
+
+def _count(value: Any) -> int | None:
+    """A token count the server reported, if it is one (a positive integer of a sane size)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 40:
+        return value
+    return None
 
 
 def estimate_tokens(text: str) -> int:

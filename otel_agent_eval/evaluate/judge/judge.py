@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +28,8 @@ from ..findings import Finding
 from .answer import BadAnswer, JudgedFinding, answer_schema, parse_answer
 from .client import ChatClient, ChatReply, JudgeUnavailable
 from .prompts import FAMILIES, PROMPTS, Prompt
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,9 @@ class LLMJudge:
                 confidence=1.0,
             )
             return
-        except BadAnswer as exc:
+        except Exception as exc:  # anything else the endpoint's answer provokes: never a crash of the caller
+            if not isinstance(exc, BadAnswer):
+                logger.warning("the judge failed on a run (%s)", type(exc).__name__, exc_info=True)
             self.on_event(JudgeEvent("error", prompt.family, "bad_answer"))
             yield context.finding(
                 self.name,
