@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
@@ -38,7 +39,7 @@ from .tree import render_trace
 
 if TYPE_CHECKING:
     from .evaluate import Engine
-    from .evaluate.judge import Cascade
+    from .evaluate.judge import Cascade, JudgeEvent
 
 judge_options = component_options(JudgeConfig)
 
@@ -282,7 +283,8 @@ def evaluate(
     engine = (
         Engine([ReferenceEvaluator()], packs=library) if reference else Engine(packs=library, calibration=calibration)
     )
-    cascade = _cascade(judge_settings, engine)
+    judged: Counter[str] = Counter()
+    cascade = _cascade(judge_settings, engine, lambda event: judged.update([event.kind]))
     loader = RunLoader(fmt, tools_file, strict)
     runs = list(loader.runs(inputs))
     if reference:
@@ -302,15 +304,22 @@ def evaluate(
 
     written = write_atomically(output, lines())
     loader.summary("evaluated", written, output)
+    if cascade is not None:
+        # Offline, the budget refuses runs as fast as the detectors go: say how many, never silently.
+        click.echo(
+            f"judge: {judged['call']} calls, {judged['cache_hit']} answered from the cache, {judged['error']} "
+            f"without an answer, {judged['budget_refused']} runs not judged (the budget per minute was spent)",
+            err=True,
+        )
 
 
-def _cascade(settings: dict[str, Any], engine: Engine) -> Cascade | None:
+def _cascade(settings: dict[str, Any], engine: Engine, on_event: Callable[[JudgeEvent], None]) -> Cascade | None:
     """The judge's cascade from ``--judge*`` options (``None``: off); a bad setting exits 2, naming it."""
     from .processor.judging import cascade_for
     from .processor.security import StartupError
 
     try:
-        return cascade_for(JudgeConfig(**settings), engine)
+        return cascade_for(JudgeConfig(**settings), engine, on_event)
     except StartupError as exc:
         raise BadInput(str(exc)) from None
 

@@ -309,6 +309,7 @@ def test_evaluate_and_report_with_judge_all(server: LLMServer, tmp_path: Any, mo
     html = page.read_text()
     assert '<section id="judges">' in html and "<code>judge:selene</code>" in html
     assert KEY not in invoked.output + report.output
+    assert "judge: 3 calls, 0 answered from the cache, 0 without an answer, 0 runs not judged" in invoked.stderr
 
 
 def test_evaluate_judge_needs_an_endpoint(tmp_path: Any) -> None:

@@ -161,3 +161,14 @@ def test_without_a_downstream_the_follow_up_is_kept_with_the_trace(
     request = ExportTraceServiceRequest.FromString(row.spans)
     names = [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
     assert "evaluation judge:selene" in names and len(names) == 6
+
+
+def test_the_judge_is_refused_with_worker_processes(tmp_path: Path) -> None:
+    import pytest
+
+    from otel_agent_eval.processor.security import StartupError
+    from otel_agent_eval.processor.server import check_config
+
+    settings = {"judge": "all", "judge_base_url": "http://127.0.0.1:9/v1", "judge_model": "m", "processes": 1}
+    with pytest.raises(StartupError, match="not with --processes"):
+        check_config(config(tmp_path, **settings))

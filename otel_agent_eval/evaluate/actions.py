@@ -116,4 +116,4 @@ class ToolVerbs:
         return set(found)  # a set of its own for the caller, as before
 
 
-_CARRYING_KEPT = 4096
+_CARRYING_KEPT = 512  # per ToolVerbs; with 256 of them cached, 128k entries at most (a multi-tenant serve)

@@ -71,6 +71,13 @@ class RunContext:
             return None
         return tuple(s for s in self.run.steps if s.index in self.focus)
 
+    @property
+    def focus_step(self) -> Step | None:
+        """The one step in focus, for evaluators written when a focus was one step (an in-loop check); ``None``
+        without a focus or with several steps in it (prefer :attr:`focus_steps` and :meth:`concerns`)."""
+        steps = self.focus_steps
+        return steps[0] if steps is not None and len(steps) == 1 else None
+
     def focus_is(self, kind: type[Step]) -> bool:
         """Whether findings at a step of ``kind`` may be wanted (always, without a focus)."""
         return self.focus_steps is None or any(isinstance(s, kind) for s in self.focus_steps)

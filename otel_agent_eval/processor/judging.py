@@ -1,7 +1,7 @@
 """The judge stage's configuration: whether and how an evaluation model joins the detectors (``--judge``).
 
 Declared once, like every component: ``serve`` makes its flags, environment variables and ``judge:`` section
-of the config file from it, and so do ``evaluate`` and ``report``. The endpoint's API key is read from
+of the config file from it, and ``evaluate`` its flags and variables. The endpoint's API key is read from
 ``AGENT_EVAL_JUDGE_API_KEY`` only (a flag would show it in the process list), and never printed or logged.
 
 >>> JudgeConfig().judge
@@ -27,6 +27,7 @@ from ..evaluate import Engine
 from ..evaluate.findings import Evaluation, Finding
 from ..evaluate.judge import JUDGE_MODES, Cascade, CascadeConfig, ChatClient, JudgeEvent, LLMJudge
 from ..evaluate.judge.client import check_base_url
+from ..evaluate.judge.prompts import FAMILIES
 from ..ingest.span_record import key_value
 from .labelling import event_attributes
 from .security import StartupError
@@ -54,10 +55,17 @@ class JudgeConfig(Component):
     judge_band_high: float = setting(0.8, "--judge suspicious: the highest failure score judged.", minimum=0, maximum=1)
     judge_sample_rate: float = setting(0.1, "--judge sampled: the share of runs judged.", minimum=0, maximum=1)
     judge_calls_per_minute: float = setting(
-        60.0, "Judge calls per minute at most (each run takes one per mode family).", minimum=0, min_open=True
+        60.0,
+        "Judge calls a minute the budget allows (a run takes one per mode family, charged before it is judged; "
+        "retries and a second ask are not charged).",
+        minimum=0,
+        min_open=True,
     )
     judge_tokens_per_minute: float = setting(
-        200_000.0, "Judge tokens (prompt and answer) per minute at most.", minimum=0, min_open=True
+        200_000.0,
+        "Judge tokens a minute the budget allows (prompt and answer, estimated before the run is judged).",
+        minimum=0,
+        min_open=True,
     )
     judge_timeout: float = setting(
         60.0, "Seconds the judge may take on one run, all its calls and retries included.", minimum=0, min_open=True
@@ -78,6 +86,11 @@ class JudgeConfig(Component):
                 check_base_url(self.judge_base_url)
             except ValueError as exc:
                 raise StartupError(f"judge.judge_base_url (--judge-base-url): {exc}") from None
+        if self.judge != "off" and self.judge_calls_per_minute < len(FAMILIES):
+            raise StartupError(
+                f"judge.judge_calls_per_minute {self.judge_calls_per_minute:g} (--judge-calls-per-minute): a run "
+                f"takes {len(FAMILIES)} calls (one per mode family); below that no run is ever judged"
+            )
         if self.judge_band_low > self.judge_band_high:
             raise StartupError(
                 f"judge.judge_band_low {self.judge_band_low} (--judge-band-low): above --judge-band-high"
@@ -92,12 +105,15 @@ def cascade_for(
     if config.judge == "off":
         return None
     assert config.judge_base_url is not None and config.judge_model is not None
-    client = ChatClient(
-        config.judge_base_url,
-        config.judge_model,
-        api_key=os.environ.get(API_KEY_ENV) or None,
-        timeout=min(30.0, config.judge_timeout),
-    )
+    try:
+        client = ChatClient(
+            config.judge_base_url,
+            config.judge_model,
+            api_key=os.environ.get(API_KEY_ENV) or None,
+            timeout=min(30.0, config.judge_timeout),
+        )
+    except ValueError as exc:  # the key or the URL; the message never holds the key
+        raise StartupError(f"judge: {exc} ({API_KEY_ENV}, --judge-base-url)") from None
     judge = LLMJudge(
         client,
         budget_tokens=config.judge_max_prompt_tokens,

@@ -21,7 +21,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from .. import semconv as sc
 from ..evaluate import Engine
 from ..evaluate.findings import Evaluation
-from ..evaluate.judge import Cascade
+from ..evaluate.judge import Cascade, JudgeEvent
 from .assembly import PendingTrace, ResourceSpansBatch, SpanEntry, TraceAssembler, encode_request
 from .evaluation_process import ProcessEvaluators
 from .export import Handoff
@@ -121,9 +121,15 @@ class Pipeline:
         self.cascade = cascade if cascade is not None and cascade.judge is not None else None
         self._judge_pool = EvaluationPool(judge_concurrency, name="agent-eval-judge") if self.cascade else None
         self._judging: list[Task[None]] = []
+        # On stop, judgements still running get this long (not the judge's whole time limit: a grace period
+        # of 30 s must leave time for the exporter's drain after it).
         self.judge_drain_seconds = (
-            cascade.judge.run_timeout or 10.0 if cascade is not None and cascade.judge is not None else 0.0
+            min(cascade.judge.run_timeout or 10.0, 10.0) if cascade is not None and cascade.judge is not None else 0.0
         )
+        self._judging_stopped = False
+        self.max_judging = 4 * judge_concurrency
+        """Traces waiting for the judge at most; beyond, a trace is not judged (counted as a budget refusal):
+        a slow endpoint must not make the queue, and the evaluations it holds, grow without end."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -234,11 +240,15 @@ class Pipeline:
         self.process_all(retry + self.assembler.ready() + self.assembler.drain())
         self._pool.shutdown()
         if self._judge_pool is not None:
-            # Judgements in flight get the judge's time limit to finish; past it they are dropped (the traces
-            # went on with the detectors' labels already).
+            # Judgements in flight get a bounded time to finish; past it those not started are cancelled and
+            # those running write nothing more (the traces went on with the detectors' labels already).
             deadline = time.monotonic() + self.judge_drain_seconds
             for task in self._judging:
                 task.wait(max(0.0, deadline - time.monotonic()))
+            self._judging_stopped = True
+            for task in self._judging:
+                if task.started is None:
+                    task.cancel()
             self._judge_pool.shutdown()
         if self._evaluators is not None:
             self._evaluators.shutdown()
@@ -342,9 +352,12 @@ class Pipeline:
             )
             self.metrics.spans_exported.add(len(pending.spans))
         if evaluations:
-            name = next((e.run.agent_name for e in evaluations if e.run.agent_name), None)
-            _log_evaluated(pending.trace_id.hex(), evaluations, self.metrics.agent(name))
-            self._judge_later(pending, evaluations)
+            try:  # the trace is handed on: nothing after this may send it round again
+                name = next((e.run.agent_name for e in evaluations if e.run.agent_name), None)
+                _log_evaluated(pending.trace_id.hex(), evaluations, self.metrics.agent(name))
+                self._judge_later(pending, evaluations)
+            except Exception:
+                logger.exception("trace %s: after it was handed on", pending.trace_id.hex())
 
     # --- the judge, after the detectors ---------------------------------------------------------------------
 
@@ -355,16 +368,29 @@ class Pipeline:
             return
         chosen = [e for e in evaluations if cascade.wants(e)]
         pending.judge_submitted = True  # handed on again after a store error: not judged twice
-        if chosen:
-            self._judging = [t for t in self._judging if not t.done()]
-            self._judging.append(pool.submit(self._judge, pending.trace_id, chosen))
+        if not chosen:
+            return
+        self._judging = [t for t in self._judging if not t.done()]
+        if len(self._judging) >= self.max_judging or self._judging_stopped:
+            for _ in chosen:
+                self.metrics.judge_event(JudgeEvent("budget_refused", ""))
+            return
+        self._judging.append(pool.submit(self._judge, pending.trace_id, chosen))
 
     def _judge(self, trace_id: bytes, evaluations: list[Evaluation]) -> None:
+        try:
+            self._judge_runs(trace_id, evaluations)
+        except Exception:  # a task nobody waits on: said here, or never
+            logger.exception("trace %s: the judge's work failed", trace_id.hex())
+
+    def _judge_runs(self, trace_id: bytes, evaluations: list[Evaluation]) -> None:
         cascade = self.cascade
         assert cascade is not None and cascade.judge is not None
         revised: list[tuple[dict[str, object], dict[str, object]]] = []
         for before in evaluations:
-            reason = cascade.choose(before.failure_score, before.run.trace_id) or "all"
+            if self._judging_stopped:
+                return
+            reason = cascade.reason(before) or "all"
             self.metrics.judge_runs.add(1, {"reason": reason})
             started = time.time_ns()
             try:
@@ -390,12 +416,16 @@ class Pipeline:
                         },
                     )
             payload = request.SerializeToString()
+            if self._judging_stopped:
+                return  # serve is stopping: the store may be closed
             try:
                 if self.downstream:
                     self.store.outbox_add(payload, 1)
                     self.notify()
-                else:
+                elif self.store.revise_results(trace_id.hex(), [(before.to_dict(), after.to_dict())]):
+                    # Kept with the trace, if the trace is still kept (not pruned while the judge thought).
                     self.store.save_trace(trace_id.hex(), after.run.agent_name, [], payload)
+                    continue
             except Exception:
                 logger.exception("trace %s: the judge's findings could not be kept", trace_id.hex())
                 continue

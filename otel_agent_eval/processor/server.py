@@ -20,6 +20,7 @@ from .pipeline import Pipeline, QueueConfig
 from .receivers import GrpcReceiver, HttpReceiver, ReceiversConfig
 from .security import (
     DataDirLock,
+    StartupError,
     check_endpoint,
     listen_failure,
     load_tls,
@@ -118,6 +119,9 @@ def check_config(config: ServeConfig) -> tuple[bytes, bytes] | None:
     """Everything a setting can get wrong, before anything is opened or bound (:class:`StartupError` naming
     the setting, its flag or the file); the TLS certificate and key, read."""
     config.validate()
+    if config.judge.judge != "off" and config.evaluation.processes:
+        # Worker processes send back evaluations without the runs' steps, which the judge reads.
+        raise StartupError("judge.judge (--judge): not with --processes N yet; evaluate on threads to judge")
     return load_tls(config.receivers.tls_cert, config.receivers.tls_key)
 
 

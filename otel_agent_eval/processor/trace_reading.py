@@ -81,8 +81,9 @@ class TraceReading:
         repeat that a later call confirms). Each step is judged by at most two looks, whatever the length of
         the trace; findings at older steps are left to the final evaluation."""
         key = run.root_span_id or ""
-        last, before = self.judged.get(key, (-1, -1))
-        steps = frozenset(step.index for step in run.steps if step.index > before)
-        if run.steps:
-            self.judged[key] = (max(last, max(step.index for step in run.steps)), last)
+        with self._lock:  # two looks at one trace may run at once (one slower than the interval)
+            last, before = self.judged.get(key, (-1, -1))
+            steps = frozenset(step.index for step in run.steps if step.index > before)
+            if run.steps:
+                self.judged[key] = (max(last, max(step.index for step in run.steps)), last)
         return steps

@@ -118,9 +118,13 @@ class Cascade:
             return "sampled" if int.from_bytes(digest[:8], "big") / 2**64 < self.config.sample_rate else None
         return None
 
+    def reason(self, evaluation: Evaluation) -> str | None:
+        """Why the judge should look at a run the detectors evaluated (``evaluation``), or ``None``."""
+        return self.choose(evaluation.failure_score, _key(evaluation.run)) if self.judge is not None else None
+
     def wants(self, evaluation: Evaluation) -> bool:
         """Whether the judge should look at a run the detectors evaluated (``evaluation``)."""
-        return self.judge is not None and self.choose(evaluation.failure_score, _key(evaluation.run)) is not None
+        return self.reason(evaluation) is not None
 
     def judged(self, evaluation: Evaluation, *, complete: bool = True) -> Evaluation:
         """The detectors' ``evaluation`` with the judge's findings added, if the budget pays for them; the
