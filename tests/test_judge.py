@@ -424,3 +424,20 @@ def test_nan_and_oversized_answers_are_not_taken(server: LLMServer) -> None:
     server.script(openai_chat("x" * (1 << 20), model="selene"))
     [error] = judged(judge_for(server))
     assert error.mode == "evaluator_error" and "bytes" in error.evidence
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("localhost:8000/v1", "http:// or https://"),
+        ("http://user:pw@localhost/v1", "holds credentials"),
+        ("http://localhost/v1?api-key=x", "query or a fragment"),
+        ("http:///v1", "no host"),
+    ],
+)
+def test_a_bad_base_url_is_refused_naming_what_is_wrong(url: str, said: str) -> None:
+    from otel_agent_eval.evaluate.judge.client import check_base_url
+
+    with pytest.raises(ValueError, match=said) as refused:
+        check_base_url(url)
+    assert "pw" not in str(refused.value) and "api-key=x" not in str(refused.value)

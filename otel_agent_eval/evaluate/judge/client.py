@@ -71,15 +71,18 @@ def check_base_url(base_url: str) -> str:
     >>> check_base_url("localhost:8000")
     Traceback (most recent call last):
     ...
-    ValueError: judge base URL 'localhost:8000': must be http:// or https://
+    ValueError: judge base URL (scheme 'localhost'): must be http:// or https://
     """
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"judge base URL {base_url!r}: must be http:// or https://")
+        raise ValueError(f"judge base URL (scheme {parts.scheme or 'none'!r}): must be http:// or https://")
     if not parts.hostname:
-        raise ValueError(f"judge base URL {base_url!r}: no host")
+        raise ValueError("judge base URL: no host")
     if parts.username or parts.password:
         raise ValueError("judge base URL: holds credentials; give the key in AGENT_EVAL_JUDGE_API_KEY instead")
+    if parts.query or parts.fragment:
+        # A query would hold whatever was put there (a key, often), and /chat/completions is joined after it.
+        raise ValueError("judge base URL: has a query or a fragment; give the base path only (.../v1)")
     return base_url.rstrip("/")
 
 
