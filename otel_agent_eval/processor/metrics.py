@@ -209,15 +209,15 @@ class ProcessorMetrics:
                 made.add(0)
             return made
 
+        def histogram(name: str) -> Any:  # durations, in seconds
+            m = METRICS[name]
+            return meter.create_histogram(
+                m.name, unit=m.unit, description=m.help, explicit_bucket_boundaries_advisory=SECONDS_BUCKETS
+            )
+
         self.traces = counter("agent_eval.traces")
         self.failures = counter("agent_eval.failures")
-        duration = METRICS["agent_eval.evaluation.duration"]
-        self.duration = meter.create_histogram(
-            duration.name,
-            unit=duration.unit,
-            description=duration.help,
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
-        )
+        self.duration = histogram("agent_eval.evaluation.duration")
         self.spans_received = counter("agent_eval.spans.received")
         self.spans_exported = counter("agent_eval.spans.exported")
         self.export_failures = counter("agent_eval.export.failures")
@@ -232,13 +232,7 @@ class ProcessorMetrics:
         self.judge_runs = counter("agent_eval.judge.runs")
         self.judge_calls = counter("agent_eval.judge.calls")
         self.judge_tokens = counter("agent_eval.judge.tokens")
-        judge_duration = METRICS["agent_eval.judge.duration"]
-        self.judge_duration = meter.create_histogram(
-            judge_duration.name,
-            unit=judge_duration.unit,
-            description=judge_duration.help,
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
-        )
+        self.judge_duration = histogram("agent_eval.judge.duration")
         self.judge_errors = counter("agent_eval.judge.errors")
         # At 0 from the start, each label value, as the other counters (an alert on judge errors sees the first).
         for reason in JUDGE_REASONS:
