@@ -441,3 +441,35 @@ def test_a_bad_base_url_is_refused_naming_what_is_wrong(url: str, said: str) -> 
     with pytest.raises(ValueError, match=said) as refused:
         check_base_url(url)
     assert "pw" not in str(refused.value) and "api-key=x" not in str(refused.value)
+
+
+def test_a_server_dripping_its_answer_is_a_timeout() -> None:
+    """The time limit holds for the whole answer, not for each read: a byte every 0.1 s never times one out."""
+    import socket
+    import threading
+    import time
+
+    from otel_agent_eval.evaluate.judge import JudgeUnavailable
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def drip() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n")
+            try:
+                for _ in range(40):  # 4 s in all: a complete (if useless) body, were the limit per read
+                    connection.sendall(b" ")
+                    time.sleep(0.1)
+            except OSError:  # the client gave up: what the test wants
+                pass
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    client = ChatClient(f"http://127.0.0.1:{port}/v1", "m", timeout=0.5, retries=0)
+    with pytest.raises(JudgeUnavailable) as unavailable:
+        client.complete([{"role": "user", "content": "hi"}])
+    assert unavailable.value.reason == "timeout"
+    listener.close()

@@ -177,7 +177,7 @@ class ChatClient:
         started = time.perf_counter()
         try:
             with _OPENER.open(request, timeout=timeout) as response:
-                raw = response.read(MAX_ANSWER_BYTES + 1)
+                raw = self._read(response, time.monotonic() + timeout)
         except urllib.error.HTTPError as exc:
             status = exc.code
             try:
@@ -208,6 +208,23 @@ class ChatClient:
             raise JudgeUnavailable("bad_response", f"the judge's answer is over {MAX_ANSWER_BYTES} bytes")
         seconds = time.perf_counter() - started
         return _reply(raw, seconds, attempt, body)
+
+    @staticmethod
+    def _read(response: Any, until: float) -> bytes:
+        """The body, read in pieces, up to ``MAX_ANSWER_BYTES + 1`` bytes and no later than ``until``: the
+        socket's timeout bounds each read, not the whole (a server sending a byte at a time could hold a call
+        for ever)."""
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_ANSWER_BYTES:
+            if time.monotonic() > until:
+                raise TimeoutError
+            chunk = response.read1(64 * 1024) if hasattr(response, "read1") else response.read(64 * 1024)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
 
 
 class _Retry(Exception):
