@@ -123,9 +123,8 @@ class Pipeline:
         self._judging: list[Task[None]] = []
         # On stop, judgements still running get this long (not the judge's whole time limit: a grace period
         # of 30 s must leave time for the exporter's drain after it).
-        self.judge_drain_seconds = (
-            min(cascade.judge.run_timeout or 10.0, 10.0) if cascade is not None and cascade.judge is not None else 0.0
-        )
+        judge = self.cascade.judge if self.cascade is not None else None
+        self.judge_drain_seconds = min(judge.run_timeout or 10.0, 10.0) if judge is not None else 0.0
         self._judging_stopped = False
         self.max_judging = 4 * judge_concurrency
         """Traces waiting for the judge at most; beyond, a trace is not judged (counted as a budget refusal):
@@ -326,6 +325,7 @@ class Pipeline:
         if pending.labelled is None:
             pending.labelled = self._label(pending, outcome)
         evaluations: list[Evaluation] = pending.labelled
+        agent_name = next((e.run.agent_name for e in evaluations if e.run.agent_name), None)
         payload = encode_request(pending.spans)
         if self.downstream:
             handoff = Handoff(payload, len(pending.spans), pending.trace_id, frozenset(pending.inbox_ids))
@@ -334,18 +334,13 @@ class Pipeline:
             self.notify()
             if evaluations:  # the results, not the spans (those are in the trace store): for traces, report
                 try:
-                    self.store.save_trace(
-                        pending.trace_id.hex(),
-                        next((e.run.agent_name for e in evaluations if e.run.agent_name), None),
-                        [e.to_dict() for e in evaluations],
-                        b"",
-                    )
+                    self.store.save_trace(pending.trace_id.hex(), agent_name, [e.to_dict() for e in evaluations], b"")
                 except Exception:  # the trace is handed on: trying again would deliver and label it twice
                     logger.exception("trace %s: its results could not be kept in the store", pending.trace_id.hex())
         else:
             self.store.save_trace(
                 pending.trace_id.hex(),
-                next((e.run.agent_name for e in evaluations if e.run.agent_name), None),
+                agent_name,
                 [e.to_dict() for e in evaluations],
                 payload,
                 from_inbox=(pending.trace_id, pending.inbox_ids),  # one transaction: a retry never saves it twice
@@ -353,8 +348,7 @@ class Pipeline:
             self.metrics.spans_exported.add(len(pending.spans))
         if evaluations:
             try:  # the trace is handed on: nothing after this may send it round again
-                name = next((e.run.agent_name for e in evaluations if e.run.agent_name), None)
-                _log_evaluated(pending.trace_id.hex(), evaluations, self.metrics.agent(name))
+                _log_evaluated(pending.trace_id.hex(), evaluations, self.metrics.agent(agent_name))
                 self._judge_later(pending, evaluations)
             except Exception:
                 logger.exception("trace %s: after it was handed on", pending.trace_id.hex())
@@ -386,7 +380,6 @@ class Pipeline:
     def _judge_runs(self, trace_id: bytes, evaluations: list[Evaluation]) -> None:
         cascade = self.cascade
         assert cascade is not None and cascade.judge is not None
-        revised: list[tuple[dict[str, object], dict[str, object]]] = []
         for before in evaluations:
             if self._judging_stopped:
                 return
@@ -418,23 +411,17 @@ class Pipeline:
             payload = request.SerializeToString()
             if self._judging_stopped:
                 return  # serve is stopping: the store may be closed
+            revised = [(before.to_dict(), after.to_dict())]
             try:
                 if self.downstream:
                     self.store.outbox_add(payload, 1)
                     self.notify()
-                elif self.store.revise_results(trace_id.hex(), [(before.to_dict(), after.to_dict())]):
+                    self.store.revise_results(trace_id.hex(), revised)
+                elif self.store.revise_results(trace_id.hex(), revised):
                     # Kept with the trace, if the trace is still kept (not pruned while the judge thought).
                     self.store.save_trace(trace_id.hex(), after.run.agent_name, [], payload)
-                    continue
             except Exception:
                 logger.exception("trace %s: the judge's findings could not be kept", trace_id.hex())
-                continue
-            revised.append((before.to_dict(), after.to_dict()))
-        if revised:
-            try:
-                self.store.revise_results(trace_id.hex(), revised)
-            except Exception:
-                logger.exception("trace %s: the judge's results could not be kept in the store", trace_id.hex())
 
     def _label(self, pending: PendingTrace, outcome: list[Evaluation] | BaseException) -> list[Evaluation]:
         """Write the evaluations onto the trace's spans (or mark them unevaluated); the evaluations written."""

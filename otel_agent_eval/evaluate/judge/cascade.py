@@ -32,6 +32,7 @@ from typing import Literal
 from ...model import AgentRun
 from ..engine import Engine
 from ..findings import Evaluation
+from .client import CHARS_PER_TOKEN
 from .judge import JudgeEvent, LLMJudge
 
 JudgeMode = Literal["off", "suspicious", "sampled", "all"]
@@ -159,4 +160,4 @@ def _run_tokens(run: AgentRun) -> int:
         for value in (getattr(step, "content", None), getattr(step, "result", None), getattr(step, "error", None)):
             if isinstance(value, str):
                 size += len(value)
-    return max(1, size // 4)  # estimate_tokens' rate, without building the text
+    return max(1, size // CHARS_PER_TOKEN)  # estimate_tokens' rate, without building the text

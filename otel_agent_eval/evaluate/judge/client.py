@@ -283,6 +283,10 @@ def _count(value: Any) -> int | None:
     return None
 
 
+CHARS_PER_TOKEN = 4
+"""About four characters a token, English and JSON: what budgets use before the server says."""
+
+
 def estimate_tokens(text: str) -> int:
-    """About four characters a token (what budgets use before the server says; English and JSON)."""
-    return max(1, len(text) // 4)
+    """The tokens of ``text``, by :data:`CHARS_PER_TOKEN`."""
+    return max(1, len(text) // CHARS_PER_TOKEN)

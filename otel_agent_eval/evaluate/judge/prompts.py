@@ -37,7 +37,7 @@ import yaml
 
 from ...model import AgentRun
 from ..taxonomy import TAXONOMY
-from .client import estimate_tokens
+from .client import CHARS_PER_TOKEN, estimate_tokens
 from .render import render_steps, render_tools
 
 FAMILIES = ("workflow", "user_interaction", "tool")
@@ -84,7 +84,7 @@ class Prompt:
         room = max(budget_tokens - estimate_tokens(system), 200)
         policy = (run.system_instructions or "(none stated)").strip()
         if estimate_tokens(policy) > room * POLICY_SHARE:
-            keep = int(room * POLICY_SHARE * 4)
+            keep = int(room * POLICY_SHARE * CHARS_PER_TOKEN)
             policy = f"{policy[:keep]}\n[… {len(policy) - keep} characters of the policy cut …]"
         tools = render_tools(run.tool_definitions, budget_tokens=int(room * TOOLS_SHARE)) or "(none)"
         left = room - estimate_tokens(policy) - estimate_tokens(tools)

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ...model import AgentRun, AssistantMessage, Step, ToolDefinition, ToolExecution, UserMessage
-from .client import estimate_tokens
+from .client import CHARS_PER_TOKEN, estimate_tokens
 
 MIN_KEPT = 48
 """Characters a cut text keeps at least (both ends together): enough to recognise what it was."""
@@ -103,7 +103,7 @@ def render_steps(run: AgentRun, *, budget_tokens: int, steps: Iterable[Step] | N
     """The run's steps (or ``steps``), one numbered line each, cut to fit ``budget_tokens`` where possible:
     tool results first, every one longer than a common length cut to it, then messages the same way."""
     lines = _lines(run.steps if steps is None else steps)
-    budget = budget_tokens * 4  # characters (estimate_tokens' rate)
+    budget = budget_tokens * CHARS_PER_TOKEN  # characters
     total = sum(len(line.render()) + 1 for line in lines)
     for level in (2, 1):
         if total <= budget:
@@ -128,5 +128,5 @@ def render_tools(tools: Iterable[ToolDefinition], *, budget_tokens: int) -> str:
         out.append(f"- {tool.name}: {(tool.description or '').strip()} parameters: {params}")
     text = "\n".join(out)
     if estimate_tokens(text) > budget_tokens:
-        text = _cut(text, budget_tokens * 4)
+        text = _cut(text, budget_tokens * CHARS_PER_TOKEN)
     return text
